@@ -8,15 +8,15 @@ Docs: https://localrules.github.io/localrules/local_ssl.html.md"""
 __all__ = ['F_NAMES', 'LOSS_TYPES', 'DEFAULT_MARGIN', 'PREDICTOR_MODES', 'contrast_f', 'score', 'local_ssl_loss', 'Predictor',
            'LocalSSLLoss']
 
-# %% ../nbs/30_local_ssl.ipynb #298b5854
+# %% ../nbs/30_local_ssl.ipynb #9f9f38ca
 import math
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import check_choice, check_range
 
-# %% ../nbs/30_local_ssl.ipynb #f9542cf8
+# %% ../nbs/30_local_ssl.ipynb #de9f1626
 F_NAMES = ('hinge', 'softplus', 'linear')
 LOSS_TYPES = (1, 2)
-DEFAULT_MARGIN = {'hinge': 1., 'softplus': 0., 'linear': 0.}
+DEFAULT_MARGIN = {'hinge': 1., 'softplus': 1., 'linear': 0.}
 
 def contrast_f(u:torch.Tensor, f:str='hinge', margin:float=None) -> torch.Tensor:
     "The decreasing function `f` of the score: hinge relu(m−u), softplus softplus(m−u), linear −u."
@@ -30,7 +30,7 @@ def score(z:torch.Tensor, c:torch.Tensor, W:torch.Tensor=None) -> torch.Tensor:
     "Per-sample bilinear score `u = zᵀ W c` for batches `z` (B, dz), `c` (B, dc), `W` (dz, dc); `W=None` is the identity."
     return ((z if W is None else z @ W) * c).sum(-1)
 
-# %% ../nbs/30_local_ssl.ipynb #79252cbf
+# %% ../nbs/30_local_ssl.ipynb #b2b2ff9b
 def local_ssl_loss(z_pos, z_neg, c_pos, c_neg=None, W=None, f:str='hinge', loss_type:int=2, margin:float=None,
                    reduction:str='mean') -> torch.Tensor:
     "Type-1 `f(u⁺ − u⁻)` or type-2 `f(u⁺) + f(−u⁻)` local-SSL loss with scores `u = zᵀ W c` and detached references."
@@ -40,7 +40,7 @@ def local_ssl_loss(z_pos, z_neg, c_pos, c_neg=None, W=None, f:str='hinge', loss_
     l = contrast_f(u_pos - u_neg, f, margin) if loss_type == 1 else contrast_f(u_pos, f, margin) + contrast_f(-u_neg, f, margin)
     return l.mean() if reduction == 'mean' else l.sum() if reduction == 'sum' else l
 
-# %% ../nbs/30_local_ssl.ipynb #e0fe14a8
+# %% ../nbs/30_local_ssl.ipynb #d153cf98
 PREDICTOR_MODES = ('learned', 'identity', 'random')
 
 class Predictor(nn.Module):
@@ -69,7 +69,7 @@ class Predictor(nn.Module):
     def sq_norm(self): return self.weight.pow(2).sum()
     def extra_repr(self): return f"dz={self.dz}, dc={self.dc}, mode={self.mode!r}, rank={self.rank}"
 
-# %% ../nbs/30_local_ssl.ipynb #afb8ffc4
+# %% ../nbs/30_local_ssl.ipynb #fe16a2ba
 class LocalSSLLoss(nn.Module):
     "Local-SSL loss of one layer for two stacked views: positive = other view's detached reference, negative = the next sample."
     def __init__(self, dz:int, dc:int, f:str='hinge', loss_type:int=2, mode:str='learned', rank:int=None,
