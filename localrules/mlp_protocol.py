@@ -7,9 +7,9 @@ Docs: https://localrules.github.io/localrules/mlp_protocol.html.md"""
 # %% auto #0
 __all__ = ['HPARAMS', 'NORM_HPARAMS', 'PROTOCOL', 'NO_DECAY', 'WM_WITH_WD', 'HP_COLUMN', 'PEPITA_FAMILY', 'VARIANTS',
            'variant_features', 'settings', 'rule_options', 'build', 'load_data', 'train_unit', 'mean_std',
-           'paper_value']
+           'paper_value', 'parse_entry', 'compare_table', 'format_table', 'plot_table']
 
-# %% ../nbs/16_mlp_protocol.ipynb #ab2cc3f2
+# %% ../nbs/16_mlp_protocol.ipynb #4f30c036
 import inspect, math, statistics
 import torch
 from .core import seed_everything, check_choice, check_range
@@ -17,7 +17,7 @@ from .data import load_tensors, NUM_CLASSES
 from .rules import MLP, get_rule, available_rules
 from .train import make_optimizer, step_decay, fit
 
-# %% ../nbs/16_mlp_protocol.ipynb #c08f36e7
+# %% ../nbs/16_mlp_protocol.ipynb #4c620212
 HPARAMS = {
     1: {'mnist':    {'lr': {'bp': 0.1,  'fa': 0.1,  'drtp': 0.01,  'pepita': 0.1},  'wd': 1e-5, 'decay': 0.1, 'wm_lr': 0.1,   'wm_wd': 0.0},
         'cifar10':  {'lr': {'bp': 0.01, 'fa': 0.01, 'drtp': 0.001, 'pepita': 0.01}, 'wd': 1e-4, 'decay': 0.1, 'wm_lr': 0.001, 'wm_wd': 0.1},
@@ -46,7 +46,7 @@ HP_COLUMN = {'mnist': 'mnist', 'cifar10': 'cifar10', 'cifar10-jpeg': 'cifar10', 
 PEPITA_FAMILY = ['pepita', 'pepita_hebbian', 'pepita_timelocal', 'afa']
 VARIANTS = ['base', 'wd', 'norm', 'wm', 'wd_wm', 'norm_wm', 'wm_prem']
 
-# %% ../nbs/16_mlp_protocol.ipynb #2e140c98
+# %% ../nbs/16_mlp_protocol.ipynb #da3d70b0
 def _family(rule:str) -> str: return 'pepita' if rule in PEPITA_FAMILY else rule
 
 def variant_features(variant:str) -> set:
@@ -79,7 +79,7 @@ def settings(rule:str, dataset:str, depth:int=1, variant:str='base', **overrides
     s.update(overrides)
     return s
 
-# %% ../nbs/16_mlp_protocol.ipynb #d7a576b2
+# %% ../nbs/16_mlp_protocol.ipynb #5f8ccffa
 def rule_options(name:str, s:dict) -> dict:
     "Keyword options for rule `name` from settings `s`, restricted to those its constructor accepts."
     from localrules.rules import RULES
@@ -105,7 +105,7 @@ def build(s:dict, in_dim:int, n_classes:int, device='cpu', seed:int=0):
     sched = step_decay(opt, s['milestones'], s['gamma']) if s['milestones'] else None
     return rule, opt, sched
 
-# %% ../nbs/16_mlp_protocol.ipynb #c723f84f
+# %% ../nbs/16_mlp_protocol.ipynb #85490259
 def load_data(dataset:str, root='data', device='cpu', download:bool=False, limit:int=None) -> tuple:
     "((x_train, y_train), (x_test, y_test)) of `dataset`, flattened, on `device`."
     tr = load_tensors(dataset, 'train', root, device, flatten=True, limit=limit, download=download)
@@ -120,7 +120,7 @@ def train_unit(s:dict, data:tuple, seed:int=0, device='cpu', checkpoint=None, ev
               progress=progress, every=every)
     return rule, log
 
-# %% ../nbs/16_mlp_protocol.ipynb #54522cc1
+# %% ../nbs/16_mlp_protocol.ipynb #0c497ef6
 def mean_std(rows:list, metric:str, **where) -> tuple:
     "(mean, std, n) of `metric` over final rows matching `where`; (nan, nan, 0) if none."
     vs = [r['value'] for r in rows if r['metric'] == metric and all(str(r.get(k)) == str(v) for k, v in where.items())]
@@ -136,3 +136,51 @@ def paper_value(reference:list, metric:str, **key):
         k = dict(kv.split('=', 1) for kv in r['key'].split(';') if kv)
         if r['metric'] == metric and k == {a: str(b) for a, b in key.items()}: return r['value'], r['std'], col
     return None, None, col
+
+# %% ../nbs/16_mlp_protocol.ipynb #0721bfa3
+def parse_entry(entry:str) -> tuple:
+    "'pepita/wd' -> ('pepita', 'wd'); 'bp' -> ('bp', 'base')."
+    rule, _, variant = entry.partition('/')
+    return rule, variant or 'base'
+
+def compare_table(finals:list, reference:list, entries:list, datasets:list, metric:str='test_acc', **fixed) -> list:
+    "One row per (entry, dataset): measured mean/std/n over seeds and the paper's value/std (None where it has none)."
+    out = []
+    for e in entries:
+        rule, variant = parse_entry(e)
+        for d in datasets:
+            m, sd, n = mean_std(finals, metric, rule=rule, variant=variant, dataset=d, **fixed)
+            pv, ps, col = paper_value(reference, metric, rule=rule, dataset=d, **fixed, variant=variant)
+            out.append(dict(entry=e, rule=rule, variant=variant, dataset=d, mean=m, std=sd, n=n, paper=pv, paper_std=ps, column=col, **fixed))
+    return out
+
+def _fmt(v, s, digits=2):
+    if v is None or v != v: return '—'
+    return f"{v:.{digits}f}" + (f" ± {s:.{digits}f}" if s else '')
+
+def format_table(trows:list, digits:int=2) -> str:
+    "A text table: entry × dataset, 'measured (paper)'."
+    ds = list(dict.fromkeys(r['dataset'] for r in trows)); es = list(dict.fromkeys(r['entry'] for r in trows))
+    cols = {d: next(r['column'] for r in trows if r['dataset'] == d) for d in ds}
+    head = ['entry'] + [f"{d}" + (f" (paper: {cols[d]})" if cols[d] != d else '') for d in ds]
+    lines = [' | '.join(head)]
+    for e in es:
+        cells = [e]
+        for d in ds:
+            r = next(r for r in trows if r['entry'] == e and r['dataset'] == d)
+            cells.append(f"{_fmt(r['mean'], r['std'], digits)} (n={r['n']}) | paper {_fmt(r['paper'], r['paper_std'], digits)}")
+        lines.append(' | '.join(cells))
+    return '\n'.join(lines)
+
+def plot_table(ax, trows:list, dataset:str, ylabel:str='test accuracy (%)', chance:float=None):
+    "Bars of measured mean ± std per entry for `dataset`, with the paper's value as a black mark."
+    rs = [r for r in trows if r['dataset'] == dataset]
+    xs = range(len(rs))
+    ax.bar(xs, [r['mean'] if r['n'] else 0 for r in rs], yerr=[r['std'] if r['n'] else 0 for r in rs], color='tab:blue', alpha=.7, label='measured')
+    px = [i for i, r in enumerate(rs) if r['paper'] is not None]
+    ax.scatter(px, [rs[i]['paper'] for i in px], marker='_', s=300, color='k', zorder=3, label=f"paper ({rs[0]['column'] if rs else ''})")
+    for i, r in enumerate(rs):
+        if not r['n']: ax.text(i, 0, 'not run', rotation=90, ha='center', va='bottom', fontsize=8, color='tab:red')
+    if chance is not None: ax.axhline(chance, color='gray', ls=':', label='chance')
+    ax.set_xticks(list(xs)); ax.set_xticklabels([r['entry'] for r in rs], rotation=60, ha='right', fontsize=8)
+    ax.set(ylabel=ylabel, title=dataset); ax.legend(fontsize=7)
