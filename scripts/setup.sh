@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh machine: a virtual environment in .venv with the pinned torch, the project and its dev
+# extras; on Debian/Ubuntu also Chromium (docs page test) and the Fashion-MNIST package (offline data).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+if ! .venv/bin/python -c "import torch, torchvision; assert torch.__version__.startswith('2.14.1')" 2>/dev/null; then
+  .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.2
+fi
+.venv/bin/pip install -q -e ".[dev]"
+.venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+if command -v apt-get >/dev/null 2>&1 && { [ ! -x /usr/bin/chromium ] || [ ! -d /usr/share/datasets/fashion-mnist ]; }; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium dataset-fashion-mnist >/dev/null; } \
+    || echo "setup: could not install chromium/dataset-fashion-mnist with apt-get (the tests that need them will say so)"
+fi

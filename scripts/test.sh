@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# All tests: set up, check export/clean sync, run the notebooks' inline tests (nbdev-test), process the docs up to
+# Quarto's render (nbdev-proc-nbs), then pytest (CLI, data, determinism, every experiment's smoke run, docs page).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH" MPLBACKEND=Agg PYTHONHASHSEED=0
+nbdev-test --n-workers 2 --timing
+nbdev-proc-nbs >/dev/null
+pytest -n 2 --durations=15 tests/ "$@"

@@ -1,0 +1,41 @@
+"Datasets: names, splits, clear errors when files are missing, offline sources."
+from pathlib import Path
+import pytest, torch
+from localrules.data import get_dataset, load_tensors, DatasetNotFoundError, DEBIAN_FASHION, SPLITS, TensorLoader
+
+@pytest.mark.parametrize('name,split', [('mnist', 'train'), ('fashion_mnist', 'test'), ('cifar10', 'train'), ('cifar100', 'test'),
+                                        ('stl10', 'unlabeled'), ('tiny_imagenet', 'val'), ('cifar10-jpeg', 'train')])
+def test_missing_files_error_names_dataset_folder_and_remedy(tmp_path, name, split, monkeypatch):
+    import localrules.data as d
+    monkeypatch.setattr(d, 'DEBIAN_FASHION', tmp_path/'none')
+    monkeypatch.setattr(d._debian_fashion, '__defaults__', (tmp_path/'none',))
+    with pytest.raises(DatasetNotFoundError) as e: get_dataset(name, root=tmp_path, split=split)
+    msg = str(e.value)
+    assert repr(name) in msg and str(tmp_path.resolve()) in msg and 'To obtain them' in msg
+
+def test_failed_download_says_so(tmp_path, monkeypatch):
+    import torchvision
+    def boom(*a, **k): raise RuntimeError('network unreachable')
+    monkeypatch.setattr(torchvision.datasets.MNIST, 'download', boom)
+    with pytest.raises(DatasetNotFoundError, match='download failed: RuntimeError: network unreachable'):
+        get_dataset('mnist', root=tmp_path, download=True)
+
+@pytest.mark.parametrize('bad', [dict(name='imagenet'), dict(name='stl10', split='val'), dict(name='digits', split='unlabeled')])
+def test_bad_names_and_splits(bad):
+    with pytest.raises(ValueError) as e: get_dataset(**bad)
+    assert list(bad)[-1] in str(e.value)
+
+@pytest.mark.skipif(not DEBIAN_FASHION.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_from_debian_package(tmp_path):
+    x, y = load_tensors('fashion_mnist', 'test', root=tmp_path, flatten=True, limit=500)
+    assert x.shape == (500, 784) and 0 <= x.min() and x.max() <= 1 and y.max() == 9
+
+def test_tensor_loader_is_seeded_and_covers_all():
+    x, y = load_tensors('digits', 'train')
+    a = [b[1] for b in TensorLoader(x, y, batch_size=256, seed=3)]
+    b = [b[1] for b in TensorLoader(x, y, batch_size=256, seed=3)]
+    assert all(torch.equal(u, v) for u, v in zip(a, b)) and sum(map(len, a)) == len(y)
+    assert sorted(torch.cat(a).tolist()) == sorted(y.tolist())
+
+def test_every_dataset_has_splits():
+    for name, splits in SPLITS.items(): assert splits and 'train' in splits

@@ -1,0 +1,62 @@
+"Project shape: the package is in sync with its notebooks, notebooks are clean, config files agree."
+import json, re, shutil, subprocess, sys, tomllib
+from pathlib import Path
+import pytest
+from conftest import ROOT
+
+BIN = Path(sys.executable).parent
+
+def _copy(tmp_path):
+    "A copy of the tracked and new (not ignored) files of the checkout."
+    files = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard'], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    dst = tmp_path/'repo'
+    for f in files:
+        src = ROOT/f
+        if src.is_file() and not src.is_symlink():
+            (dst/f).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(src, dst/f)
+        elif src.is_symlink():
+            (dst/f).parent.mkdir(parents=True, exist_ok=True); (dst/f).symlink_to(src.readlink())
+    return dst
+
+def _snapshot(d, pattern):
+    return {p.relative_to(d).as_posix(): p.read_text() for p in sorted(d.glob(pattern)) if p.is_file()}
+
+def test_every_module_in_sync_with_its_notebook(tmp_path):
+    d = _copy(tmp_path); before = _snapshot(d, 'localrules/*.py')
+    subprocess.run([BIN/'nbdev-export'], cwd=d, check=True, capture_output=True)
+    after = _snapshot(d, 'localrules/*.py')
+    stale = [f for f in set(before) | set(after) if before.get(f) != after.get(f)]
+    assert not stale, f'out of sync with nbs/ (edit the notebook, run nbdev-export): {stale}'
+
+def test_notebooks_are_clean_and_keep_parameters_tags(tmp_path):
+    d = _copy(tmp_path); before = _snapshot(d, 'nbs/**/*.ipynb')
+    subprocess.run([BIN/'nbdev-clean'], cwd=d, check=True, capture_output=True)
+    after = _snapshot(d, 'nbs/**/*.ipynb')
+    assert before == after, f'not clean (run nbdev-clean): {[f for f in before if before[f] != after.get(f)]}'
+    for p in sorted((d/'nbs'/'experiments').glob('*.ipynb')):
+        tags = [c.get('metadata', {}).get('tags', []) for c in json.loads(p.read_text())['cells']]
+        assert sum('parameters' in t for t in tags) == 1, f'{p.name}: needs exactly one cell tagged parameters'
+
+def test_environment_yml_matches_pyproject():
+    proj = tomllib.loads((ROOT/'pyproject.toml').read_text())['project']
+    want = sorted(s.replace(' ', '') for s in proj['dependencies'] + proj['optional-dependencies']['dev'])
+    yml = (ROOT/'environment.yml').read_text()
+    pip = [l.strip()[2:] for l in yml.split('- pip:')[1].splitlines() if l.strip().startswith('- ') and not l.strip().startswith('- -e')]
+    got = sorted(s.replace(' ', '') for s in pip)
+    assert got == want, f'environment.yml and pyproject.toml disagree: {set(got) ^ set(want)}'
+    assert re.search(r'- python=3\.11', yml) and '- -e .' in yml
+
+def test_ci_runs_the_readme_test_command():
+    readme, ci = (ROOT/'README.md').read_text(), (ROOT/'.ci'/'run').read_text()
+    cmds = re.findall(r'```(?:bash|sh)\n(.*?)\n```', readme, re.S)
+    test_cmd = next(c for c in cmds if 'test' in c and '\n' not in c.strip())
+    assert test_cmd.strip() in ci
+
+def test_no_settings_ini_beside_pyproject():
+    assert not (ROOT/'settings.ini').exists()
+    cfg = tomllib.loads((ROOT/'pyproject.toml').read_text())['tool']['nbdev']
+    assert 'tags' in cfg['allowed_cell_metadata_keys']
+
+def test_quarto_config_is_the_top_level_one():
+    link = ROOT/'nbs'/'_quarto.yml'
+    assert link.is_symlink() and link.resolve() == (ROOT/'_quarto.yml').resolve()
