@@ -8,14 +8,14 @@ Docs: https://localrules.github.io/localrules/pepita.html.md"""
 __all__ = ['act_deriv', 'matrix_angle', 'output_target', 'feedback_init', 'PepitaBase', 'Pepita', 'PepitaHebbian',
            'PepitaTimeLocal', 'AFA', 'feedback_angles']
 
-# %% ../nbs/10_pepita.ipynb #fec07371
+# %% ../nbs/10_pepita.ipynb #669992d2
 import math
 from functools import reduce
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import check_choice, check_range
 from .rules import LearningRule, MLP, register_rule
 
-# %% ../nbs/10_pepita.ipynb #f6033857
+# %% ../nbs/10_pepita.ipynb #e2c91029
 def act_deriv(name:str, a:torch.Tensor) -> torch.Tensor:
     "Derivative σ'(a) of the `MLP` activation `name` at pre-activation `a`."
     if name == 'relu': return (a > 0).to(a.dtype)
@@ -40,14 +40,14 @@ def _loss(out, y) -> float:
     if y.is_floating_point(): return 0.5 * (out - y.reshape(out.shape)).pow(2).sum(1).mean().item()
     return F.cross_entropy(out, y).item()
 
-# %% ../nbs/10_pepita.ipynb #ac3c5b8f
+# %% ../nbs/10_pepita.ipynb #e99f7b93
 def feedback_init(shape, std:float, init:str='normal', generator=None) -> torch.Tensor:
     "Random matrix of `shape` with zero mean and standard deviation `std`: normal or uniform."
     check_choice('F_init', init, ['normal', 'uniform'])
     if init == 'normal': return torch.randn(shape, generator=generator) * std
     return (torch.rand(shape, generator=generator) * 2 - 1) * std * math.sqrt(3)
 
-# %% ../nbs/10_pepita.ipynb #88cfb9b8
+# %% ../nbs/10_pepita.ipynb #f847f281
 class PepitaBase(LearningRule):
     "Shared machinery of the PEPITA family: fixed (or mirrored, factorised) feedback F and the clean/modulated passes."
     def __init__(self, model:MLP, F_init:str='normal', F_scale:float=1., F_std:float=None, sign:int=-1, fast='auto',
@@ -121,12 +121,15 @@ class PepitaBase(LearningRule):
         x_mod = x + s * (e @ Fm.T)
         fast = weights is None and self._use_fast(P['B'], Fm.shape[1])
         if fast: WF = m.layers[0].weight @ Fm
+        pre = {}
         def lin(h, layer, l):
-            if l == 0 and fast: return P['pre'][0] + s * (e @ WF.T)
-            W, b = weights[l] if weights is not None else (layer.weight, layer.bias)
-            return F.linear(h, W, b)
+            if l == 0 and fast: a = P['pre'][0] + s * (e @ WF.T)
+            else:
+                W, b = weights[l] if weights is not None else (layer.weight, layer.bias)
+                a = F.linear(h, W, b)
+            pre[l] = a; return a
         hs_err = m.forward_all(x_mod, P['masks'], lin); hs_err[0] = x_mod
-        P['hs_err'] = hs_err
+        P['hs_err'], P['pre_err'] = hs_err, pre
         return P
 
     def updates(self, P:dict): raise NotImplementedError
@@ -141,7 +144,7 @@ class PepitaBase(LearningRule):
         out = P['hs'][-1]
         return dict(loss=_loss(out, y), out=out.detach())
 
-# %% ../nbs/10_pepita.ipynb #b0fd07fb
+# %% ../nbs/10_pepita.ipynb #290ae1a8
 @register_rule('pepita')
 class Pepita(PepitaBase):
     "PEPITA (arXiv 2302.05440, Alg. 1 / eqs 3–5): two forward passes, the second on the error-modulated input x + sign·Fe."
@@ -153,7 +156,7 @@ class Pepita(PepitaBase):
             self.accumulate(layer.weight, post.T @ hs_err[l] / B)
             if layer.bias is not None: self.accumulate(layer.bias, post.mean(0))
 
-# %% ../nbs/10_pepita.ipynb #b17250b9
+# %% ../nbs/10_pepita.ipynb #a03e3696
 @register_rule('pepita_hebbian')
 class PepitaHebbian(PepitaBase):
     "PEPITA-Hebbian (arXiv 2302.05440, eqs 7, 13, 14): a Hebbian term of the clean pass minus one of the modulated pass."
@@ -167,7 +170,7 @@ class PepitaHebbian(PepitaBase):
             self.accumulate(layer.weight, g / B)
             if layer.bias is not None: self.accumulate(layer.bias, (pos - neg).mean(0))
 
-# %% ../nbs/10_pepita.ipynb #0b65a01e
+# %% ../nbs/10_pepita.ipynb #894b4cd2
 @register_rule('pepita_timelocal')
 class PepitaTimeLocal(PepitaBase):
     "PEPITA-time-local (arXiv 2302.05440, Alg. 2): pass 2 runs on the weights updated by pass 1; the net update goes into `.grad`."
@@ -191,7 +194,7 @@ class PepitaTimeLocal(PepitaBase):
             self.accumulate(layer.weight, first[l][0] - neg.T @ hs_err[l] / B)
             if layer.bias is not None: self.accumulate(layer.bias, first[l][1] - neg.mean(0))
 
-# %% ../nbs/10_pepita.ipynb #38492e4e
+# %% ../nbs/10_pepita.ipynb #2d6e8206
 @register_rule('afa')
 class AFA(PepitaBase):
     "Adaptive feedback alignment (arXiv 2302.05440, eq. 11): ΔW_1 = [(W_1Fe) ⊙ h_1′] xᵀ, ΔW_2 = e h_1ᵀ; 2-layer MLPs."
@@ -210,7 +213,7 @@ class AFA(PepitaBase):
         self.accumulate(W1.weight, post.T @ x / B); self.accumulate(W2.weight, e.T @ h1 / B)
         if W1.bias is not None: self.accumulate(W1.bias, post.mean(0)); self.accumulate(W2.bias, e.mean(0))
 
-# %% ../nbs/10_pepita.ipynb #491b5d38
+# %% ../nbs/10_pepita.ipynb #26baf4c8
 def feedback_angles(rule:PepitaBase) -> dict:
     "Alignment angles (degrees): F vs W_totᵀ (W_tot = W_L⋯W_1) and, when factorised, each F_l vs W_lᵀ."
     Ws = [l.weight.detach() for l in rule.model.layers]
