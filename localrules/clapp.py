@@ -6,12 +6,12 @@ Docs: https://localrules.github.io/localrules/clapp.html.md"""
 
 # %% auto #0
 __all__ = ['CHANNELS', 'POOL_AFTER', 'POOL_SIZES', 'IMAGE_SIZE', 'NORMALIZE', 'VGGEncoder', 'pool_sizes', 'pool_flat',
-           'pooled_dims', 'normalizer', 'simclr_transform', 'SimCLRViews', 'stack_views', 'negative_index',
+           'pooled_dims', 'normalizer', 'simclr_transform', 'SimCLRViews', 'FastViews', 'stack_views', 'negative_index',
            'clapp_loss', 'SSLRule', 'CLAPPpp', 'CLAPPppNo2D', 'CLAPPppDFB', 'CLAPPppBoth', 'BPCLAPPpp', 'nt_xent',
            'BPInfoNCE', 'DFASSL', 'autograd_peak_bytes', 'to_ssl_images', 'ssl_images', 'TwoViews', 'probe_features',
-           'split_val', 'linear_probe']
+           'split_val', 'linear_probe', 'pretrain', 'tensor_batches', 'bp_reference', 'layer_alignment']
 
-# %% ../nbs/32_clapp.ipynb #92022c14
+# %% ../nbs/32_clapp.ipynb #17239f8d
 import math, time
 import torch, torch.nn as nn, torch.nn.functional as F
 from torchvision.transforms import v2 as T
@@ -19,7 +19,7 @@ from .core import check_choice, check_range
 from .rules import LearningRule, register_rule
 from .local_ssl import Predictor, local_ssl_loss, F_NAMES
 
-# %% ../nbs/32_clapp.ipynb #c867b649
+# %% ../nbs/32_clapp.ipynb #d972017c
 CHANNELS = (128, 256, 256, 512, 1024, 1024)
 POOL_AFTER = (False, True, False, True, True, True)
 
@@ -46,7 +46,7 @@ class VGGEncoder(nn.Module):
             size = size // 2 if p else size; out.append((c, size, size))
         return out
 
-# %% ../nbs/32_clapp.ipynb #859e012e
+# %% ../nbs/32_clapp.ipynb #9c5a698a
 POOL_SIZES = {'cifar10': (4, 4, 4, 2, 2, 1), 'stl10': (12, 12, 12, 6, 6, 3), 'tiny_imagenet': (8, 8, 8, 4, 4, 2)}
 IMAGE_SIZE = {'cifar10': 32, 'cifar10-jpeg': 32, 'stl10': 96, 'tiny_imagenet': 64, 'digits': 32, 'fashion_mnist': 32,
               'mnist': 32, 'synthetic': 32}
@@ -66,7 +66,7 @@ def pooled_dims(shapes:list, pools) -> list:
     "Flattened dimension of each layer's pooled map."
     return [c if k is None else c * (h // k) * (w // k) for (c, h, w), k in zip(shapes, pools)]
 
-# %% ../nbs/32_clapp.ipynb #6d9cb4d2
+# %% ../nbs/32_clapp.ipynb #9e520482
 NORMALIZE = {'cifar10': ((125.3/255, 123.0/255, 113.9/255), (63.0/255, 62.1/255, 66.7/255)),
              'stl10': ((.4313, .4156, .3663), (.2683, .2610, .2687)),
              'tiny_imagenet': ((.4802, .4481, .3975), (.2302, .2265, .2262))}
@@ -91,7 +91,34 @@ class SimCLRViews:
     def __init__(self, dataset:str='cifar10', size:int=None): self.tf = simclr_transform(dataset, size)
     def __call__(self, x): return torch.stack([self.tf(xi) for xi in x])
 
-# %% ../nbs/32_clapp.ipynb #cbcf25d3
+# %% ../nbs/32_clapp.ipynb #9bae9b94
+class FastViews:
+    "Batched SimCLR-like views (crop, flip, colour jitter without hue, grayscale) of images (B,C,H,W) in [0,1]; no blur."
+    def __init__(self, dataset:str='cifar10', size:int=None, jitter:float=.8):
+        self.size, self.norm, self.jitter = size or IMAGE_SIZE.get(dataset, 32), normalizer(dataset), jitter
+        self.lo = 0.25 if dataset in ('cifar10', 'cifar10-jpeg') else 0.08
+    def __call__(self, x):
+        B, dev = x.shape[0], x.device
+        u = lambda lo, hi: torch.empty(B, device=dev).uniform_(lo, hi)
+        area, logr = u(self.lo, 1.), u(math.log(3 / 4), math.log(4 / 3))
+        sw, sh = (area * logr.exp()).sqrt().clamp(max=1), (area / logr.exp()).sqrt().clamp(max=1)
+        tx, ty = (1 - sw) * u(-1, 1), (1 - sh) * u(-1, 1)
+        flip = torch.where(torch.rand(B, device=dev) < .5, -1., 1.)
+        theta = torch.zeros(B, 2, 3, device=dev)
+        theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sw * flip, tx, sh, ty
+        grid = F.affine_grid(theta, (B, x.shape[1], self.size, self.size), align_corners=False)
+        v = F.grid_sample(x, grid, align_corners=False)
+        j, on = self.jitter, (torch.rand(B, 1, 1, 1, device=dev) < .8).float()
+        f = lambda: 1 + on * (torch.empty(B, 1, 1, 1, device=dev).uniform_(-j, j))
+        gray = lambda t: (0.299 * t[:, :1] + 0.587 * t[:, 1:2] + 0.114 * t[:, 2:3]) if t.shape[1] == 3 else t
+        v = (v * f()).clamp(0, 1)
+        v = ((v - gray(v).mean((2, 3), keepdim=True)) * f() + gray(v).mean((2, 3), keepdim=True)).clamp(0, 1)
+        v = ((v - gray(v)) * f() + gray(v)).clamp(0, 1)
+        g = (torch.rand(B, 1, 1, 1, device=dev) < .2).float()
+        v = g * gray(v).expand_as(v) + (1 - g) * v
+        return self.norm(v)
+
+# %% ../nbs/32_clapp.ipynb #43884df8
 def stack_views(x, augment=None) -> torch.Tensor:
     "The 2B stacked views of `x`: pairs (B,2,C,H,W) are unstacked, images (B,C,H,W) are augmented twice by `augment`."
     if x.ndim == 5: return torch.cat([x[:, 0], x[:, 1]])
@@ -114,27 +141,28 @@ def clapp_loss(pred:Predictor, z, c, negatives:str='shift', f:str='hinge', loss_
     z_neg = z[negative_index(z.shape[0], negatives, z.device)]
     return local_ssl_loss(z, z_neg, ref, W=pred.weight, f=f, loss_type=loss_type)
 
-# %% ../nbs/32_clapp.ipynb #ae0c6d3f
+# %% ../nbs/32_clapp.ipynb #ddd83cc7
 class SSLRule(LearningRule):
     "Base of the self-supervised rules on a `VGGEncoder`: views, pools and probe features."
     def __init__(self, model:VGGEncoder, dataset:str='cifar10', image_size:int=None, pools=None, augment:bool=True,
-                 negatives:str='shift', f:str='hinge', loss_type:int=2):
+                 negatives:str='shift', f:str='hinge', loss_type:int=2, fast:bool=False):
         super().__init__(model)
         check_choice('negatives', negatives, ('shift', 'random')); check_choice('f', f, F_NAMES)
         self.dataset, self.size = dataset, image_size or IMAGE_SIZE.get(dataset, 32)
         self.pools = list(pools) if pools is not None else list(pool_sizes(dataset))
         self.shapes = model.out_shapes(self.size); self.dims = pooled_dims(self.shapes, self.pools)
-        self.augment = SimCLRViews(dataset, self.size) if augment else None
+        self.augment = (FastViews if fast else SimCLRViews)(dataset, self.size) if augment else None
         self.normalize = normalizer(dataset)
         self.negatives, self.f, self.loss_type = negatives, f, loss_type
     def views(self, x): return stack_views(x, self.augment)
     def loss_fn(self, pred, z, c): return clapp_loss(pred, z, c, self.negatives, self.f, self.loss_type)
     @torch.no_grad()
-    def predict(self, x):
-        "Probe features: every block's map pooled with the rule's pools, concatenated (x: images in [0,1])."
-        return torch.cat([pool_flat(h, k) for h, k in zip(self.model.forward_all(self.normalize(x)), self.pools)], 1)
+    def predict(self, x, layers=None):
+        "Probe features: the blocks' maps (all, or those in `layers`) pooled with `pool_sizes(dataset)`, concatenated (x: images in [0,1])."
+        hs = self.model.forward_all(self.normalize(x)); ks = pool_sizes(self.dataset)
+        return torch.cat([pool_flat(h, ks[l]) for l, h in enumerate(hs) if layers is None or l in layers], 1)
 
-# %% ../nbs/32_clapp.ipynb #589ed221
+# %% ../nbs/32_clapp.ipynb #553a46bb
 @register_rule('clapp++')
 class CLAPPpp(SSLRule):
     "CLAPP++: per-layer CLAPP hinge loss on locally average-pooled maps, gradient blocked between layers, one layer's graph at a time."
@@ -182,7 +210,7 @@ class CLAPPppBoth(CLAPPpp):
     "CLAPP++both: the same-layer and the DFB losses summed, each with its own W_pred."
     feedback = 'both'
 
-# %% ../nbs/32_clapp.ipynb #4f1a364f
+# %% ../nbs/32_clapp.ipynb #998a9d4f
 @register_rule('bp_clapp++')
 class BPCLAPPpp(SSLRule):
     "BP-CLAPP++: the CLAPP loss of the last layer (pooled with `pool`, global by default) trained end to end by backprop."
@@ -214,7 +242,7 @@ class BPInfoNCE(SSLRule):
         loss = nt_xent(self.head(p), self.tau, self.oneway); loss.backward()
         return dict(loss=loss.item(), out=p.detach())
 
-# %% ../nbs/32_clapp.ipynb #138d6f1e
+# %% ../nbs/32_clapp.ipynb #8667ecae
 @register_rule('dfa_ssl')
 class DFASSL(SSLRule):
     "Naive DFA-SSL: the last layer's CLAPP-loss gradient projected to each earlier layer's pooled map by fixed random B_l."
@@ -239,7 +267,7 @@ class DFASSL(SSLRule):
             h = o.detach()
         return dict(loss=loss.item(), out=zL.detach())
 
-# %% ../nbs/32_clapp.ipynb #c711e58f
+# %% ../nbs/32_clapp.ipynb #bb603ca7
 def autograd_peak_bytes(fn) -> int:
     "Peak bytes of tensors saved for backward while `fn()` runs (each storage counted once)."
     live, st = {}, {'cur': 0, 'peak': 0}
@@ -259,7 +287,7 @@ def autograd_peak_bytes(fn) -> int:
         fn()
     return st['peak']
 
-# %% ../nbs/32_clapp.ipynb #384a2b73
+# %% ../nbs/32_clapp.ipynb #e46dca2a
 def to_ssl_images(x:torch.Tensor, size:int=32) -> torch.Tensor:
     "Images (N,C,H,W) in [0,1] as (N,3,size,size): grayscale repeated, smaller images resized."
     if x.shape[1] == 1: x = x.repeat(1, 3, 1, 1)
@@ -282,12 +310,12 @@ class TwoViews(torch.utils.data.Dataset):
         img, y = self.ds[i]
         return torch.stack([self.tf(img), self.tf(img)]), y
 
-# %% ../nbs/32_clapp.ipynb #56e97e99
+# %% ../nbs/32_clapp.ipynb #38824d61
 @torch.no_grad()
-def probe_features(rule:SSLRule, x, batch_size:int=256) -> torch.Tensor:
-    "Frozen-encoder features `rule.predict` of images `x`, in batches, encoder in eval mode."
+def probe_features(rule:SSLRule, x, batch_size:int=256, layers=None) -> torch.Tensor:
+    "Frozen-encoder features `rule.predict` of images `x` (blocks in `layers`, default all), in batches, eval mode."
     was = rule.training; rule.eval()
-    f = torch.cat([rule.predict(x[i:i+batch_size]) for i in range(0, len(x), batch_size)])
+    f = torch.cat([rule.predict(x[i:i+batch_size], layers) for i in range(0, len(x), batch_size)])
     rule.train(was); return f
 
 def split_val(y:torch.Tensor, val_frac:float=0.1, seed:int=0):
@@ -299,14 +327,15 @@ def split_val(y:torch.Tensor, val_frac:float=0.1, seed:int=0):
     return torch.cat(tr), torch.cat(va)
 
 def linear_probe(rule:SSLRule, train:tuple, test:tuple, n_classes:int=None, epochs:int=100, lr:float=1e-3,
-                 batch_size:int=32, val_frac:float=0.1, seed:int=0, augment:bool=False, wd:float=0.) -> dict:
+                 batch_size:int=32, val_frac:float=0.1, seed:int=0, augment:bool=False, wd:float=0., layers=None) -> dict:
     "Linear probe of the frozen encoder: selects the epoch on a validation split of `train`, returns accuracies (%) and curve rows."
     (xtr, ytr), (xte, yte) = train, test
     n_classes = n_classes or int(ytr.max()) + 1
     itr, iva = split_val(ytr, val_frac, seed); dev = xtr.device
     itr, iva = itr.to(dev), iva.to(dev)
     crop = T.Compose([T.RandomResizedCrop(xtr.shape[-1], antialias=True), T.RandomHorizontalFlip()])
-    ftr = probe_features(rule, xtr[itr]); fva, fte = probe_features(rule, xtr[iva]), probe_features(rule, xte)
+    ftr = probe_features(rule, xtr[itr], layers=layers)
+    fva, fte = probe_features(rule, xtr[iva], layers=layers), probe_features(rule, xte, layers=layers)
     mu, sd = ftr.mean(0), ftr.std(0) + 1e-6
     g = torch.Generator(device='cpu').manual_seed(seed); torch.manual_seed(seed)
     clf = nn.Linear(ftr.shape[1], n_classes).to(dev)
@@ -314,7 +343,7 @@ def linear_probe(rule:SSLRule, train:tuple, test:tuple, n_classes:int=None, epoc
     acc = lambda f, y: 100 * (clf((f - mu) / sd).argmax(1) == y).float().mean().item()
     best, rows = dict(val_acc=-1.), []
     for ep in range(epochs):
-        if augment: ftr = probe_features(rule, torch.stack([crop(xi) for xi in xtr[itr]]))
+        if augment: ftr = probe_features(rule, torch.stack([crop(xi) for xi in xtr[itr]]), layers=layers)
         perm = torch.randperm(len(ftr), generator=g).to(dev)
         for i in range(0, len(ftr), batch_size):
             j = perm[i:i+batch_size]
@@ -324,3 +353,52 @@ def linear_probe(rule:SSLRule, train:tuple, test:tuple, n_classes:int=None, epoc
         rows += [dict(step=ep + 1, metric='probe_val_acc', value=va), dict(step=ep + 1, metric='probe_test_acc', value=te)]
         if va > best['val_acc']: best = dict(val_acc=va, test_acc=te, epoch=ep + 1)
     return dict(probe_acc=best['test_acc'], probe_val_acc=best['val_acc'], probe_epoch=best['epoch'], rows=rows)
+
+# %% ../nbs/32_clapp.ipynb #fb7029da
+from .core import MetricsLogger
+
+def pretrain(rule:SSLRule, opt, batches, epochs:int, checkpoint=None, every=None, sync=None, log=None, progress:bool=False) -> MetricsLogger:
+    "Self-supervised pre-training: `rule(x, None)` then `opt.step()` for every batch of `batches(epoch)`; per-epoch checkpoints."
+    log, start = log or MetricsLogger(), 0
+    if checkpoint is not None and (ck := checkpoint[1]()) is not None:
+        rule.load_state_dict(ck['rule']); opt.load_state_dict(ck['opt']); log.rows = ck['log']; start = ck['epoch'] + 1
+        torch.set_rng_state(ck['rng'])
+    for ep in range(start, epochs):
+        t0, tot, n = time.time(), 0., 0
+        rule.train()
+        for x in batches(ep):
+            opt.zero_grad(set_to_none=True)
+            st = rule(x, None)
+            if sync is not None: sync(rule)
+            opt.step(); tot += st['loss']; n += 1
+        m = dict(ssl_loss=tot / max(n, 1), epoch_time=time.time() - t0)
+        if every is not None: m.update(every(rule, ep))
+        log.log(step=ep + 1, **m)
+        if progress: print(f"epoch {ep + 1}: " + ', '.join(f'{k} {v:.4g}' for k, v in m.items()), flush=True)
+        if checkpoint is not None:
+            checkpoint[0](dict(rule=rule.state_dict(), opt=opt.state_dict(), log=log.rows, epoch=ep, rng=torch.get_rng_state()))
+    return log
+
+def tensor_batches(x, batch_size:int, seed:int=0, steps:int=None):
+    "`batches(epoch)` over the rows of tensor `x`: a seeded permutation per epoch, full batches only, at most `steps`."
+    def batches(ep):
+        g = torch.Generator().manual_seed(seed * 100_003 + ep)
+        idx = torch.randperm(len(x), generator=g).to(x.device)
+        n = len(x) // batch_size if steps is None else min(steps, len(x) // batch_size)
+        for i in range(n): yield x[idx[i*batch_size:(i+1)*batch_size]]
+    return batches
+
+# %% ../nbs/32_clapp.ipynb #77dd460b
+from .rules import grad_alignment
+
+def bp_reference(rule:CLAPPpp) -> BPCLAPPpp:
+    "BP-CLAPP++ on `rule`'s encoder sharing its last-layer W_pred (same-layer one if any, else DFB's)."
+    pred = (rule.same if rule.same is not None else rule.top)[-1]
+    ref = BPCLAPPpp(rule.model, rule.dataset, rule.size, pool=rule.pools[-1], predictor=pred,
+                    negatives=rule.negatives, f=rule.f, loss_type=rule.loss_type)
+    ref.augment = rule.augment; return ref
+
+def layer_alignment(rule:SSLRule, x, reference:SSLRule=None, seed:int=0) -> dict:
+    "Cosine between `rule`'s and BP-CLAPP++'s conv-weight update of every block on batch `x`: {layer index: cos}."
+    rows = grad_alignment(rule, x, None, reference=reference or bp_reference(rule), seed=seed)
+    return {int(r['param'].split('.')[1]): r['cos'] for r in rows if r['param'].endswith('0.weight')}
