@@ -7,14 +7,14 @@ Docs: https://localrules.github.io/localrules/drtp.html.md"""
 # %% auto #0
 __all__ = ['hidden_deriv', 'DRTP']
 
-# %% ../nbs/11_drtp.ipynb #6ede5a24
+# %% ../nbs/11_drtp.ipynb #234afed8
 import math
 import torch, torch.nn.functional as F
 from .core import check_choice, check_range
 from .rules import LearningRule, MLP, register_rule
-from .pepita import act_deriv, output_target, _loss
+from .pepita import act_deriv, output_target, _loss, PepitaBase
 
-# %% ../nbs/11_drtp.ipynb #a8570454
+# %% ../nbs/11_drtp.ipynb #a301c300
 def hidden_deriv(model:MLP, a:torch.Tensor, mask=None) -> torch.Tensor:
     "∂h/∂a of an MLP hidden layer taken elementwise: σ′(a) ⊙ mask, divided by the normaliser (held constant) if `model.norm`."
     d = act_deriv(model.act_name, a)
@@ -37,6 +37,7 @@ class DRTP(LearningRule):
             B = (torch.rand(C, H, generator=g) * 2 - 1) * math.sqrt(6 / H) * feedback_scale
             self.register_buffer(f'B{l}', B.to(dev))
     def feedback(self, l:int) -> torch.Tensor: return getattr(self, f'B{l}')
+    accumulate = staticmethod(PepitaBase.accumulate)      # no copy of fresh updates
 
     @torch.no_grad()
     def forward(self, x, y):
@@ -51,7 +52,7 @@ class DRTP(LearningRule):
             if l < L - 1:
                 delta = (t @ self.feedback(l)) * hidden_deriv(m, pre[l], masks[l]); k = n if self.batch_mean else 1
             else: delta, k = hL - t, n
-            self.accumulate(layer.weight, delta.T @ hs[l] / k)
+            self.accumulate(layer.weight, (delta / k).T @ hs[l])
             if layer.bias is not None: self.accumulate(layer.bias, delta.sum(0) / k)
         loss = F.binary_cross_entropy_with_logits(out, t).item() if self.loss == 'bce' and not y.is_floating_point() else _loss(out, y)
         return dict(loss=loss, out=out.detach())

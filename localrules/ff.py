@@ -7,14 +7,14 @@ Docs: https://localrules.github.io/localrules/ff.html.md"""
 # %% auto #0
 __all__ = ['infer_image_shape', 'hybrid_masks', 'hybrid_images', 'FF']
 
-# %% ../nbs/12_ff.ipynb #42970835
+# %% ../nbs/12_ff.ipynb #8c11effd
 import math
 import torch, torch.nn.functional as F
 from .core import check_choice, check_range
 from .rules import MLP, register_rule
 from .pepita import PepitaBase, act_deriv, output_target, _loss
 
-# %% ../nbs/12_ff.ipynb #050887ba
+# %% ../nbs/12_ff.ipynb #fbb859f1
 def infer_image_shape(D:int) -> tuple:
     "(channels, height, width) of a flattened square image of D pixels (1 or 3 channels)."
     for c in (1, 3):
@@ -40,7 +40,7 @@ def hybrid_images(x:torch.Tensor, image_shape:tuple=None, blur_steps:int=6, gene
     xi, oi = x.reshape(n, c, h, w), other.reshape(n, c, h, w)
     return (m * xi + (1 - m) * oi).reshape(x.shape)
 
-# %% ../nbs/12_ff.ipynb #ba75d11b
+# %% ../nbs/12_ff.ipynb #0b5de414
 @register_rule('ff')
 class FF(PepitaBase):
     "Forward-Forward: per-layer goodness losses (eq. 8 or logistic) with hybrid or top-down-modulated negatives; linear readout."
@@ -52,6 +52,7 @@ class FF(PepitaBase):
         self.positive = check_choice('positive', positive, ['low', 'high'])
         self.theta, self.image_shape, self.blur_steps = theta, image_shape, blur_steps
         if negatives == 'hybrid' and image_shape is None: infer_image_shape(model.sizes[0])
+        self.needs_WF = negatives == 'modulation'
 
     def _negatives(self, P):
         "Negative pass: PEPITA's modulated pass, or a plain pass on hybrid images (same dropout masks)."
@@ -75,7 +76,7 @@ class FF(PepitaBase):
         self.goodness = []
         for l, layer in enumerate(m.layers):
             if l == L - 1:                                        # linear readout: delta rule on the clean activity
-                self.accumulate(layer.weight, P['e'].T @ P['hs'][l] / B)
+                self.accumulate(layer.weight, (P['e'] / B).T @ P['hs'][l])
                 if layer.bias is not None: self.accumulate(layer.bias, P['e'].mean(0))
                 continue
             mask, sides = P['masks'][l], []
@@ -87,6 +88,9 @@ class FF(PepitaBase):
             Gp, Gn = zp.pow(2).sum(1), zn.pow(2).sum(1)
             cp, cn = self._coeffs(Gp, Gn, layer.out_features)
             dap, dan = 2 * cp[:, None] * zp * dp, 2 * cn[:, None] * zn * dn    # ∂loss/∂a
-            self.accumulate(layer.weight, (dap.T @ hp + dan.T @ hn) / B)
+            if l == 0 and self.negatives == 'modulation':   # x_neg = x + sign·F e: one product, as in PEPITA-Hebbian
+                g = torch.cat([((dap + dan) / B).T, self.sign * ((dan / B).T @ P['e'])], 1) @ torch.cat([hp, self.feedback_matrix().T])
+            else: g = (torch.cat([dap, dan]) / B).T @ torch.cat([hp, hn])
+            self.accumulate(layer.weight, g)
             if layer.bias is not None: self.accumulate(layer.bias, (dap + dan).mean(0))
             self.goodness.append((Gp.mean().item(), Gn.mean().item()))

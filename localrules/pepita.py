@@ -8,14 +8,14 @@ Docs: https://localrules.github.io/localrules/pepita.html.md"""
 __all__ = ['act_deriv', 'matrix_angle', 'output_target', 'feedback_init', 'PepitaBase', 'Pepita', 'PepitaHebbian',
            'PepitaTimeLocal', 'AFA', 'feedback_angles']
 
-# %% ../nbs/10_pepita.ipynb #669992d2
+# %% ../nbs/10_pepita.ipynb #72a90fc9
 import math
 from functools import reduce
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import check_choice, check_range
 from .rules import LearningRule, MLP, register_rule
 
-# %% ../nbs/10_pepita.ipynb #e2c91029
+# %% ../nbs/10_pepita.ipynb #6f203ee3
 def act_deriv(name:str, a:torch.Tensor) -> torch.Tensor:
     "Derivative σ'(a) of the `MLP` activation `name` at pre-activation `a`."
     if name == 'relu': return (a > 0).to(a.dtype)
@@ -40,14 +40,14 @@ def _loss(out, y) -> float:
     if y.is_floating_point(): return 0.5 * (out - y.reshape(out.shape)).pow(2).sum(1).mean().item()
     return F.cross_entropy(out, y).item()
 
-# %% ../nbs/10_pepita.ipynb #e99f7b93
+# %% ../nbs/10_pepita.ipynb #a0bac5db
 def feedback_init(shape, std:float, init:str='normal', generator=None) -> torch.Tensor:
     "Random matrix of `shape` with zero mean and standard deviation `std`: normal or uniform."
     check_choice('F_init', init, ['normal', 'uniform'])
     if init == 'normal': return torch.randn(shape, generator=generator) * std
     return (torch.rand(shape, generator=generator) * 2 - 1) * std * math.sqrt(3)
 
-# %% ../nbs/10_pepita.ipynb #f847f281
+# %% ../nbs/10_pepita.ipynb #2edd86ff
 class PepitaBase(LearningRule):
     "Shared machinery of the PEPITA family: fixed (or mirrored, factorised) feedback F and the clean/modulated passes."
     def __init__(self, model:MLP, F_init:str='normal', F_scale:float=1., F_std:float=None, sign:int=-1, fast='auto',
@@ -80,7 +80,8 @@ class PepitaBase(LearningRule):
         return [getattr(self, f'F{l}') for l in range(len(self.model.layers))]
     def feedback_matrix(self) -> torch.Tensor:
         "The D×C feedback matrix F (the product F_1⋯F_L when factorised)."
-        return reduce(torch.matmul, self.factors()) if self.wm else self.F
+        if not self.wm: return self.F
+        return reduce(lambda acc, Fl: acc @ Fl.T, self.factors()[-2::-1], self.factors()[-1].T).T   # (F_Lᵀ⋯F_1ᵀ)ᵀ: fast layout
 
     def on_epoch_start(self, epoch:int):
         self._premirror = epoch < self.premirror_epochs
@@ -97,7 +98,8 @@ class PepitaBase(LearningRule):
             xi = self.wm_noise * torch.randn(B, layer.in_features, device=Fl.device, dtype=Fl.dtype)
             xi -= xi.mean()
             r = xi @ layer.weight.T
-            Fl -= self.wm_lr * (self.wm_wd * Fl - xi.T @ r / B)
+            if self.wm_wd: Fl.mul_(1 - self.wm_lr * self.wm_wd)
+            Fl.addmm_(xi.T, r, alpha=self.wm_lr / B)             # ΔF_l = η_F (ξᵀ r / B − λ F_l)
         st = self.feedback_matrix().std()
         if st > 0:
             k = (self.sigma0 / st) ** (1 / len(self.factors()))
@@ -105,13 +107,21 @@ class PepitaBase(LearningRule):
 
     def _clean(self, x, y):
         "Clean pass with fresh dropout masks; returns activities, pre-activations, masks, h_L, target, error."
-        m = self.model; masks = m.dropout_masks(x.shape[0]); pre = {}
+        m, B = self.model, x.shape[0]; masks = m.dropout_masks(B); pre, P = {}, {}
+        fast = self.needs_WF and self._use_fast(B, m.sizes[-1])
         def lin(h, layer, l):
-            a = F.linear(h, layer.weight, layer.bias); pre[l] = a; return a
+            if l == 0 and fast:                  # one product gives W_1x and (W_1F)ᵀ: [x; Fᵀ] W_1ᵀ
+                a_all = torch.cat([h, self.feedback_matrix().T]) @ layer.weight.T
+                a, P['WFt'] = a_all[:B], a_all[B:]
+                if layer.bias is not None: a = a + layer.bias
+            else: a = F.linear(h, layer.weight, layer.bias)
+            pre[l] = a; return a
         hs = m.forward_all(x, masks, lin)
         hL, t = output_target(hs[-1], y)
-        return dict(hs=hs, pre=pre, masks=masks, hL=hL, t=t, e=hL - t, B=x.shape[0])
+        P.update(hs=hs, pre=pre, masks=masks, hL=hL, t=t, e=hL - t, B=B)
+        return P
 
+    needs_WF = True      # the rule uses W_1F (fast modulated pass, AFA)
     def _use_fast(self, B:int, C:int) -> bool: return self.fast is True or (self.fast == 'auto' and C < B)
 
     def _modulated(self, P:dict, weights=None):
@@ -120,10 +130,10 @@ class PepitaBase(LearningRule):
         Fm = self.feedback_matrix(); x = P['hs'][0]
         x_mod = x + s * (e @ Fm.T)
         fast = weights is None and self._use_fast(P['B'], Fm.shape[1])
-        if fast: WF = m.layers[0].weight @ Fm
+        if fast: WFt = P['WFt'] if 'WFt' in P else Fm.T @ m.layers[0].weight.T    # (W_1F)ᵀ, C×H
         pre = {}
         def lin(h, layer, l):
-            if l == 0 and fast: a = P['pre'][0] + s * (e @ WF.T)
+            if l == 0 and fast: a = P['pre'][0] + s * (e @ WFt)
             else:
                 W, b = weights[l] if weights is not None else (layer.weight, layer.bias)
                 a = F.linear(h, W, b)
@@ -133,6 +143,13 @@ class PepitaBase(LearningRule):
         return P
 
     def updates(self, P:dict): raise NotImplementedError
+
+    @staticmethod
+    def accumulate(p:torch.Tensor, g:torch.Tensor):
+        "Add update `g` into `p.grad`; `g` must be a fresh tensor (it becomes `p.grad` without a copy)."
+        g = g.detach().to(p.dtype)
+        if p.grad is None: p.grad = g
+        else: p.grad.add_(g)
 
     @torch.no_grad()
     def forward(self, x, y):
@@ -144,7 +161,7 @@ class PepitaBase(LearningRule):
         out = P['hs'][-1]
         return dict(loss=_loss(out, y), out=out.detach())
 
-# %% ../nbs/10_pepita.ipynb #290ae1a8
+# %% ../nbs/10_pepita.ipynb #9f51561e
 @register_rule('pepita')
 class Pepita(PepitaBase):
     "PEPITA (arXiv 2302.05440, Alg. 1 / eqs 3–5): two forward passes, the second on the error-modulated input x + sign·Fe."
@@ -153,10 +170,10 @@ class Pepita(PepitaBase):
         hs, hs_err, B, L = P['hs'], P['hs_err'], P['B'], len(self.model.layers)
         for l, layer in enumerate(self.model.layers):
             post = hs[l + 1] - hs_err[l + 1] if l < L - 1 else P['e']
-            self.accumulate(layer.weight, post.T @ hs_err[l] / B)
+            self.accumulate(layer.weight, (post / B).T @ hs_err[l])
             if layer.bias is not None: self.accumulate(layer.bias, post.mean(0))
 
-# %% ../nbs/10_pepita.ipynb #a03e3696
+# %% ../nbs/10_pepita.ipynb #c2a51065
 @register_rule('pepita_hebbian')
 class PepitaHebbian(PepitaBase):
     "PEPITA-Hebbian (arXiv 2302.05440, eqs 7, 13, 14): a Hebbian term of the clean pass minus one of the modulated pass."
@@ -165,17 +182,19 @@ class PepitaHebbian(PepitaBase):
         hs, hs_err, B, L = P['hs'], P['hs_err'], P['B'], len(self.model.layers)
         for l, layer in enumerate(self.model.layers):
             pos, neg = (hs[l + 1], hs_err[l + 1]) if l < L - 1 else (P['hL'], P['t'])
-            if l == 0: g = (pos - neg).T @ hs[0] - self.sign * (neg.T @ P['e']) @ self.feedback_matrix().T
-            else: g = pos.T @ hs[l] - neg.T @ hs_err[l]
-            self.accumulate(layer.weight, g / B)
+            if l == 0:                           # (h_1 − h_1^err) xᵀ − sign (h_1^err eᵀ) Fᵀ as one product
+                g = torch.cat([((pos - neg) / B).T, -self.sign * ((neg / B).T @ P['e'])], 1) @ torch.cat([hs[0], self.feedback_matrix().T])
+            else: g = ((pos / B).T @ hs[l]).addmm_((neg / B).T, hs_err[l], alpha=-1)
+            self.accumulate(layer.weight, g)
             if layer.bias is not None: self.accumulate(layer.bias, (pos - neg).mean(0))
 
-# %% ../nbs/10_pepita.ipynb #894b4cd2
+# %% ../nbs/10_pepita.ipynb #6aff1fd9
 @register_rule('pepita_timelocal')
 class PepitaTimeLocal(PepitaBase):
     "PEPITA-time-local (arXiv 2302.05440, Alg. 2): pass 2 runs on the weights updated by pass 1; the net update goes into `.grad`."
     def __init__(self, model:MLP, lr=0.01, **kwargs):
         super().__init__(model, **kwargs); self.lr = lr
+    needs_WF = False
     def current_lr(self) -> float:
         "η of the first update: `lr`, or the first param group's lr when `lr` is an optimiser."
         return self.lr.param_groups[0]['lr'] if hasattr(self.lr, 'param_groups') else self.lr
@@ -184,17 +203,17 @@ class PepitaTimeLocal(PepitaBase):
         first, weights = [], []
         for l, layer in enumerate(self.model.layers):
             post = hs[l + 1] if l < L - 1 else P['hL']
-            g, gb = post.T @ hs[l] / B, post.mean(0)
+            g, gb = (post / B).T @ hs[l], post.mean(0)
             first.append((g, gb))
             weights.append((layer.weight - eta * g, None if layer.bias is None else layer.bias - eta * gb))
         self._modulated(P, weights)
         hs_err = P['hs_err']
         for l, layer in enumerate(self.model.layers):
             neg = hs_err[l + 1] if l < L - 1 else P['t']
-            self.accumulate(layer.weight, first[l][0] - neg.T @ hs_err[l] / B)
+            self.accumulate(layer.weight, first[l][0] - (neg / B).T @ hs_err[l])
             if layer.bias is not None: self.accumulate(layer.bias, first[l][1] - neg.mean(0))
 
-# %% ../nbs/10_pepita.ipynb #2d6e8206
+# %% ../nbs/10_pepita.ipynb #2c0592f7
 @register_rule('afa')
 class AFA(PepitaBase):
     "Adaptive feedback alignment (arXiv 2302.05440, eq. 11): ΔW_1 = [(W_1Fe) ⊙ h_1′] xᵀ, ΔW_2 = e h_1ᵀ; 2-layer MLPs."
@@ -209,11 +228,12 @@ class AFA(PepitaBase):
         if m.norm == 'batch': d = d / (z.norm() + 1e-8)
         if m.norm == 'sample': d = d / (z.norm(dim=1, keepdim=True) + 1e-8)
         if P['masks'][0] is not None: d = d * P['masks'][0]
-        post = -self.sign * (e @ (W1.weight @ self.feedback_matrix()).T) * d
-        self.accumulate(W1.weight, post.T @ x / B); self.accumulate(W2.weight, e.T @ h1 / B)
+        WFt = P['WFt'] if 'WFt' in P else self.feedback_matrix().T @ W1.weight.T
+        post = -self.sign * (e @ WFt) * d
+        self.accumulate(W1.weight, (post / B).T @ x); self.accumulate(W2.weight, (e / B).T @ h1)
         if W1.bias is not None: self.accumulate(W1.bias, post.mean(0)); self.accumulate(W2.bias, e.mean(0))
 
-# %% ../nbs/10_pepita.ipynb #26baf4c8
+# %% ../nbs/10_pepita.ipynb #aeada35a
 def feedback_angles(rule:PepitaBase) -> dict:
     "Alignment angles (degrees): F vs W_totᵀ (W_tot = W_L⋯W_1) and, when factorised, each F_l vs W_lᵀ."
     Ws = [l.weight.detach() for l in rule.model.layers]
