@@ -7,57 +7,79 @@ Docs: https://localrules.github.io/localrules/nsm.html.md"""
 # %% auto #0
 __all__ = ['DYNAMICS', 'ACTS', 'sm_dynamics', 'NSM', 'NSMRule', 'subspace_error', 'sm_filters', 'similarity_error']
 
-# %% ../nbs/20_nsm.ipynb #e768a44f
+# %% ../nbs/20_nsm.ipynb #e6e80bf2
 import math
 import torch, torch.nn as nn
 from .core import check_choice, check_range
 from .rules import LearningRule, register_rule
 
-# %% ../nbs/20_nsm.ipynb #2b1958c7
+# %% ../nbs/20_nsm.ipynb #cff50a13
 DYNAMICS = ('pgd', 'ode')
 ACTS = ('relu', 'linear')
 
-def sm_dynamics(c:torch.Tensor, M:torch.Tensor, act:str='relu', dynamics:str='pgd', gamma:float=1., dt:float=0.1,
-                tol:float=1e-4, max_iter:int=100) -> tuple:
-    "Fixed point of y = f(c − (M − I) y) for drives `c` (N, K) by projected gradient ('pgd', step `gamma`) or Euler ('ode', step `dt`); returns (y, iterations, last max|Δy|/step)."
-    f = torch.relu if act == 'relu' else (lambda a: a)
-    eye = torch.eye(M.shape[0], dtype=M.dtype, device=M.device)
-    step = gamma if dynamics == 'pgd' else dt
-    A = (eye - step * M).t().contiguous() if dynamics == 'pgd' else (eye - M).t().contiguous()
-    sc = step * c
-    u = torch.zeros_like(c); y = torch.zeros_like(c)
+def _pgd_block(sc, A, f, tol, max_iter, step):
+    "Projected-gradient iterations on one block of rows, with two buffers updated in place."
+    y, buf = torch.zeros_like(sc), torch.empty_like(sc)
     delta, it = float('inf'), 0
     for it in range(1, max_iter + 1):
-        if dynamics == 'pgd': y_new = f(torch.addmm(sc, y, A))
-        else: u = torch.addmm(sc + (1 - dt) * u, y, A, alpha=dt); y_new = f(u)
+        torch.addmm(sc, y, A, out=buf)
+        if f is not None: buf.clamp_(min=0)
         if tol > 0 or it == max_iter:
-            delta = (y_new - y).abs().max().item() / step if y.numel() else 0.
+            delta = (buf - y).abs().max().item() / step if y.numel() else 0.
+        y, buf = buf, y
+        if tol > 0 and delta <= tol: break
+    return y, it, delta
+
+def _ode_block(c, A, f, tol, max_iter, dt):
+    "Euler steps of du/ds = −u + c + f(u)(I − M)ᵀ on one block of rows."
+    u, y = torch.zeros_like(c), torch.zeros_like(c)
+    delta, it = float('inf'), 0
+    for it in range(1, max_iter + 1):
+        u = torch.addmm(dt * c + (1 - dt) * u, y, A, alpha=dt); y_new = u.clamp(min=0) if f is not None else u
+        if tol > 0 or it == max_iter:
+            delta = (y_new - y).abs().max().item() / dt if y.numel() else 0.
         y = y_new
         if tol > 0 and delta <= tol: break
     return y, it, delta
 
-# %% ../nbs/20_nsm.ipynb #f4f61e09
+@torch.no_grad()
+def sm_dynamics(c:torch.Tensor, M:torch.Tensor, act:str='relu', dynamics:str='pgd', gamma:float=1., dt:float=0.1,
+                tol:float=1e-4, max_iter:int=100, block:int=None) -> tuple:
+    "Fixed point of y = f(c − (M − I) y) for drives `c` (N, K) by projected gradient ('pgd', step `gamma`) or Euler ('ode', step `dt`); returns (y, iterations, last max|Δy|/step); no autograd."
+    f = 'relu' if act == 'relu' else None
+    eye = torch.eye(M.shape[0], dtype=M.dtype, device=M.device)
+    if block is None: block = 0 if c.is_cuda else 4096
+    blocks = [c] if block <= 0 or len(c) <= block else c.split(block)
+    outs, its, deltas = [], [], []
+    for cb in blocks:
+        if dynamics == 'pgd': r = _pgd_block(gamma * cb, (eye - gamma * M).t().contiguous(), f, tol, max_iter, gamma)
+        else: r = _ode_block(cb, (eye - M).t().contiguous(), f, tol, max_iter, dt)
+        outs.append(r[0]); its.append(r[1]); deltas.append(r[2])
+    return (outs[0] if len(outs) == 1 else torch.cat(outs)), max(its), max(deltas)
+
+# %% ../nbs/20_nsm.ipynb #de56ca2c
 class NSM(nn.Module):
     "Nonnegative similarity matching layer: y = fixed point of ReLU(W x − (M − I) y); `act='linear'` gives linear SM."
     def __init__(self, n_in:int, n_out:int, act:str='relu', dynamics:str='pgd', gamma:float=1., dt:float=0.1,
-                 tol:float=1e-4, max_iter:int=100):
+                 tol:float=1e-4, max_iter:int=100, block:int=None):
         super().__init__()
         check_range('n_in', n_in, lo=1, integer=True); check_range('n_out', n_out, lo=1, integer=True)
         self.W = nn.Parameter(torch.randn(n_out, n_in)); self._normalise_rows()
         self.M = nn.Parameter(torch.eye(n_out))
-        self.set_dynamics(act=act, dynamics=dynamics, gamma=gamma, dt=dt, tol=tol, max_iter=max_iter)
+        self.set_dynamics(act=act, dynamics=dynamics, gamma=gamma, dt=dt, tol=tol, max_iter=max_iter, block=block)
         self.last_iters, self.last_delta, self.last_converged = 0, float('nan'), False
     def _normalise_rows(self):
         with torch.no_grad(): self.W.div_(self.W.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (self.W.dim() - 1)))
     def set_dynamics(self, **kw):
-        "Change the dynamics settings (act, dynamics, gamma, dt, tol, max_iter) after validating them."
+        "Change the dynamics settings (act, dynamics, gamma, dt, tol, max_iter, block) after validating them."
         for k, v in kw.items():
             if k == 'act': check_choice('act', v, ACTS)
             elif k == 'dynamics': check_choice('dynamics', v, DYNAMICS)
             elif k in ('gamma', 'dt'): check_range(k, v, lo=1e-9)
             elif k == 'tol': check_range('tol', v, lo=0)
             elif k == 'max_iter': check_range('max_iter', v, lo=1, integer=True)
-            else: raise ValueError(f"{k}={v!r}: unknown dynamics setting; choose from act, dynamics, gamma, dt, tol, max_iter")
+            elif k == 'block': v is None or check_range('block', v, lo=0, integer=True)
+            else: raise ValueError(f"{k}={v!r}: unknown dynamics setting; choose from act, dynamics, gamma, dt, tol, max_iter, block")
             setattr(self, k, v)
         return self
     @property
@@ -72,7 +94,8 @@ class NSM(nn.Module):
             c, ctx = self.feedforward(x)
             if z is not None: c = c + self.label_drive(z, ctx)
             y, it, d = sm_dynamics(c, self.M, self.act, self.dynamics, self.gamma, self.dt,
-                                   self.tol if tol is None else tol, self.max_iter if max_iter is None else max_iter)
+                                   self.tol if tol is None else tol, self.max_iter if max_iter is None else max_iter,
+                                   getattr(self, 'block', None))
         tol = self.tol if tol is None else tol
         self.last_iters, self.last_delta, self.last_converged = it, d, d <= tol
         return y, c, ctx
@@ -92,7 +115,7 @@ class NSM(nn.Module):
         L = (-4 * (y * c).sum() + 2 * ((y @ self.M.t()) * y).sum()) / len(y)
         return L + sum(2 * p.pow(2).sum() for n, p in self.named_parameters() if n != 'M') - self.M.pow(2).sum()
 
-# %% ../nbs/20_nsm.ipynb #42c00993
+# %% ../nbs/20_nsm.ipynb #f48e57b7
 @register_rule('nsm')
 class NSMRule(LearningRule):
     "Similarity matching: fixed-point dynamics, then ΔW = η(⟨yxᵀ⟩ − W), ΔM = (η/τ)(⟨yyᵀ⟩ − M) written as descent-sign grads."
@@ -110,7 +133,7 @@ class NSMRule(LearningRule):
             loss = m.objective(x, yy, z).item()
         return dict(loss=loss, out=None, features=m.to_output(yy, ctx), converged=m.last_converged, iters=m.last_iters)
 
-# %% ../nbs/20_nsm.ipynb #11245930
+# %% ../nbs/20_nsm.ipynb #650b361e
 def subspace_error(F:torch.Tensor, U:torch.Tensor) -> tuple:
     "Projection error ‖P_F − P_U‖²_F / k and the largest principal angle (degrees) between the row space of F (k×n) and the column space of U (n×k)."
     Qf = torch.linalg.qr(F.t().double())[0]; Qu = torch.linalg.qr(U.double())[0]
@@ -122,7 +145,7 @@ def sm_filters(model:NSM) -> torch.Tensor:
     "The linear SM filter F = M⁻¹W (y = F x at the fixed point of linear SM)."
     return torch.linalg.solve(model.M.detach(), model.W.detach().flatten(1))
 
-# %% ../nbs/20_nsm.ipynb #acf87e47
+# %% ../nbs/20_nsm.ipynb #122c5006
 def similarity_error(x:torch.Tensor, y:torch.Tensor) -> float:
     "Relative similarity-matching error ‖XXᵀ − YYᵀ‖_F / ‖XXᵀ‖_F of row-sample matrices."
     Gx, Gy = x.flatten(1) @ x.flatten(1).t(), y.flatten(1) @ y.flatten(1).t()
