@@ -7,14 +7,14 @@ Docs: https://localrules.github.io/localrules/sm_eval.html.md"""
 # %% auto #0
 __all__ = ['quadrant_pool', 'pooled_features', 'linear_readout', 'RandomConv', 'random_patches', 'normalize_patches', 'zca_fit',
            'KMeansFeatures', 'LeNet5', 'load_filters', 'filter_cosine', 'rotation_angle', 'filter_stability',
-           'filter_grid', 'show_filters', 'timed']
+           'filter_grid', 'show_filters', 'timed', 'train_local', 'train_reference']
 
-# %% ../nbs/23_sm_eval.ipynb #51bb03c8
+# %% ../nbs/23_sm_eval.ipynb #3aa48b9e
 import math, time
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from .core import check_choice, check_range
 
-# %% ../nbs/23_sm_eval.ipynb #8c8e0df5
+# %% ../nbs/23_sm_eval.ipynb #2c055091
 def quadrant_pool(maps:torch.Tensor, op:str='sum') -> torch.Tensor:
     "Pool (B, K, H, W) maps over their 2×2 quadrants with `op` 'sum', 'mean' or 'max'; returns (B, 4K) ordered (K, 2, 2)."
     check_choice('op', op, ['sum', 'mean', 'max'])
@@ -25,7 +25,7 @@ def quadrant_pool(maps:torch.Tensor, op:str='sum') -> torch.Tensor:
     q = [red(maps[..., i, j]) for i in (slice(0, h), slice(h, None)) for j in (slice(0, w), slice(w, None))]
     return torch.stack(q, -1).flatten(1)
 
-# %% ../nbs/23_sm_eval.ipynb #704aa169
+# %% ../nbs/23_sm_eval.ipynb #a3a377bf
 @torch.no_grad()
 def pooled_features(encode, x:torch.Tensor, batch_size:int=500, op:str='sum', device=None) -> torch.Tensor:
     "Quadrant-pooled features (N, 4K) of `encode(x_batch)` over all of `x`, computed batch by batch on `device` (default: x's), returned on the CPU."
@@ -36,21 +36,26 @@ def pooled_features(encode, x:torch.Tensor, batch_size:int=500, op:str='sum', de
         out.append(quadrant_pool(encode(xb), op).float().cpu())
     return torch.cat(out)
 
-# %% ../nbs/23_sm_eval.ipynb #ade08229
-def linear_readout(ftr, ytr, fte, yte, C:float=1.0, max_iter:int=1000, seed:int=0) -> dict:
-    "Train logistic regression on standardised features (ftr, ytr); return train/test accuracy in % and the number of features."
+# %% ../nbs/23_sm_eval.ipynb #4e2a26d5
+def linear_readout(ftr, ytr, fte, yte, C:float=1.0, max_iter:int=1000, seed:int=0, n_threads:int=1) -> dict:
+    "Train logistic regression on standardised features (ftr, ytr); return train/test accuracy in %, feature count and convergence."
+    import warnings
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
+    from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
     check_range('C', C, lo=0); check_range('max_iter', max_iter, lo=1, integer=True)
     np_ = lambda t: t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
     ftr, fte, ytr, yte = np_(ftr).astype(np.float64), np_(fte).astype(np.float64), np_(ytr), np_(yte)
     if ftr.ndim != 2 or len(ftr) != len(ytr): raise ValueError(f"features must be (N, D) matching the labels; got {ftr.shape} and {ytr.shape}")
     sc = StandardScaler().fit(ftr)
-    clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed).fit(sc.transform(ftr), ytr)
+    with threadpool_limits(n_threads), warnings.catch_warnings():
+        warnings.simplefilter('ignore', ConvergenceWarning)
+        clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed).fit(sc.transform(ftr), ytr)
     return dict(train_acc=100 * clf.score(sc.transform(ftr), ytr), test_acc=100 * clf.score(sc.transform(fte), yte),
-                n_features=ftr.shape[1])
+                n_features=ftr.shape[1], converged=float(clf.n_iter_.max() < max_iter))
 
-# %% ../nbs/23_sm_eval.ipynb #7c96a4dd
+# %% ../nbs/23_sm_eval.ipynb #38fa892d
 class RandomConv(nn.Module):
     "Fixed random unit-norm filters (K, C, k, k); `encode(x)` = ReLU(conv(x)), maps (B, K, H-k+1, W-k+1)."
     def __init__(self, in_channels:int, n_filters:int, kernel_size:int, seed:int=0):
@@ -61,7 +66,7 @@ class RandomConv(nn.Module):
     def encode(self, x): return F.conv2d(x, self.weight).relu()
     forward = encode
 
-# %% ../nbs/23_sm_eval.ipynb #7d0f6239
+# %% ../nbs/23_sm_eval.ipynb #80776c25
 def random_patches(x:torch.Tensor, n:int, size:int=6, seed:int=0) -> torch.Tensor:
     "`n` random `size`×`size` patches of the images x (N, C, H, W), flattened to (n, C·size²)."
     g = torch.Generator().manual_seed(seed)
@@ -83,7 +88,7 @@ def zca_fit(p:torch.Tensor, eps:float=0.1):
     d, V = torch.linalg.eigh(cov)
     return mu.float(), (V @ torch.diag((d + eps).rsqrt()) @ V.T).float()
 
-# %% ../nbs/23_sm_eval.ipynb #0aa94b2d
+# %% ../nbs/23_sm_eval.ipynb #5c3e523f
 class KMeansFeatures(nn.Module):
     "Coates & Ng single-layer features: `fit(x)` learns K centroids of whitened k×k patches; `encode(x)` gives triangle maps (B, K, H', W')."
     def __init__(self, n_filters:int=1600, kernel_size:int=6, n_patches:int=400_000, eps_norm:float=10 / 255**2,
@@ -124,7 +129,7 @@ class KMeansFeatures(nn.Module):
         return f.permute(0, 3, 1, 2)
     forward = encode
 
-# %% ../nbs/23_sm_eval.ipynb #436c9ab5
+# %% ../nbs/23_sm_eval.ipynb #69415d93
 class LeNet5(nn.Module):
     "LeNet-5 with ReLU and max pooling for `in_channels`×`img_size`² images; `convs` holds the two conv layers."
     def __init__(self, in_channels:int=3, n_classes:int=10, img_size:int=32, channels=(6, 16), kernel_size:int=5):
@@ -155,7 +160,7 @@ def load_filters(model:LeNet5, layer:int, weight:torch.Tensor, scale:str='match'
     conv.weight.requires_grad_(not freeze); conv.bias.requires_grad_(not freeze)
     return model
 
-# %% ../nbs/23_sm_eval.ipynb #e464de1f
+# %% ../nbs/23_sm_eval.ipynb #2968e5ba
 def filter_cosine(w:torch.Tensor, w0:torch.Tensor) -> torch.Tensor:
     "Per-filter cosine similarity between filters `w` and `w0` (K, ...)."
     return F.cosine_similarity(w.detach().flatten(1).double(), w0.detach().flatten(1).double(), dim=1, eps=1e-12).float()
@@ -170,7 +175,7 @@ def filter_stability(w:torch.Tensor, w0:torch.Tensor, prefix:str='') -> dict:
     return {f'{prefix}cos_mean': c.mean().item(), f'{prefix}cos_min': c.min().item(), f'{prefix}cos_median': c.median().item(),
             f'{prefix}angle_mean': a.mean().item(), f'{prefix}frac_within_30deg': (a < 30).float().mean().item()}
 
-# %% ../nbs/23_sm_eval.ipynb #89d0e3e8
+# %% ../nbs/23_sm_eval.ipynb #474d4608
 def filter_grid(w:torch.Tensor, ncols:int=None, pad:int=1) -> np.ndarray:
     "Tile filters (K, C, k, k) into one image (H, W, 3) in [0, 1], each filter min–max scaled."
     w = w.detach().float().cpu()
@@ -193,9 +198,41 @@ def show_filters(w:torch.Tensor, ax=None, title:str=None, ncols:int=None):
     if title: ax.set_title(title)
     return ax.figure
 
-# %% ../nbs/23_sm_eval.ipynb #ca32cff2
+# %% ../nbs/23_sm_eval.ipynb #53481848
 def timed(fn, *args, device=None, **kwargs):
     "(result, seconds) of `fn(*args, **kwargs)`, synchronising CUDA on `device` if it is a GPU."
     sync = (lambda: torch.cuda.synchronize(device)) if device is not None and torch.device(device).type == 'cuda' else (lambda: None)
     sync(); t = time.perf_counter(); out = fn(*args, **kwargs); sync()
     return out, time.perf_counter() - t
+
+# %% ../nbs/23_sm_eval.ipynb #2e4f52d4
+from .core import MetricsLogger
+from .data import TensorLoader
+
+def train_local(rule, x, y=None, epochs:int=1, batch_size:int=100, lr:float=0.05, seed:int=0) -> MetricsLogger:
+    "Train a local `rule` with SGD(lr) for `epochs` on tensors x (and labels y); per-epoch loss, converged fraction, epoch_time (s)."
+    check_range('epochs', epochs, lo=0, integer=True)
+    y = torch.zeros(len(x), dtype=torch.long, device=x.device) if y is None else y
+    opt, log = torch.optim.SGD(rule.parameters(), lr=lr), MetricsLogger()
+    loader = TensorLoader(x, y, batch_size=batch_size, seed=seed)
+    for ep in range(epochs):
+        def one_epoch():
+            losses, conv = [], []
+            for xb, yb in loader:
+                opt.zero_grad(set_to_none=True); st = rule(xb, yb); opt.step()
+                losses.append(st['loss']); conv.append(float(st.get('converged', True)))
+            return sum(losses) / len(losses), sum(conv) / len(conv)
+        (loss, conv), sec = timed(one_epoch, device=x.device)
+        log.log(step=ep + 1, loss=loss, converged=conv, epoch_time=sec, images_per_s=len(x) / sec)
+    return log
+
+def train_reference(ref, x, epochs:int=1, batch_size:int=100, lr:float=0.05, seed:int=0) -> MetricsLogger:
+    "Train a conventional `ConvNSMReference` on the same mini-batches `train_local` would draw; per-epoch epoch_time (s)."
+    xs = x.detach().cpu().double()
+    loader, log = TensorLoader(xs, torch.zeros(len(xs)), batch_size=batch_size, seed=seed), MetricsLogger()
+    for ep in range(epochs):
+        def one_epoch():
+            for xb, _ in loader: ref.step(xb.numpy(), lr)
+        _, sec = timed(one_epoch)
+        log.log(step=ep + 1, epoch_time=sec, images_per_s=len(xs) / sec)
+    return log
