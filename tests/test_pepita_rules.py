@@ -1,0 +1,49 @@
+"Interface checks for the forward-only rules of arXiv 2302.05440 (pepita, pepita_hebbian, pepita_timelocal, afa, drtp, ff)."
+import copy, pytest, torch
+from localrules.rules import MLP, get_rule, available_rules, grad_alignment
+
+NAMES = ['pepita', 'pepita_hebbian', 'pepita_timelocal', 'afa', 'drtp', 'ff']
+
+
+def test_registered():
+    assert set(NAMES) <= set(available_rules())
+
+
+@pytest.mark.parametrize('name', NAMES)
+@pytest.mark.parametrize('bias,norm', [(False, 'none'), (True, 'batch'), (False, 'sample')])
+def test_fills_every_grad(name, bias, norm):
+    torch.manual_seed(0)
+    m = MLP([64, 32, 10], bias=bias, dropout=0.1, norm=norm, act='tanh' if name == 'drtp' else 'relu')
+    rule = get_rule(name, m)
+    x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    out = rule(x, y)
+    assert isinstance(out['loss'], float) and out['out'].shape == (16, 10) and not out['out'].requires_grad
+    for n, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.shape == p.shape, n
+
+
+@pytest.mark.parametrize('name', ['pepita', 'pepita_hebbian', 'pepita_timelocal'])
+def test_wm_state_roundtrip(name):
+    "Mirrored factors live in the rule's state_dict, so checkpoints resume them."
+    torch.manual_seed(0); m = MLP([64, 32, 10]); rule = get_rule(name, m, wm=True)
+    x, y = torch.rand(16, 64), torch.randint(0, 10, (16,))
+    rule(x, y); rule.mirror(); sd = copy.deepcopy(rule.state_dict())
+    assert {'F0', 'F1', 'sigma0'} <= set(sd)
+    rule2 = get_rule(name, MLP([64, 32, 10]), wm=True); rule2.load_state_dict(sd)
+    assert torch.equal(rule2.feedback_matrix(), rule.feedback_matrix())
+
+
+def test_regression_targets():
+    "Float targets: linear output, e = h_L - y (teacher-student setting)."
+    torch.manual_seed(0); m = MLP([20, 8, 1], act='erf'); x, y = torch.randn(32, 20), torch.randn(32, 1)
+    for name in ('pepita', 'afa'):
+        m.zero_grad(set_to_none=True); get_rule(name, m)(x, y)
+        e = m(x).detach() - y
+        if name == 'afa': torch.testing.assert_close(m.layers[1].weight.grad, e.T @ torch.erf(x @ m.layers[0].weight.T / 2**.5) / 32)
+
+
+def test_grad_alignment_all():
+    torch.manual_seed(0); x, y = torch.rand(32, 64), torch.randint(0, 10, (32,))
+    for name in NAMES:
+        rows = grad_alignment(get_rule(name, MLP([64, 32, 10], act='tanh' if name == 'drtp' else 'relu')), x, y)
+        assert len(rows) == 2 and all(0 <= r['angle'] <= 180 for r in rows)
