@@ -1,0 +1,46 @@
+"Similarity matching (localrules.nsm / conv_nsm / s2m): registry, read-out on learned features, device agreement."
+import pytest, torch
+from localrules.rules import available_rules, get_rule
+from localrules.data import load_tensors
+from localrules.nsm import NSM
+from localrules.conv_nsm import ConvNSM
+from localrules.s2m import S2M, ConvS2M, stack_s2m
+
+
+def test_rules_registered():
+    assert {'nsm', 'conv_nsm', 's2m'} <= set(available_rules())
+
+
+def _ridge_acc(ftr, ytr, fte, yte, lam=1e-2):
+    "Accuracy (%) of a ridge-regression read-out on one-hot targets."
+    A = torch.cat([ftr, torch.ones(len(ftr), 1)], 1); B = torch.cat([fte, torch.ones(len(fte), 1)], 1)
+    T = torch.nn.functional.one_hot(ytr, 10).float()
+    Wr = torch.linalg.solve(A.T @ A + lam * torch.eye(A.shape[1]), A.T @ T)
+    return 100 * ((B @ Wr).argmax(1) == yte).float().mean().item()
+
+
+def test_s2m_features_support_linear_readout():
+    x, y = load_tensors('digits', 'train', limit=600); xt, yt = load_tensors('digits', 'test', limit=300)
+    torch.manual_seed(0); m = ConvS2M(1, 16, 3, alpha=1., gamma=0.5, tol=1e-3, max_iter=100)
+    rule, opt = get_rule('s2m', m, tau=1.), torch.optim.SGD(m.parameters(), lr=0.05)
+    for i in range(0, 600, 50):
+        opt.zero_grad(); st = rule(x[i:i+50], y[i:i+50]); opt.step()
+        assert st['out'] is None and st['features'].shape == (50, 16, 6, 6)
+    pool = lambda f: torch.nn.functional.max_pool2d(f, 3).flatten(1)
+    acc = _ridge_acc(pool(m.encode(x)), y, pool(m.encode(xt)), yt)
+    assert acc > 70, acc                                                  # chance is 10 %
+
+
+def test_stack_dense_layers():
+    x, y = load_tensors('digits', 'train', flatten=True, limit=300)
+    torch.manual_seed(0)
+    st = stack_s2m([S2M(64, 32, alpha=1., gamma=0.5), NSM(32, 16, gamma=0.5)], x, y, epochs=1, lr=0.05, tau=1., batch_size=50)
+    assert st.encode(x).shape == (300, 16) and len(st.history) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA')
+def test_conv_nsm_cuda_matches_cpu():
+    torch.manual_seed(0); m = ConvNSM(1, 8, 3, tol=0., max_iter=30); x = torch.rand(4, 1, 12, 12)
+    with torch.no_grad(): m.M.add_(0.05 * torch.rand(8, 8)); m.M.copy_((m.M + m.M.T) / 2)
+    y = m.encode(x); yc = m.cuda().encode(x.cuda()).cpu()
+    torch.testing.assert_close(yc, y, atol=1e-5, rtol=1e-4)
