@@ -8,14 +8,14 @@ Docs: https://localrules.github.io/localrules/pepita.html.md"""
 __all__ = ['act_deriv', 'matrix_angle', 'output_target', 'feedback_init', 'PepitaBase', 'Pepita', 'PepitaHebbian',
            'PepitaTimeLocal', 'AFA', 'feedback_angles']
 
-# %% ../nbs/10_pepita.ipynb #72a90fc9
+# %% ../nbs/10_pepita.ipynb #54af4c99
 import math
 from functools import reduce
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import check_choice, check_range
 from .rules import LearningRule, MLP, register_rule
 
-# %% ../nbs/10_pepita.ipynb #6f203ee3
+# %% ../nbs/10_pepita.ipynb #0686294a
 def act_deriv(name:str, a:torch.Tensor) -> torch.Tensor:
     "Derivative σ'(a) of the `MLP` activation `name` at pre-activation `a`."
     if name == 'relu': return (a > 0).to(a.dtype)
@@ -40,14 +40,14 @@ def _loss(out, y) -> float:
     if y.is_floating_point(): return 0.5 * (out - y.reshape(out.shape)).pow(2).sum(1).mean().item()
     return F.cross_entropy(out, y).item()
 
-# %% ../nbs/10_pepita.ipynb #a0bac5db
+# %% ../nbs/10_pepita.ipynb #75e7e488
 def feedback_init(shape, std:float, init:str='normal', generator=None) -> torch.Tensor:
     "Random matrix of `shape` with zero mean and standard deviation `std`: normal or uniform."
     check_choice('F_init', init, ['normal', 'uniform'])
     if init == 'normal': return torch.randn(shape, generator=generator) * std
     return (torch.rand(shape, generator=generator) * 2 - 1) * std * math.sqrt(3)
 
-# %% ../nbs/10_pepita.ipynb #2edd86ff
+# %% ../nbs/10_pepita.ipynb #61c09dab
 class PepitaBase(LearningRule):
     "Shared machinery of the PEPITA family: fixed (or mirrored, factorised) feedback F and the clean/modulated passes."
     def __init__(self, model:MLP, F_init:str='normal', F_scale:float=1., F_std:float=None, sign:int=-1, fast='auto',
@@ -161,7 +161,7 @@ class PepitaBase(LearningRule):
         out = P['hs'][-1]
         return dict(loss=_loss(out, y), out=out.detach())
 
-# %% ../nbs/10_pepita.ipynb #9f51561e
+# %% ../nbs/10_pepita.ipynb #f436e9e2
 @register_rule('pepita')
 class Pepita(PepitaBase):
     "PEPITA (arXiv 2302.05440, Alg. 1 / eqs 3–5): two forward passes, the second on the error-modulated input x + sign·Fe."
@@ -173,7 +173,7 @@ class Pepita(PepitaBase):
             self.accumulate(layer.weight, (post / B).T @ hs_err[l])
             if layer.bias is not None: self.accumulate(layer.bias, post.mean(0))
 
-# %% ../nbs/10_pepita.ipynb #c2a51065
+# %% ../nbs/10_pepita.ipynb #fd8c44c8
 @register_rule('pepita_hebbian')
 class PepitaHebbian(PepitaBase):
     "PEPITA-Hebbian (arXiv 2302.05440, eqs 7, 13, 14): a Hebbian term of the clean pass minus one of the modulated pass."
@@ -188,7 +188,7 @@ class PepitaHebbian(PepitaBase):
             self.accumulate(layer.weight, g)
             if layer.bias is not None: self.accumulate(layer.bias, (pos - neg).mean(0))
 
-# %% ../nbs/10_pepita.ipynb #6aff1fd9
+# %% ../nbs/10_pepita.ipynb #f522eab1
 @register_rule('pepita_timelocal')
 class PepitaTimeLocal(PepitaBase):
     "PEPITA-time-local (arXiv 2302.05440, Alg. 2): pass 2 runs on the weights updated by pass 1; the net update goes into `.grad`."
@@ -213,7 +213,7 @@ class PepitaTimeLocal(PepitaBase):
             self.accumulate(layer.weight, first[l][0] - (neg / B).T @ hs_err[l])
             if layer.bias is not None: self.accumulate(layer.bias, first[l][1] - neg.mean(0))
 
-# %% ../nbs/10_pepita.ipynb #2c0592f7
+# %% ../nbs/10_pepita.ipynb #419f2d2a
 @register_rule('afa')
 class AFA(PepitaBase):
     "Adaptive feedback alignment (arXiv 2302.05440, eq. 11): ΔW_1 = [(W_1Fe) ⊙ h_1′] xᵀ, ΔW_2 = e h_1ᵀ; 2-layer MLPs."
@@ -233,7 +233,7 @@ class AFA(PepitaBase):
         self.accumulate(W1.weight, (post / B).T @ x); self.accumulate(W2.weight, (e / B).T @ h1)
         if W1.bias is not None: self.accumulate(W1.bias, post.mean(0)); self.accumulate(W2.bias, e.mean(0))
 
-# %% ../nbs/10_pepita.ipynb #aeada35a
+# %% ../nbs/10_pepita.ipynb #2ddec556
 def feedback_angles(rule:PepitaBase) -> dict:
     "Alignment angles (degrees): F vs W_totᵀ (W_tot = W_L⋯W_1) and, when factorised, each F_l vs W_lᵀ."
     Ws = [l.weight.detach() for l in rule.model.layers]
