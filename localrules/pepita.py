@@ -8,14 +8,14 @@ Docs: https://localrules.github.io/localrules/pepita.html.md"""
 __all__ = ['act_deriv', 'matrix_angle', 'output_target', 'feedback_init', 'PepitaBase', 'Pepita', 'PepitaHebbian',
            'PepitaTimeLocal', 'AFA', 'feedback_angles']
 
-# %% ../nbs/10_pepita.ipynb #54af4c99
+# %% ../nbs/10_pepita.ipynb #ead3a884
 import math
 from functools import reduce
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import check_choice, check_range
 from .rules import LearningRule, MLP, register_rule
 
-# %% ../nbs/10_pepita.ipynb #0686294a
+# %% ../nbs/10_pepita.ipynb #23209fe5
 def act_deriv(name:str, a:torch.Tensor) -> torch.Tensor:
     "Derivative σ'(a) of the `MLP` activation `name` at pre-activation `a`."
     if name == 'relu': return (a > 0).to(a.dtype)
@@ -40,14 +40,14 @@ def _loss(out, y) -> float:
     if y.is_floating_point(): return 0.5 * (out - y.reshape(out.shape)).pow(2).sum(1).mean().item()
     return F.cross_entropy(out, y).item()
 
-# %% ../nbs/10_pepita.ipynb #75e7e488
+# %% ../nbs/10_pepita.ipynb #4b4e5334
 def feedback_init(shape, std:float, init:str='normal', generator=None) -> torch.Tensor:
     "Random matrix of `shape` with zero mean and standard deviation `std`: normal or uniform."
     check_choice('F_init', init, ['normal', 'uniform'])
     if init == 'normal': return torch.randn(shape, generator=generator) * std
     return (torch.rand(shape, generator=generator) * 2 - 1) * std * math.sqrt(3)
 
-# %% ../nbs/10_pepita.ipynb #61c09dab
+# %% ../nbs/10_pepita.ipynb #df8a7b99
 class PepitaBase(LearningRule):
     "Shared machinery of the PEPITA family: fixed (or mirrored, factorised) feedback F and the clean/modulated passes."
     def __init__(self, model:MLP, F_init:str='normal', F_scale:float=1., F_std:float=None, sign:int=-1, fast='auto',
@@ -161,7 +161,7 @@ class PepitaBase(LearningRule):
         out = P['hs'][-1]
         return dict(loss=_loss(out, y), out=out.detach())
 
-# %% ../nbs/10_pepita.ipynb #f436e9e2
+# %% ../nbs/10_pepita.ipynb #b6e6a8df
 @register_rule('pepita')
 class Pepita(PepitaBase):
     "PEPITA (arXiv 2302.05440, Alg. 1 / eqs 3–5): two forward passes, the second on the error-modulated input x + sign·Fe."
@@ -173,7 +173,7 @@ class Pepita(PepitaBase):
             self.accumulate(layer.weight, (post / B).T @ hs_err[l])
             if layer.bias is not None: self.accumulate(layer.bias, post.mean(0))
 
-# %% ../nbs/10_pepita.ipynb #fd8c44c8
+# %% ../nbs/10_pepita.ipynb #1c062c62
 @register_rule('pepita_hebbian')
 class PepitaHebbian(PepitaBase):
     "PEPITA-Hebbian (arXiv 2302.05440, eqs 7, 13, 14): a Hebbian term of the clean pass minus one of the modulated pass."
@@ -188,32 +188,40 @@ class PepitaHebbian(PepitaBase):
             self.accumulate(layer.weight, g)
             if layer.bias is not None: self.accumulate(layer.bias, (pos - neg).mean(0))
 
-# %% ../nbs/10_pepita.ipynb #f522eab1
+# %% ../nbs/10_pepita.ipynb #f6038d52
 @register_rule('pepita_timelocal')
 class PepitaTimeLocal(PepitaBase):
     "PEPITA-time-local (arXiv 2302.05440, Alg. 2): pass 2 runs on the weights updated by pass 1; the net update goes into `.grad`."
     def __init__(self, model:MLP, lr=0.01, **kwargs):
         super().__init__(model, **kwargs); self.lr = lr
-    needs_WF = False
     def current_lr(self) -> float:
         "η of the first update: `lr`, or the first param group's lr when `lr` is an optimiser."
         return self.lr.param_groups[0]['lr'] if hasattr(self.lr, 'param_groups') else self.lr
     def updates(self, P):
-        hs, B, L, eta = P['hs'], P['B'], len(self.model.layers), self.current_lr()
+        m, hs, B, L, eta, s = self.model, P['hs'], P['B'], len(self.model.layers), self.current_lr(), self.sign
+        fast = 'WFt' in P                          # first layer via W⁺x_mod = W x_mod − η (x_mod xᵀ/B) h_1
         first, weights = [], []
-        for l, layer in enumerate(self.model.layers):
+        for l, layer in enumerate(m.layers):
             post = hs[l + 1] if l < L - 1 else P['hL']
-            g, gb = (post / B).T @ hs[l], post.mean(0)
+            g, gb = (None, post.mean(0)) if (l == 0 and fast) else ((post / B).T @ hs[l], post.mean(0))
             first.append((g, gb))
-            weights.append((layer.weight - eta * g, None if layer.bias is None else layer.bias - eta * gb))
-        self._modulated(P, weights)
-        hs_err = P['hs_err']
-        for l, layer in enumerate(self.model.layers):
+            weights.append(None if g is None else (layer.weight - eta * g, None if layer.bias is None else layer.bias - eta * gb))
+        Fm, x, e = self.feedback_matrix(), hs[0], P['e']
+        x_mod = x + s * (e @ Fm.T)
+        def lin(h, layer, l):
+            if weights[l] is not None: return F.linear(h, *weights[l])
+            a = P['pre'][0] + s * (e @ P['WFt']) - eta * ((x_mod @ x.T) / B) @ hs[1]
+            return a if layer.bias is None else a - eta * first[0][1]
+        hs_err = m.forward_all(x_mod, P['masks'], lin); hs_err[0] = x_mod
+        for l, layer in enumerate(m.layers):
             neg = hs_err[l + 1] if l < L - 1 else P['t']
-            self.accumulate(layer.weight, first[l][0] - (neg / B).T @ hs_err[l])
+            if first[l][0] is None:                # h_1xᵀ − h_1^err x_modᵀ = (h_1 − h_1^err)xᵀ − sign (h_1^err eᵀ)Fᵀ, one product
+                g = torch.cat([((hs[1] - neg) / B).T, -s * ((neg / B).T @ e)], 1) @ torch.cat([x, Fm.T])
+            else: g = first[l][0] - (neg / B).T @ hs_err[l]
+            self.accumulate(layer.weight, g)
             if layer.bias is not None: self.accumulate(layer.bias, first[l][1] - neg.mean(0))
 
-# %% ../nbs/10_pepita.ipynb #419f2d2a
+# %% ../nbs/10_pepita.ipynb #9b281378
 @register_rule('afa')
 class AFA(PepitaBase):
     "Adaptive feedback alignment (arXiv 2302.05440, eq. 11): ΔW_1 = [(W_1Fe) ⊙ h_1′] xᵀ, ΔW_2 = e h_1ᵀ; 2-layer MLPs."
@@ -233,7 +241,7 @@ class AFA(PepitaBase):
         self.accumulate(W1.weight, (post / B).T @ x); self.accumulate(W2.weight, (e / B).T @ h1)
         if W1.bias is not None: self.accumulate(W1.bias, post.mean(0)); self.accumulate(W2.bias, e.mean(0))
 
-# %% ../nbs/10_pepita.ipynb #2ddec556
+# %% ../nbs/10_pepita.ipynb #9e818d62
 def feedback_angles(rule:PepitaBase) -> dict:
     "Alignment angles (degrees): F vs W_totᵀ (W_tot = W_L⋯W_1) and, when factorised, each F_l vs W_lᵀ."
     Ws = [l.weight.detach() for l in rule.model.layers]
