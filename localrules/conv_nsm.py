@@ -7,7 +7,7 @@ Docs: https://localrules.github.io/localrules/conv_nsm.html.md"""
 # %% auto #0
 __all__ = ['ConvNSM', 'ConvNSMRule', 'conv_nsm_reference', 'ConvNSMReference']
 
-# %% ../nbs/21_conv_nsm.ipynb #9a19fa74
+# %% ../nbs/21_conv_nsm.ipynb #34761cb5
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from einops import rearrange, einsum
@@ -15,7 +15,7 @@ from .core import check_range
 from .rules import register_rule
 from .nsm import NSM, NSMRule
 
-# %% ../nbs/21_conv_nsm.ipynb #9b6114a2
+# %% ../nbs/21_conv_nsm.ipynb #35ab7d1f
 class ConvNSM(NSM):
     "Convolutional NSM: W a conv2d weight (K×C×k×k, no bias), M (K×K) lateral inhibition among channels at each position."
     def __init__(self, in_channels:int, n_filters:int, kernel_size:int, stride:int=1, padding:int=0, **kw):
@@ -38,12 +38,12 @@ class ConvNSM(NSM):
         Cyx = einsum(ym, self.patches(x), 'b k p, b d p -> k d') / len(y)
         return dict(W=Cyx.view_as(self.W), M=y.t() @ y / len(y))
 
-# %% ../nbs/21_conv_nsm.ipynb #c0e52b71
+# %% ../nbs/21_conv_nsm.ipynb #dedcb258
 @register_rule('conv_nsm')
 class ConvNSMRule(NSMRule):
     "NSM rule on a `ConvNSM`: ΔW = η(⟨y xᵀ⟩ − W), ΔM = (η/τ)(⟨y yᵀ⟩ − M), means over batch and positions."
 
-# %% ../nbs/21_conv_nsm.ipynb #b6a1bd1e
+# %% ../nbs/21_conv_nsm.ipynb #80993ddb
 def conv_nsm_reference(x:np.ndarray, W:np.ndarray, M:np.ndarray, n_iter:int=40, tol:float=0., gamma:float=1.,
                        stride:int=1, padding:int=0) -> tuple:
     "Per-sample, per-patch NumPy convolutional NSM: returns (maps (B,K,H',W'), ⟨y xᵀ⟩ shaped like W, ⟨y yᵀ⟩)."
