@@ -1,0 +1,34 @@
+"Data-parallel pre-training (scripts/train_ssl.py) with 2 CPU processes (gloo): processes stay in sync, a rerun resumes."
+import json, os, subprocess, sys
+from pathlib import Path
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ['--method', 'clapp++', '--dataset', 'digits', '--width', '0.0625', '--batch-size', '8', '--steps-per-epoch', '2',
+        '--limit', '128', '--fast-aug', '--lr', '1e-3', '--device', 'cpu', '--probe-epochs', '2']
+
+def torchrun(out, epochs, *extra):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+           str(ROOT/'scripts'/'train_ssl.py'), *ARGS, '--epochs', str(epochs), '--out', str(out), *extra]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
+
+def weights(out, rank): return torch.load(out/f'final_rank{rank}.pt')
+
+def test_ddp_sync_and_resume(tmp_path):
+    out = tmp_path/'run'
+    torchrun(out, 1, '--no-probe')
+    a, b = weights(out, 0), weights(out, 1)
+    for k in a: assert torch.equal(a[k], b[k]), k                           # identical weights on both processes
+    w1 = a['model.blocks.0.0.weight'].clone()
+    s = torchrun(out, 2)                                                    # resume: one more epoch, then the probe
+    assert 'resuming' in s and 'after epoch 1' in s, s
+    log = json.loads((out/'pretrain.json').read_text())['log']
+    assert [r['step'] for r in log if r['metric'] == 'ssl_loss'] == [1, 2]
+    a, b = weights(out, 0), weights(out, 1)
+    for k in a: assert torch.equal(a[k], b[k]), k
+    assert not torch.equal(a['model.blocks.0.0.weight'], w1)                # it kept training
+    probe = json.loads((out/'probe.json').read_text())
+    assert probe['pretrain_epochs'] == 2 and probe['probe_acc'] > 20
