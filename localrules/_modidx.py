@@ -408,4 +408,5 @@ d = { 'settings': { 'branch': 'main',
                                       'localrules.ts_theory.omega': ('ts_theory.html#omega', 'localrules/ts_theory.py'),
                                       'localrules.ts_theory.order_params': ('ts_theory.html#order_params', 'localrules/ts_theory.py'),
                                       'localrules.ts_theory.rhs': ('ts_theory.html#rhs', 'localrules/ts_theory.py'),
+                                      'localrules.ts_theory.rhs_pepita': ('ts_theory.html#rhs_pepita', 'localrules/ts_theory.py'),
                                       'localrules.ts_theory.simulate': ('ts_theory.html#simulate', 'localrules/ts_theory.py')}}}

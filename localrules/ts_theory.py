@@ -6,16 +6,16 @@ Docs: https://localrules.github.io/localrules/ts_theory.html.md"""
 
 # %% auto #0
 __all__ = ['SQ2', 'STATE_KEYS', 'CONST_KEYS', 'g', 'gprime', 'I2', 'I3', 'I4', 'omega', 'eg', 'rhs', 'integrate', 'init_weights',
-           'order_params', 'simulate', 'early_time', 'early_f', 'escape_time']
+           'order_params', 'simulate', 'rhs_pepita', 'early_time', 'early_f', 'escape_time']
 
-# %% ../nbs/13_ts_theory.ipynb #e0629d2d
+# %% ../nbs/13_ts_theory.ipynb #1142823f
 import math
 import numpy as np
 from scipy.integrate import solve_ivp
 from scipy.special import erf
 from .core import check_choice, check_range
 
-# %% ../nbs/13_ts_theory.ipynb #34800c59
+# %% ../nbs/13_ts_theory.ipynb #0e975f49
 SQ2 = math.sqrt(2.)
 
 def g(x):
@@ -26,7 +26,7 @@ def gprime(x):
     "Derivative of erf(x/√2): √(2/π)·exp(−x²/2)."
     return math.sqrt(2 / math.pi) * np.exp(-np.asarray(x) ** 2 / 2)
 
-# %% ../nbs/13_ts_theory.ipynb #acec1b90
+# %% ../nbs/13_ts_theory.ipynb #4ecbcb64
 def I2(C):
     "I₂[a,b] = E[g(γa)g(γb)] for every pair of the Gaussian variables with covariance C."
     d = 1 + np.diag(C)
@@ -51,7 +51,7 @@ def I4(C, A, B, Cc, Dd):
     lam2 = lam4 * (1 + cdd) - cbd ** 2 * (1 + caa) - cad ** 2 * (1 + cbb) + 2 * cab * cad * cbd
     return 4 / (np.pi ** 2 * np.sqrt(lam4)) * np.arcsin(lam0 / np.sqrt(lam1 * lam2))
 
-# %% ../nbs/13_ts_theory.ipynb #b08e168f
+# %% ../nbs/13_ts_theory.ipynb #529a5bca
 STATE_KEYS = ('Q', 'R', 'W2', 'f')
 CONST_KEYS = ('T', 'W2t', 'ft', 'qf')
 
@@ -72,7 +72,7 @@ def eg(s:dict) -> float:
     v = np.concatenate([s['W2'], -np.asarray(s['W2t'])])
     return 0.5 * float(v @ I2(omega(s)[:K + M, :K + M]) @ v)
 
-# %% ../nbs/13_ts_theory.ipynb #5139382c
+# %% ../nbs/13_ts_theory.ipynb #9e65cde3
 def rhs(s:dict, eta:float) -> dict:
     "Time derivatives {'Q','R','W2','f'} of the order parameters under online AFA (eqs 22-23)."
     K, M = s['R'].shape
@@ -86,7 +86,7 @@ def rhs(s:dict, eta:float) -> dict:
     dQ = dQ + dQ.T + eta ** 2 * np.outer(f, f) * B
     return dict(Q=dQ, R=-eta * f[:, None] * A[:, K:K + M], W2=-eta * (I2(O[:K + M, :K + M])[:K] @ v), f=-eta * f * A[:, -1])
 
-# %% ../nbs/13_ts_theory.ipynb #fb01ad50
+# %% ../nbs/13_ts_theory.ipynb #c51e9eeb
 def _pack(s): return np.concatenate([np.ravel(s[k]) for k in STATE_KEYS])
 
 def _unpack(y, K, M, const):
@@ -95,21 +95,25 @@ def _unpack(y, K, M, const):
         n = int(np.prod(shape)); s[k] = y[i:i + n].reshape(shape); i += n
     return s
 
-def integrate(s0:dict, eta:float, t_eval, rtol:float=1e-7, atol:float=1e-10, method:str='RK45') -> dict:
-    "Integrate the ODEs from state `s0` with solve_ivp; returns {'t', 'Q', 'R', 'W2', 'f', 'eg'} (arrays over t_eval)."
-    check_range('eta', eta, lo=0)
+def integrate(s0:dict, eta:float, t_eval, rule:str='afa', n_mc:int=100_000, mc_seed:int=0, rtol:float=1e-7, atol:float=1e-10) -> dict:
+    "Integrate the ODEs of `rule` ('afa' closed form, 'pepita' Monte Carlo) from state `s0`; returns {'t', 'Q', 'R', 'W2', 'f', 'eg'} over t_eval."
+    check_range('eta', eta, lo=0); check_choice('rule', rule, ('afa', 'pepita'))
     t_eval = np.asarray(t_eval, dtype=float)
     K, M = np.shape(s0['R'])
     const = {k: np.asarray(s0[k], dtype=float) for k in CONST_KEYS}
-    fun = lambda t, y: _pack(rhs(_unpack(y, K, M, const), eta))
+    if rule == 'afa': fun = lambda t, y: _pack(rhs(_unpack(y, K, M, const), eta))
+    else:
+        z = np.random.default_rng(mc_seed).standard_normal((n_mc, K + M + 1)); z = np.concatenate([z, -z])
+        fun = lambda t, y: _pack(rhs_pepita(_unpack(y, K, M, const), eta, z))
+        rtol, atol = max(rtol, 1e-6), max(atol, 1e-9)
     sol = solve_ivp(fun, (0., float(t_eval[-1])), _pack({k: np.asarray(s0[k], float) for k in STATE_KEYS}),
-                    t_eval=t_eval, rtol=rtol, atol=atol, method=method)
+                    t_eval=t_eval, rtol=rtol, atol=atol, method='RK45')
     if not sol.success: raise RuntimeError(f"ODE integration failed: {sol.message}")
     states = [_unpack(y, K, M, const) for y in sol.y.T]
     out = {k: np.stack([st[k] for st in states]) for k in STATE_KEYS}
     return dict(t=sol.t, eg=np.array([eg(st) for st in states]), **out)
 
-# %% ../nbs/13_ts_theory.ipynb #9a55515f
+# %% ../nbs/13_ts_theory.ipynb #7529d387
 def init_weights(D:int, K:int=2, M:int=2, q0:float=1., w2_teacher=None, w2_init:float=0., f_align:float=0., seed:int=0) -> dict:
     "Teacher, student and feedback weights (numpy) for the teacher-student AFA setting."
     for n, v in (('D', D), ('K', K), ('M', M)): check_range(n, v, lo=1, integer=True)
@@ -133,7 +137,7 @@ def order_params(w:dict) -> dict:
                 f=np.einsum('...kd,...d->...k', W1, F) / D, ft=np.einsum('...md,...d->...m', W1t, F) / D,
                 qf=np.einsum('...d,...d->...', F, F) / D, W2t=np.array(w['W2t'], dtype=float))
 
-# %% ../nbs/13_ts_theory.ipynb #45ad715c
+# %% ../nbs/13_ts_theory.ipynb #444166e4
 def simulate(w0:dict, eta:float, t_eval, seeds=(0,), rule:str='afa', chunk:int=2048) -> dict:
     "Simulate online AFA/PEPITA from weights `w0` for each data seed; returns order parameters and ε_g at `t_eval` (arrays [t, seed, ...])."
     check_choice('rule', rule, ('afa', 'pepita')); check_range('eta', eta, lo=0)
@@ -176,7 +180,20 @@ def simulate(w0:dict, eta:float, t_eval, seeds=(0,), rule:str='afa', chunk:int=2
     out = {k: np.array(v) for k, v in rec.items()}
     return dict(t=steps / D, **out)
 
-# %% ../nbs/13_ts_theory.ipynb #ceb3a5f9
+# %% ../nbs/13_ts_theory.ipynb #ed2c4360
+def rhs_pepita(s:dict, eta:float, z:np.ndarray) -> dict:
+    "Time derivatives of the order parameters under online PEPITA, averaged over samples z ~ N(0, I_{K+M+1})."
+    K, M = s['R'].shape
+    G = z @ np.linalg.cholesky(omega(s)).T
+    lam, nu, rho = G[:, :K], G[:, K:K + M], G[:, -1]
+    e = g(lam) @ s['W2'] - g(nu) @ np.asarray(s['W2t'])
+    lm = lam - e[:, None] * s['f'][None]
+    d, n = g(lam) - g(lm), len(z)
+    dQ = -eta * d.T @ lm / n
+    return dict(Q=dQ + dQ.T + eta ** 2 * d.T @ d / n, R=-eta * d.T @ (nu - e[:, None] * s['ft'][None]) / n,
+                W2=-eta * g(lm).T @ e / n, f=-eta * d.T @ (rho - s['qf'] * e) / n)
+
+# %% ../nbs/13_ts_theory.ipynb #ca5da4cc
 def early_time(q0:float, f0, W2t, ft, qf:float, eta:float) -> dict:
     "Early-time slopes (Sup. E.1): dR/dt|₀ (eq 27), the coefficient c of dW₂/dt ≈ c·t (eq 28), df/dt|₀ (derived, and eq 29 as printed)."
     f0, W2t, ft = (np.asarray(a, dtype=float) for a in (f0, W2t, ft))
@@ -191,7 +208,7 @@ def early_f(t, q0:float, f0, W2t, ft, qf:float, eta:float, paper:bool=False):
     e = early_time(q0, f0, W2t, ft, qf, eta)
     return np.asarray(f0, float) + np.multiply.outer(np.asarray(t, float), e['df_eq29' if paper else 'df'])
 
-# %% ../nbs/13_ts_theory.ipynb #fa4f591e
+# %% ../nbs/13_ts_theory.ipynb #f2809a57
 def escape_time(t, eg_curve, frac:float=0.5) -> float:
     "First time at which the ε_g curve falls below `frac`·ε_g(0) (linear interpolation; NaN if never)."
     t, e = np.asarray(t, float), np.asarray(eg_curve, float)
