@@ -8,12 +8,12 @@ Docs: https://localrules.github.io/localrules/rules.html.md"""
 __all__ = ['RULES', 'ACTIVATIONS', 'NORMS', 'LearningRule', 'register_rule', 'available_rules', 'get_rule', 'init_weight',
            'normalise', 'MLP', 'output_loss', 'BP', 'FA', 'rule_updates', 'grad_alignment']
 
-# %% ../nbs/02_rules.ipynb #b4924c9a
+# %% ../nbs/02_rules.ipynb #058b7a3d
 import math, importlib, pkgutil
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import check_choice, check_range
 
-# %% ../nbs/02_rules.ipynb #0717d43d
+# %% ../nbs/02_rules.ipynb #d7d70441
 class LearningRule(nn.Module):
     "Base class: `rule(x, y)` adds its update into each parameter's `.grad` (descent sign) and returns metrics."
     name = 'base'
@@ -32,7 +32,7 @@ class LearningRule(nn.Module):
         if p.grad is None: p.grad = g.clone()
         else: p.grad.add_(g)
 
-# %% ../nbs/02_rules.ipynb #8485cb7d
+# %% ../nbs/02_rules.ipynb #70b730bd
 RULES = {}
 
 def register_rule(name:str):
@@ -56,7 +56,7 @@ def get_rule(name:str, model:nn.Module, **kwargs) -> LearningRule:
     check_choice('rule', name, RULES)
     return RULES[name](model, **kwargs)
 
-# %% ../nbs/02_rules.ipynb #ecc8e628
+# %% ../nbs/02_rules.ipynb #9097983d
 ACTIVATIONS = {'relu': torch.relu, 'tanh': torch.tanh, 'sigmoid': torch.sigmoid, 'linear': lambda a: a,
                'erf': lambda a: torch.erf(a / math.sqrt(2))}
 
@@ -110,7 +110,7 @@ class MLP(nn.Module):
         return hs
     def forward(self, x, masks=None, linear=None): return self.forward_all(x, masks, linear)[-1]
 
-# %% ../nbs/02_rules.ipynb #3d5ec237
+# %% ../nbs/02_rules.ipynb #90616064
 def output_loss(out:torch.Tensor, y:torch.Tensor, loss:str='ce') -> torch.Tensor:
     "Mean loss of logits `out` against `y`: 'ce' (softmax cross-entropy), 'mse' (½‖softmax − onehot‖² or ½‖out − y‖² for float y)."
     check_choice('loss', loss, ['ce', 'mse'])
@@ -119,7 +119,7 @@ def output_loss(out:torch.Tensor, y:torch.Tensor, loss:str='ce') -> torch.Tensor
     pred = out.softmax(1) if not y.is_floating_point() else out
     return 0.5 * (pred - target).pow(2).sum(1).mean()
 
-# %% ../nbs/02_rules.ipynb #536c760f
+# %% ../nbs/02_rules.ipynb #28f7615f
 @register_rule('bp')
 class BP(LearningRule):
     "Backpropagation of `output_loss(model(x), y, loss)` through any model."
@@ -130,7 +130,7 @@ class BP(LearningRule):
         loss.backward()
         return dict(loss=loss.item(), out=out.detach())
 
-# %% ../nbs/02_rules.ipynb #936e05bf
+# %% ../nbs/02_rules.ipynb #7eab00e3
 class _FALinear(torch.autograd.Function):
     "y = x Wᵀ + b whose backward sends the error to the input through fixed `B` instead of `W`."
     @staticmethod
@@ -140,7 +140,8 @@ class _FALinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, B = ctx.saved_tensors
-        return g @ B, g.t() @ x, (g.sum(0) if ctx.has_bias else None), None
+        gx = g @ B if ctx.needs_input_grad[0] else None          # the first layer needs no input gradient
+        return gx, g.t() @ x, (g.sum(0) if ctx.has_bias else None), None
 
 @register_rule('fa')
 class FA(LearningRule):
@@ -160,7 +161,7 @@ class FA(LearningRule):
         loss = output_loss(out, y, self.loss); loss.backward()
         return dict(loss=loss.item(), out=out.detach())
 
-# %% ../nbs/02_rules.ipynb #35d95021
+# %% ../nbs/02_rules.ipynb #980730fc
 def rule_updates(rule:LearningRule, x, y, seed:int=0) -> dict:
     "One call of `rule` on (x, y) from zeroed grads with a fixed RNG state; returns {name: update} and restores the weights."
     state = {k: v.clone() for k, v in rule.state_dict().items()}
