@@ -9,12 +9,12 @@ __all__ = ['quadrant_pool', 'pooled_features', 'linear_readout', 'RandomConv', '
            'KMeansFeatures', 'LeNet5', 'load_filters', 'filter_cosine', 'rotation_angle', 'filter_stability',
            'filter_grid', 'show_filters', 'timed', 'train_local', 'train_reference']
 
-# %% ../nbs/23_sm_eval.ipynb #3aa48b9e
+# %% ../nbs/23_sm_eval.ipynb #0e5606d6
 import math, time
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from .core import check_choice, check_range
 
-# %% ../nbs/23_sm_eval.ipynb #2c055091
+# %% ../nbs/23_sm_eval.ipynb #0b1fadd8
 def quadrant_pool(maps:torch.Tensor, op:str='sum') -> torch.Tensor:
     "Pool (B, K, H, W) maps over their 2×2 quadrants with `op` 'sum', 'mean' or 'max'; returns (B, 4K) ordered (K, 2, 2)."
     check_choice('op', op, ['sum', 'mean', 'max'])
@@ -25,7 +25,7 @@ def quadrant_pool(maps:torch.Tensor, op:str='sum') -> torch.Tensor:
     q = [red(maps[..., i, j]) for i in (slice(0, h), slice(h, None)) for j in (slice(0, w), slice(w, None))]
     return torch.stack(q, -1).flatten(1)
 
-# %% ../nbs/23_sm_eval.ipynb #a3a377bf
+# %% ../nbs/23_sm_eval.ipynb #b5cd2e64
 @torch.no_grad()
 def pooled_features(encode, x:torch.Tensor, batch_size:int=500, op:str='sum', device=None) -> torch.Tensor:
     "Quadrant-pooled features (N, 4K) of `encode(x_batch)` over all of `x`, computed batch by batch on `device` (default: x's), returned on the CPU."
@@ -36,7 +36,7 @@ def pooled_features(encode, x:torch.Tensor, batch_size:int=500, op:str='sum', de
         out.append(quadrant_pool(encode(xb), op).float().cpu())
     return torch.cat(out)
 
-# %% ../nbs/23_sm_eval.ipynb #4e2a26d5
+# %% ../nbs/23_sm_eval.ipynb #62eb318a
 def linear_readout(ftr, ytr, fte, yte, C:float=1.0, max_iter:int=1000, seed:int=0, n_threads:int=1) -> dict:
     "Train logistic regression on standardised features (ftr, ytr); return train/test accuracy in %, feature count and convergence."
     import warnings
@@ -55,7 +55,7 @@ def linear_readout(ftr, ytr, fte, yte, C:float=1.0, max_iter:int=1000, seed:int=
     return dict(train_acc=100 * clf.score(sc.transform(ftr), ytr), test_acc=100 * clf.score(sc.transform(fte), yte),
                 n_features=ftr.shape[1], converged=float(clf.n_iter_.max() < max_iter))
 
-# %% ../nbs/23_sm_eval.ipynb #38fa892d
+# %% ../nbs/23_sm_eval.ipynb #3614ea8f
 class RandomConv(nn.Module):
     "Fixed random unit-norm filters (K, C, k, k); `encode(x)` = ReLU(conv(x)), maps (B, K, H-k+1, W-k+1)."
     def __init__(self, in_channels:int, n_filters:int, kernel_size:int, seed:int=0):
@@ -66,7 +66,7 @@ class RandomConv(nn.Module):
     def encode(self, x): return F.conv2d(x, self.weight).relu()
     forward = encode
 
-# %% ../nbs/23_sm_eval.ipynb #80776c25
+# %% ../nbs/23_sm_eval.ipynb #f6bef11d
 def random_patches(x:torch.Tensor, n:int, size:int=6, seed:int=0) -> torch.Tensor:
     "`n` random `size`×`size` patches of the images x (N, C, H, W), flattened to (n, C·size²)."
     g = torch.Generator().manual_seed(seed)
@@ -88,7 +88,7 @@ def zca_fit(p:torch.Tensor, eps:float=0.1):
     d, V = torch.linalg.eigh(cov)
     return mu.float(), (V @ torch.diag((d + eps).rsqrt()) @ V.T).float()
 
-# %% ../nbs/23_sm_eval.ipynb #5c3e523f
+# %% ../nbs/23_sm_eval.ipynb #5b50f84b
 class KMeansFeatures(nn.Module):
     "Coates & Ng single-layer features: `fit(x)` learns K centroids of whitened k×k patches; `encode(x)` gives triangle maps (B, K, H', W')."
     def __init__(self, n_filters:int=1600, kernel_size:int=6, n_patches:int=400_000, eps_norm:float=10 / 255**2,
@@ -129,7 +129,7 @@ class KMeansFeatures(nn.Module):
         return f.permute(0, 3, 1, 2)
     forward = encode
 
-# %% ../nbs/23_sm_eval.ipynb #69415d93
+# %% ../nbs/23_sm_eval.ipynb #f0ad2cb5
 class LeNet5(nn.Module):
     "LeNet-5 with ReLU and max pooling for `in_channels`×`img_size`² images; `convs` holds the two conv layers."
     def __init__(self, in_channels:int=3, n_classes:int=10, img_size:int=32, channels=(6, 16), kernel_size:int=5):
@@ -160,7 +160,7 @@ def load_filters(model:LeNet5, layer:int, weight:torch.Tensor, scale:str='match'
     conv.weight.requires_grad_(not freeze); conv.bias.requires_grad_(not freeze)
     return model
 
-# %% ../nbs/23_sm_eval.ipynb #2968e5ba
+# %% ../nbs/23_sm_eval.ipynb #53f13ec8
 def filter_cosine(w:torch.Tensor, w0:torch.Tensor) -> torch.Tensor:
     "Per-filter cosine similarity between filters `w` and `w0` (K, ...)."
     return F.cosine_similarity(w.detach().flatten(1).double(), w0.detach().flatten(1).double(), dim=1, eps=1e-12).float()
@@ -175,7 +175,7 @@ def filter_stability(w:torch.Tensor, w0:torch.Tensor, prefix:str='') -> dict:
     return {f'{prefix}cos_mean': c.mean().item(), f'{prefix}cos_min': c.min().item(), f'{prefix}cos_median': c.median().item(),
             f'{prefix}angle_mean': a.mean().item(), f'{prefix}frac_within_30deg': (a < 30).float().mean().item()}
 
-# %% ../nbs/23_sm_eval.ipynb #474d4608
+# %% ../nbs/23_sm_eval.ipynb #245b226a
 def filter_grid(w:torch.Tensor, ncols:int=None, pad:int=1) -> np.ndarray:
     "Tile filters (K, C, k, k) into one image (H, W, 3) in [0, 1], each filter min–max scaled."
     w = w.detach().float().cpu()
@@ -198,14 +198,14 @@ def show_filters(w:torch.Tensor, ax=None, title:str=None, ncols:int=None):
     if title: ax.set_title(title)
     return ax.figure
 
-# %% ../nbs/23_sm_eval.ipynb #53481848
+# %% ../nbs/23_sm_eval.ipynb #91e73b76
 def timed(fn, *args, device=None, **kwargs):
     "(result, seconds) of `fn(*args, **kwargs)`, synchronising CUDA on `device` if it is a GPU."
     sync = (lambda: torch.cuda.synchronize(device)) if device is not None and torch.device(device).type == 'cuda' else (lambda: None)
     sync(); t = time.perf_counter(); out = fn(*args, **kwargs); sync()
     return out, time.perf_counter() - t
 
-# %% ../nbs/23_sm_eval.ipynb #2e4f52d4
+# %% ../nbs/23_sm_eval.ipynb #c06ed093
 from .core import MetricsLogger
 from .data import TensorLoader
 
