@@ -9,7 +9,7 @@ __all__ = ['HPARAMS', 'NORM_HPARAMS', 'PROTOCOL', 'NO_DECAY', 'WM_WITH_WD', 'HP_
            'variant_features', 'settings', 'rule_options', 'build', 'load_data', 'train_unit', 'mean_std',
            'paper_value', 'parse_entry', 'compare_table', 'format_table', 'plot_table']
 
-# %% ../nbs/16_mlp_protocol.ipynb #6dcfdce3
+# %% ../nbs/16_mlp_protocol.ipynb #63b997c3
 import inspect, math, statistics
 import torch
 from .core import seed_everything, check_choice, check_range
@@ -17,7 +17,7 @@ from .data import load_tensors, NUM_CLASSES
 from .rules import MLP, get_rule, available_rules
 from .train import make_optimizer, step_decay, fit
 
-# %% ../nbs/16_mlp_protocol.ipynb #f748b251
+# %% ../nbs/16_mlp_protocol.ipynb #674d344b
 HPARAMS = {
     1: {'mnist':    {'lr': {'bp': 0.1,  'fa': 0.1,  'drtp': 0.01,  'pepita': 0.1},  'wd': 1e-5, 'decay': 0.1, 'wm_lr': 0.1,   'wm_wd': 0.0},
         'cifar10':  {'lr': {'bp': 0.01, 'fa': 0.01, 'drtp': 0.001, 'pepita': 0.01}, 'wd': 1e-4, 'decay': 0.1, 'wm_lr': 0.001, 'wm_wd': 0.1},
@@ -46,7 +46,7 @@ HP_COLUMN = {'mnist': 'mnist', 'cifar10': 'cifar10', 'cifar10-jpeg': 'cifar10', 
 PEPITA_FAMILY = ['pepita', 'pepita_hebbian', 'pepita_timelocal', 'afa']
 VARIANTS = ['base', 'wd', 'norm', 'wm', 'wd_wm', 'norm_wm', 'wm_prem']
 
-# %% ../nbs/16_mlp_protocol.ipynb #0fca5fb2
+# %% ../nbs/16_mlp_protocol.ipynb #d18160a1
 def _family(rule:str) -> str: return 'pepita' if rule in PEPITA_FAMILY else rule
 
 def variant_features(variant:str) -> set:
@@ -79,7 +79,7 @@ def settings(rule:str, dataset:str, depth:int=1, variant:str='base', **overrides
     s.update(overrides)
     return s
 
-# %% ../nbs/16_mlp_protocol.ipynb #8649f373
+# %% ../nbs/16_mlp_protocol.ipynb #81021230
 def rule_options(name:str, s:dict) -> dict:
     "Keyword options for rule `name` from settings `s`, restricted to those its constructor accepts."
     from localrules.rules import RULES
@@ -90,7 +90,7 @@ def rule_options(name:str, s:dict) -> dict:
         want = dict(F_init=s['F_init'], F_scale=s['F_scale'])
         if s['wm']: want.update(wm=True, wm_lr=s['wm_lr'], wm_wd=s['wm_wd'], premirror_epochs=s['premirror_epochs'])
         if name == 'pepita_timelocal': want.update(lr=s['lr'])
-    params = inspect.signature(RULES[name].__init__).parameters
+    params = {k for c in RULES[name].__mro__ if '__init__' in vars(c) for k in inspect.signature(c.__init__).parameters}
     required = {'wm', 'wm_lr', 'wm_wd', 'premirror_epochs'} | ({'lr'} if name == 'pepita_timelocal' else set())
     missing = [k for k in want if k not in params and k in required and want[k] not in (False, 0)]
     if missing: raise ValueError(f"rule {name!r} does not accept {missing}, needed by variant={s['variant']!r}")
@@ -106,7 +106,7 @@ def build(s:dict, in_dim:int, n_classes:int, device='cpu', seed:int=0):
     sched = step_decay(opt, s['milestones'], s['gamma']) if s['milestones'] else None
     return rule, opt, sched
 
-# %% ../nbs/16_mlp_protocol.ipynb #7adc438d
+# %% ../nbs/16_mlp_protocol.ipynb #a366b9d9
 def load_data(dataset:str, root='data', device='cpu', download:bool=False, limit:int=None) -> tuple:
     "((x_train, y_train), (x_test, y_test)) of `dataset`, flattened, on `device`."
     tr = load_tensors(dataset, 'train', root, device, flatten=True, limit=limit, download=download)
@@ -121,7 +121,7 @@ def train_unit(s:dict, data:tuple, seed:int=0, device='cpu', checkpoint=None, ev
               progress=progress, every=every)
     return rule, log
 
-# %% ../nbs/16_mlp_protocol.ipynb #c7700209
+# %% ../nbs/16_mlp_protocol.ipynb #0faca9c0
 def mean_std(rows:list, metric:str, **where) -> tuple:
     "(mean, std, n) of `metric` over final rows matching `where`; (nan, nan, 0) if none."
     vs = [r['value'] for r in rows if r['metric'] == metric and all(str(r.get(k)) == str(v) for k, v in where.items())]
@@ -138,7 +138,7 @@ def paper_value(reference:list, metric:str, **key):
         if r['metric'] == metric and k == {a: str(b) for a, b in key.items()}: return r['value'], r['std'], col
     return None, None, col
 
-# %% ../nbs/16_mlp_protocol.ipynb #e20ec87d
+# %% ../nbs/16_mlp_protocol.ipynb #ae143fdb
 def parse_entry(entry:str) -> tuple:
     "'pepita/wd' -> ('pepita', 'wd'); 'bp' -> ('bp', 'base')."
     rule, _, variant = entry.partition('/')
