@@ -7,14 +7,14 @@ Docs: https://localrules.github.io/localrules/sm_eval.html.md"""
 # %% auto #0
 __all__ = ['quadrant_pool', 'pooled_features', 'linear_readout', 'RandomConv', 'random_patches', 'normalize_patches', 'zca_fit',
            'KMeansFeatures', 'LeNet5', 'load_filters', 'filter_cosine', 'rotation_angle', 'filter_stability',
-           'filter_grid', 'show_filters', 'timed', 'train_local', 'train_reference']
+           'filter_grid', 'show_filters', 'timed', 'load_subset', 'train_local', 'train_reference']
 
-# %% ../nbs/23_sm_eval.ipynb #0e5606d6
+# %% ../nbs/23_sm_eval.ipynb #0ce17c90
 import math, time
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from .core import check_choice, check_range
 
-# %% ../nbs/23_sm_eval.ipynb #0b1fadd8
+# %% ../nbs/23_sm_eval.ipynb #657278c0
 def quadrant_pool(maps:torch.Tensor, op:str='sum') -> torch.Tensor:
     "Pool (B, K, H, W) maps over their 2×2 quadrants with `op` 'sum', 'mean' or 'max'; returns (B, 4K) ordered (K, 2, 2)."
     check_choice('op', op, ['sum', 'mean', 'max'])
@@ -25,7 +25,7 @@ def quadrant_pool(maps:torch.Tensor, op:str='sum') -> torch.Tensor:
     q = [red(maps[..., i, j]) for i in (slice(0, h), slice(h, None)) for j in (slice(0, w), slice(w, None))]
     return torch.stack(q, -1).flatten(1)
 
-# %% ../nbs/23_sm_eval.ipynb #b5cd2e64
+# %% ../nbs/23_sm_eval.ipynb #7a8ba071
 @torch.no_grad()
 def pooled_features(encode, x:torch.Tensor, batch_size:int=500, op:str='sum', device=None) -> torch.Tensor:
     "Quadrant-pooled features (N, 4K) of `encode(x_batch)` over all of `x`, computed batch by batch on `device` (default: x's), returned on the CPU."
@@ -36,7 +36,7 @@ def pooled_features(encode, x:torch.Tensor, batch_size:int=500, op:str='sum', de
         out.append(quadrant_pool(encode(xb), op).float().cpu())
     return torch.cat(out)
 
-# %% ../nbs/23_sm_eval.ipynb #62eb318a
+# %% ../nbs/23_sm_eval.ipynb #fb32c615
 def linear_readout(ftr, ytr, fte, yte, C:float=1.0, max_iter:int=1000, seed:int=0, n_threads:int=1) -> dict:
     "Train logistic regression on standardised features (ftr, ytr); return train/test accuracy in %, feature count and convergence."
     import warnings
@@ -55,7 +55,7 @@ def linear_readout(ftr, ytr, fte, yte, C:float=1.0, max_iter:int=1000, seed:int=
     return dict(train_acc=100 * clf.score(sc.transform(ftr), ytr), test_acc=100 * clf.score(sc.transform(fte), yte),
                 n_features=ftr.shape[1], converged=float(clf.n_iter_.max() < max_iter))
 
-# %% ../nbs/23_sm_eval.ipynb #3614ea8f
+# %% ../nbs/23_sm_eval.ipynb #1a65d49d
 class RandomConv(nn.Module):
     "Fixed random unit-norm filters (K, C, k, k); `encode(x)` = ReLU(conv(x)), maps (B, K, H-k+1, W-k+1)."
     def __init__(self, in_channels:int, n_filters:int, kernel_size:int, seed:int=0):
@@ -66,7 +66,7 @@ class RandomConv(nn.Module):
     def encode(self, x): return F.conv2d(x, self.weight).relu()
     forward = encode
 
-# %% ../nbs/23_sm_eval.ipynb #f6bef11d
+# %% ../nbs/23_sm_eval.ipynb #6b5d1351
 def random_patches(x:torch.Tensor, n:int, size:int=6, seed:int=0) -> torch.Tensor:
     "`n` random `size`×`size` patches of the images x (N, C, H, W), flattened to (n, C·size²)."
     g = torch.Generator().manual_seed(seed)
@@ -88,7 +88,7 @@ def zca_fit(p:torch.Tensor, eps:float=0.1):
     d, V = torch.linalg.eigh(cov)
     return mu.float(), (V @ torch.diag((d + eps).rsqrt()) @ V.T).float()
 
-# %% ../nbs/23_sm_eval.ipynb #5b50f84b
+# %% ../nbs/23_sm_eval.ipynb #7df0b1d1
 class KMeansFeatures(nn.Module):
     "Coates & Ng single-layer features: `fit(x)` learns K centroids of whitened k×k patches; `encode(x)` gives triangle maps (B, K, H', W')."
     def __init__(self, n_filters:int=1600, kernel_size:int=6, n_patches:int=400_000, eps_norm:float=10 / 255**2,
@@ -129,7 +129,7 @@ class KMeansFeatures(nn.Module):
         return f.permute(0, 3, 1, 2)
     forward = encode
 
-# %% ../nbs/23_sm_eval.ipynb #f0ad2cb5
+# %% ../nbs/23_sm_eval.ipynb #27d4b107
 class LeNet5(nn.Module):
     "LeNet-5 with ReLU and max pooling for `in_channels`×`img_size`² images; `convs` holds the two conv layers."
     def __init__(self, in_channels:int=3, n_classes:int=10, img_size:int=32, channels=(6, 16), kernel_size:int=5):
@@ -160,7 +160,7 @@ def load_filters(model:LeNet5, layer:int, weight:torch.Tensor, scale:str='match'
     conv.weight.requires_grad_(not freeze); conv.bias.requires_grad_(not freeze)
     return model
 
-# %% ../nbs/23_sm_eval.ipynb #53f13ec8
+# %% ../nbs/23_sm_eval.ipynb #fe79b87e
 def filter_cosine(w:torch.Tensor, w0:torch.Tensor) -> torch.Tensor:
     "Per-filter cosine similarity between filters `w` and `w0` (K, ...)."
     return F.cosine_similarity(w.detach().flatten(1).double(), w0.detach().flatten(1).double(), dim=1, eps=1e-12).float()
@@ -175,7 +175,7 @@ def filter_stability(w:torch.Tensor, w0:torch.Tensor, prefix:str='') -> dict:
     return {f'{prefix}cos_mean': c.mean().item(), f'{prefix}cos_min': c.min().item(), f'{prefix}cos_median': c.median().item(),
             f'{prefix}angle_mean': a.mean().item(), f'{prefix}frac_within_30deg': (a < 30).float().mean().item()}
 
-# %% ../nbs/23_sm_eval.ipynb #245b226a
+# %% ../nbs/23_sm_eval.ipynb #f2056799
 def filter_grid(w:torch.Tensor, ncols:int=None, pad:int=1) -> np.ndarray:
     "Tile filters (K, C, k, k) into one image (H, W, 3) in [0, 1], each filter min–max scaled."
     w = w.detach().float().cpu()
@@ -198,14 +198,25 @@ def show_filters(w:torch.Tensor, ax=None, title:str=None, ncols:int=None):
     if title: ax.set_title(title)
     return ax.figure
 
-# %% ../nbs/23_sm_eval.ipynb #91e73b76
+# %% ../nbs/23_sm_eval.ipynb #a3c97302
 def timed(fn, *args, device=None, **kwargs):
     "(result, seconds) of `fn(*args, **kwargs)`, synchronising CUDA on `device` if it is a GPU."
     sync = (lambda: torch.cuda.synchronize(device)) if device is not None and torch.device(device).type == 'cuda' else (lambda: None)
     sync(); t = time.perf_counter(); out = fn(*args, **kwargs); sync()
     return out, time.perf_counter() - t
 
-# %% ../nbs/23_sm_eval.ipynb #c06ed093
+# %% ../nbs/23_sm_eval.ipynb #7e829a7b
+from .data import load_tensors as _load_tensors
+
+def load_subset(name:str, split:str='train', n:int=0, root='data', device='cpu', download:bool=False, seed:int=0):
+    "(x, y) tensors of a seeded random subset of `n` images of `name`/`split` on `device` (all if n is 0 or too large)."
+    x, y = _load_tensors(name, split, root, 'cpu', download=download)
+    if n and n < len(x):
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+        x, y = x[idx], y[idx]
+    return x.to(device), y.to(device)
+
+# %% ../nbs/23_sm_eval.ipynb #508ee41d
 from .core import MetricsLogger
 from .data import TensorLoader
 
