@@ -8,14 +8,14 @@ Docs: https://localrules.github.io/localrules/clapp_theory.html.md"""
 __all__ = ['MNIST_MEAN', 'MNIST_STD', 'theory_images', 'quadrant_views', 'crop_views', 'TheoryNet', 'fit_predictor', 'bp_grads',
            'local_grads', 'grad_cos', 'theory_alignment', 'local_ssl_step', 'optimal_predictor_grads', 'alignment']
 
-# %% ../nbs/31_clapp_theory.ipynb #8d82fb65
+# %% ../nbs/31_clapp_theory.ipynb #61ae165a
 import math
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import check_choice, check_range
 from .data import load_tensors
 from .local_ssl import LocalSSLLoss
 
-# %% ../nbs/31_clapp_theory.ipynb #d7f9ae76
+# %% ../nbs/31_clapp_theory.ipynb #b67e73ef
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 def theory_images(dataset:str='mnist', split:str='train', n:int=1024, root='data', download:bool=False, size:int=28,
@@ -40,7 +40,7 @@ def crop_views(x:torch.Tensor, size:int=16, seed:int=0) -> torch.Tensor:
         views.append(torch.stack([x[k, :, i[k]:i[k] + size, j[k]:j[k] + size] for k in range(N)]))
     return torch.cat(views)
 
-# %% ../nbs/31_clapp_theory.ipynb #4f99ad0c
+# %% ../nbs/31_clapp_theory.ipynb #2cd9d732
 class TheoryNet(nn.Module):
     "Bias-free MLP or CNN (kernel 2, stride 2) with the same activation after every layer, for the exact theory."
     def __init__(self, sizes:list, kind:str='mlp', act:str='linear', init:str='orthogonal', pools:list=None, dtype=torch.float64):
@@ -68,7 +68,7 @@ class TheoryNet(nn.Module):
         if self.kind == 'mlp': return hs
         return [(F.avg_pool2d(h, k) if k > 1 else h).flatten(1) for h, k in zip(hs, self.pools)]
 
-# %% ../nbs/31_clapp_theory.ipynb #2f9fd4b0
+# %% ../nbs/31_clapp_theory.ipynb #b4273d48
 def fit_predictor(loss:LocalSSLLoss, z:torch.Tensor, c:torch.Tensor, lr:float=0.2, max_iter:int=1000, rounds:int=1) -> float:
     "Minimise `loss(z, c)` over the loss's own trainable predictors with LBFGS (strong Wolfe); return the final loss."
     z, c = z.detach(), c.detach()
@@ -81,7 +81,7 @@ def fit_predictor(loss:LocalSSLLoss, z:torch.Tensor, c:torch.Tensor, lr:float=0.
     opt.zero_grad()
     return loss(z, c).item()
 
-# %% ../nbs/31_clapp_theory.ipynb #6e5cf185
+# %% ../nbs/31_clapp_theory.ipynb #8e12601d
 def _wgrads(loss, weights):
     gs = torch.autograd.grad(loss, weights, allow_unused=True)
     return [torch.zeros_like(w) if g is None else g for g, w in zip(gs, weights)]
@@ -100,7 +100,7 @@ def grad_cos(a:torch.Tensor, b:torch.Tensor) -> float:
     "Cosine similarity of two flattened updates."
     return F.cosine_similarity(a.flatten(), b.flatten(), dim=0, eps=1e-30).item()
 
-# %% ../nbs/31_clapp_theory.ipynb #38a49cd8
+# %% ../nbs/31_clapp_theory.ipynb #3ec8bca7
 def theory_alignment(net:TheoryNet, x:torch.Tensor, f:str='softplus', lam:float=0.01, dfb:bool=False,
                      predictor:str='optimal', rank:int=None, lr:float=0.2, max_iter:int=1000, rounds:int=1, seed:int=0) -> list:
     "Predictors at their L2-regularised optimum (last layer first), then per layer: cos and squared distance of local vs BP-SSL updates."
@@ -118,7 +118,7 @@ def theory_alignment(net:TheoryNet, x:torch.Tensor, f:str='softplus', lam:float=
     return [dict(layer=l + 1, cos=grad_cos(a, b), dist=(a - b).pow(2).sum().item(), norm_bp=b.norm().item())
             for l, (a, b) in enumerate(zip(gl, gb))]
 
-# %% ../nbs/31_clapp_theory.ipynb #e7a15ffd
+# %% ../nbs/31_clapp_theory.ipynb #e27b1775
 def local_ssl_step(net:TheoryNet, losses:nn.ModuleList, x:torch.Tensor, dfb:bool=False) -> float:
     "Backward of the summed per-layer local losses (gradients blocked between layers); returns the summed loss."
     hs = net.features(net.forward_all(x, detach=True))
