@@ -9,7 +9,7 @@ __all__ = ['HPARAMS', 'NORM_HPARAMS', 'PROTOCOL', 'NO_DECAY', 'WM_WITH_WD', 'HP_
            'variant_features', 'settings', 'rule_options', 'build', 'load_data', 'train_unit', 'mean_std',
            'paper_value', 'parse_entry', 'compare_table', 'format_table', 'plot_table']
 
-# %% ../nbs/16_mlp_protocol.ipynb #63b997c3
+# %% ../nbs/16_mlp_protocol.ipynb #13e0f8d8
 import inspect, math, statistics
 import torch
 from .core import seed_everything, check_choice, check_range
@@ -17,7 +17,7 @@ from .data import load_tensors, NUM_CLASSES
 from .rules import MLP, get_rule, available_rules
 from .train import make_optimizer, step_decay, fit
 
-# %% ../nbs/16_mlp_protocol.ipynb #674d344b
+# %% ../nbs/16_mlp_protocol.ipynb #58897684
 HPARAMS = {
     1: {'mnist':    {'lr': {'bp': 0.1,  'fa': 0.1,  'drtp': 0.01,  'pepita': 0.1},  'wd': 1e-5, 'decay': 0.1, 'wm_lr': 0.1,   'wm_wd': 0.0},
         'cifar10':  {'lr': {'bp': 0.01, 'fa': 0.01, 'drtp': 0.001, 'pepita': 0.01}, 'wd': 1e-4, 'decay': 0.1, 'wm_lr': 0.001, 'wm_wd': 0.1},
@@ -46,7 +46,7 @@ HP_COLUMN = {'mnist': 'mnist', 'cifar10': 'cifar10', 'cifar10-jpeg': 'cifar10', 
 PEPITA_FAMILY = ['pepita', 'pepita_hebbian', 'pepita_timelocal', 'afa']
 VARIANTS = ['base', 'wd', 'norm', 'wm', 'wd_wm', 'norm_wm', 'wm_prem']
 
-# %% ../nbs/16_mlp_protocol.ipynb #d18160a1
+# %% ../nbs/16_mlp_protocol.ipynb #76e276d1
 def _family(rule:str) -> str: return 'pepita' if rule in PEPITA_FAMILY else rule
 
 def variant_features(variant:str) -> set:
@@ -79,7 +79,7 @@ def settings(rule:str, dataset:str, depth:int=1, variant:str='base', **overrides
     s.update(overrides)
     return s
 
-# %% ../nbs/16_mlp_protocol.ipynb #81021230
+# %% ../nbs/16_mlp_protocol.ipynb #544406c0
 def rule_options(name:str, s:dict) -> dict:
     "Keyword options for rule `name` from settings `s`, restricted to those its constructor accepts."
     from localrules.rules import RULES
@@ -106,10 +106,13 @@ def build(s:dict, in_dim:int, n_classes:int, device='cpu', seed:int=0):
     sched = step_decay(opt, s['milestones'], s['gamma']) if s['milestones'] else None
     return rule, opt, sched
 
-# %% ../nbs/16_mlp_protocol.ipynb #a366b9d9
+# %% ../nbs/16_mlp_protocol.ipynb #29e452bf
 def load_data(dataset:str, root='data', device='cpu', download:bool=False, limit:int=None) -> tuple:
-    "((x_train, y_train), (x_test, y_test)) of `dataset`, flattened, on `device`."
-    tr = load_tensors(dataset, 'train', root, device, flatten=True, limit=limit, download=download)
+    "((x_train, y_train), (x_test, y_test)) of `dataset`, flattened, on `device`; `limit`: a fixed random subset of the training set."
+    tr = load_tensors(dataset, 'train', root, device, flatten=True, download=download)
+    if limit:                                    # random, not the first `limit` (some copies are sorted by class)
+        idx = torch.randperm(len(tr[0]), generator=torch.Generator().manual_seed(0))[:limit].to(tr[0].device)
+        tr = (tr[0][idx], tr[1][idx])
     te = load_tensors(dataset, 'test', root, device, flatten=True, download=download)
     return tr, te
 
@@ -121,7 +124,7 @@ def train_unit(s:dict, data:tuple, seed:int=0, device='cpu', checkpoint=None, ev
               progress=progress, every=every)
     return rule, log
 
-# %% ../nbs/16_mlp_protocol.ipynb #0faca9c0
+# %% ../nbs/16_mlp_protocol.ipynb #63340bcf
 def mean_std(rows:list, metric:str, **where) -> tuple:
     "(mean, std, n) of `metric` over final rows matching `where`; (nan, nan, 0) if none."
     vs = [r['value'] for r in rows if r['metric'] == metric and all(str(r.get(k)) == str(v) for k, v in where.items())]
@@ -138,7 +141,7 @@ def paper_value(reference:list, metric:str, **key):
         if r['metric'] == metric and k == {a: str(b) for a, b in key.items()}: return r['value'], r['std'], col
     return None, None, col
 
-# %% ../nbs/16_mlp_protocol.ipynb #ae143fdb
+# %% ../nbs/16_mlp_protocol.ipynb #968731ba
 def parse_entry(entry:str) -> tuple:
     "'pepita/wd' -> ('pepita', 'wd'); 'bp' -> ('bp', 'base')."
     rule, _, variant = entry.partition('/')
