@@ -11,7 +11,7 @@ __all__ = ['CHANNELS', 'POOL_AFTER', 'POOL_SIZES', 'IMAGE_SIZE', 'NORMALIZE', 'V
            'BPInfoNCE', 'DFASSL', 'autograd_peak_bytes', 'to_ssl_images', 'ssl_images', 'TwoViews', 'probe_features',
            'split_val', 'linear_probe', 'pretrain', 'tensor_batches', 'bp_reference', 'layer_alignment']
 
-# %% ../nbs/32_clapp.ipynb #17239f8d
+# %% ../nbs/32_clapp.ipynb #194d9aa2
 import math, time
 import torch, torch.nn as nn, torch.nn.functional as F
 from torchvision.transforms import v2 as T
@@ -19,7 +19,7 @@ from .core import check_choice, check_range
 from .rules import LearningRule, register_rule
 from .local_ssl import Predictor, local_ssl_loss, F_NAMES
 
-# %% ../nbs/32_clapp.ipynb #d972017c
+# %% ../nbs/32_clapp.ipynb #449d6068
 CHANNELS = (128, 256, 256, 512, 1024, 1024)
 POOL_AFTER = (False, True, False, True, True, True)
 
@@ -46,7 +46,7 @@ class VGGEncoder(nn.Module):
             size = size // 2 if p else size; out.append((c, size, size))
         return out
 
-# %% ../nbs/32_clapp.ipynb #9c5a698a
+# %% ../nbs/32_clapp.ipynb #259d98d8
 POOL_SIZES = {'cifar10': (4, 4, 4, 2, 2, 1), 'stl10': (12, 12, 12, 6, 6, 3), 'tiny_imagenet': (8, 8, 8, 4, 4, 2)}
 IMAGE_SIZE = {'cifar10': 32, 'cifar10-jpeg': 32, 'stl10': 96, 'tiny_imagenet': 64, 'digits': 32, 'fashion_mnist': 32,
               'mnist': 32, 'synthetic': 32}
@@ -66,7 +66,7 @@ def pooled_dims(shapes:list, pools) -> list:
     "Flattened dimension of each layer's pooled map."
     return [c if k is None else c * (h // k) * (w // k) for (c, h, w), k in zip(shapes, pools)]
 
-# %% ../nbs/32_clapp.ipynb #9e520482
+# %% ../nbs/32_clapp.ipynb #244f0099
 NORMALIZE = {'cifar10': ((125.3/255, 123.0/255, 113.9/255), (63.0/255, 62.1/255, 66.7/255)),
              'stl10': ((.4313, .4156, .3663), (.2683, .2610, .2687)),
              'tiny_imagenet': ((.4802, .4481, .3975), (.2302, .2265, .2262))}
@@ -91,7 +91,7 @@ class SimCLRViews:
     def __init__(self, dataset:str='cifar10', size:int=None): self.tf = simclr_transform(dataset, size)
     def __call__(self, x): return torch.stack([self.tf(xi) for xi in x])
 
-# %% ../nbs/32_clapp.ipynb #9bae9b94
+# %% ../nbs/32_clapp.ipynb #a4db1580
 class FastViews:
     "Batched SimCLR-like views (crop, flip, colour jitter without hue, grayscale) of images (B,C,H,W) in [0,1]; no blur."
     def __init__(self, dataset:str='cifar10', size:int=None, jitter:float=.8):
@@ -118,7 +118,7 @@ class FastViews:
         v = g * gray(v).expand_as(v) + (1 - g) * v
         return self.norm(v)
 
-# %% ../nbs/32_clapp.ipynb #43884df8
+# %% ../nbs/32_clapp.ipynb #73887c56
 def stack_views(x, augment=None) -> torch.Tensor:
     "The 2B stacked views of `x`: pairs (B,2,C,H,W) are unstacked, images (B,C,H,W) are augmented twice by `augment`."
     if x.ndim == 5: return torch.cat([x[:, 0], x[:, 1]])
@@ -141,7 +141,7 @@ def clapp_loss(pred:Predictor, z, c, negatives:str='shift', f:str='hinge', loss_
     z_neg = z[negative_index(z.shape[0], negatives, z.device)]
     return local_ssl_loss(z, z_neg, ref, W=pred.weight, f=f, loss_type=loss_type)
 
-# %% ../nbs/32_clapp.ipynb #ddd83cc7
+# %% ../nbs/32_clapp.ipynb #e9095169
 class SSLRule(LearningRule):
     "Base of the self-supervised rules on a `VGGEncoder`: views, pools and probe features."
     def __init__(self, model:VGGEncoder, dataset:str='cifar10', image_size:int=None, pools=None, augment:bool=True,
@@ -162,7 +162,7 @@ class SSLRule(LearningRule):
         hs = self.model.forward_all(self.normalize(x)); ks = pool_sizes(self.dataset)
         return torch.cat([pool_flat(h, ks[l]) for l, h in enumerate(hs) if layers is None or l in layers], 1)
 
-# %% ../nbs/32_clapp.ipynb #553a46bb
+# %% ../nbs/32_clapp.ipynb #d86c6f78
 @register_rule('clapp++')
 class CLAPPpp(SSLRule):
     "CLAPP++: per-layer CLAPP hinge loss on locally average-pooled maps, gradient blocked between layers, one layer's graph at a time."
@@ -210,7 +210,7 @@ class CLAPPppBoth(CLAPPpp):
     "CLAPP++both: the same-layer and the DFB losses summed, each with its own W_pred."
     feedback = 'both'
 
-# %% ../nbs/32_clapp.ipynb #998a9d4f
+# %% ../nbs/32_clapp.ipynb #f7885a26
 @register_rule('bp_clapp++')
 class BPCLAPPpp(SSLRule):
     "BP-CLAPP++: the CLAPP loss of the last layer (pooled with `pool`, global by default) trained end to end by backprop."
@@ -242,7 +242,7 @@ class BPInfoNCE(SSLRule):
         loss = nt_xent(self.head(p), self.tau, self.oneway); loss.backward()
         return dict(loss=loss.item(), out=p.detach())
 
-# %% ../nbs/32_clapp.ipynb #8667ecae
+# %% ../nbs/32_clapp.ipynb #00aa4477
 @register_rule('dfa_ssl')
 class DFASSL(SSLRule):
     "Naive DFA-SSL: the last layer's CLAPP-loss gradient projected to each earlier layer's pooled map by fixed random B_l."
@@ -267,7 +267,7 @@ class DFASSL(SSLRule):
             h = o.detach()
         return dict(loss=loss.item(), out=zL.detach())
 
-# %% ../nbs/32_clapp.ipynb #bb603ca7
+# %% ../nbs/32_clapp.ipynb #ae632e24
 def autograd_peak_bytes(fn) -> int:
     "Peak bytes of tensors saved for backward while `fn()` runs (each storage counted once)."
     live, st = {}, {'cur': 0, 'peak': 0}
@@ -287,7 +287,7 @@ def autograd_peak_bytes(fn) -> int:
         fn()
     return st['peak']
 
-# %% ../nbs/32_clapp.ipynb #e46dca2a
+# %% ../nbs/32_clapp.ipynb #c724c157
 def to_ssl_images(x:torch.Tensor, size:int=32) -> torch.Tensor:
     "Images (N,C,H,W) in [0,1] as (N,3,size,size): grayscale repeated, smaller images resized."
     if x.shape[1] == 1: x = x.repeat(1, 3, 1, 1)
@@ -310,7 +310,7 @@ class TwoViews(torch.utils.data.Dataset):
         img, y = self.ds[i]
         return torch.stack([self.tf(img), self.tf(img)]), y
 
-# %% ../nbs/32_clapp.ipynb #38824d61
+# %% ../nbs/32_clapp.ipynb #4db14381
 @torch.no_grad()
 def probe_features(rule:SSLRule, x, batch_size:int=256, layers=None) -> torch.Tensor:
     "Frozen-encoder features `rule.predict` of images `x` (blocks in `layers`, default all), in batches, eval mode."
@@ -354,7 +354,7 @@ def linear_probe(rule:SSLRule, train:tuple, test:tuple, n_classes:int=None, epoc
         if va > best['val_acc']: best = dict(val_acc=va, test_acc=te, epoch=ep + 1)
     return dict(probe_acc=best['test_acc'], probe_val_acc=best['val_acc'], probe_epoch=best['epoch'], rows=rows)
 
-# %% ../nbs/32_clapp.ipynb #fb7029da
+# %% ../nbs/32_clapp.ipynb #813e0f99
 from .core import MetricsLogger
 
 def pretrain(rule:SSLRule, opt, batches, epochs:int, checkpoint=None, every=None, sync=None, log=None, progress:bool=False) -> MetricsLogger:
@@ -388,7 +388,7 @@ def tensor_batches(x, batch_size:int, seed:int=0, steps:int=None):
         for i in range(n): yield x[idx[i*batch_size:(i+1)*batch_size]]
     return batches
 
-# %% ../nbs/32_clapp.ipynb #77dd460b
+# %% ../nbs/32_clapp.ipynb #7ce2f117
 from .rules import grad_alignment
 
 def bp_reference(rule:CLAPPpp) -> BPCLAPPpp:
