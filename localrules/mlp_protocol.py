@@ -9,7 +9,7 @@ __all__ = ['HPARAMS', 'NORM_HPARAMS', 'PROTOCOL', 'NO_DECAY', 'WM_WITH_WD', 'HP_
            'variant_features', 'settings', 'rule_options', 'build', 'load_data', 'train_unit', 'mean_std',
            'paper_value', 'parse_entry', 'compare_table', 'format_table', 'plot_table']
 
-# %% ../nbs/16_mlp_protocol.ipynb #d20bb504
+# %% ../nbs/16_mlp_protocol.ipynb #b604e77f
 import inspect, math, statistics
 import torch
 from .core import seed_everything, check_choice, check_range
@@ -17,11 +17,7 @@ from .data import load_tensors, NUM_CLASSES
 from .rules import MLP, get_rule, available_rules
 from .train import make_optimizer, step_decay, fit
 
-# CPU: subnormal floats (tiny softmax probabilities) slow matmuls up to 50×. Flushing them to zero is set here, at
-# import, so that torch's worker threads (created later) inherit it; it changes no result measurably.
-torch.set_flush_denormal(True)
-
-# %% ../nbs/16_mlp_protocol.ipynb #c40cf8f3
+# %% ../nbs/16_mlp_protocol.ipynb #d96e96d2
 HPARAMS = {
     1: {'mnist':    {'lr': {'bp': 0.1,  'fa': 0.1,  'drtp': 0.01,  'pepita': 0.1},  'wd': 1e-5, 'decay': 0.1, 'wm_lr': 0.1,   'wm_wd': 0.0},
         'cifar10':  {'lr': {'bp': 0.01, 'fa': 0.01, 'drtp': 0.001, 'pepita': 0.01}, 'wd': 1e-4, 'decay': 0.1, 'wm_lr': 0.001, 'wm_wd': 0.1},
@@ -50,7 +46,7 @@ HP_COLUMN = {'mnist': 'mnist', 'cifar10': 'cifar10', 'cifar10-jpeg': 'cifar10', 
 PEPITA_FAMILY = ['pepita', 'pepita_hebbian', 'pepita_timelocal', 'afa']
 VARIANTS = ['base', 'wd', 'norm', 'wm', 'wd_wm', 'norm_wm', 'wm_prem']
 
-# %% ../nbs/16_mlp_protocol.ipynb #27f5cd24
+# %% ../nbs/16_mlp_protocol.ipynb #c2af27f9
 def _family(rule:str) -> str: return 'pepita' if rule in PEPITA_FAMILY else rule
 
 def variant_features(variant:str) -> set:
@@ -83,7 +79,7 @@ def settings(rule:str, dataset:str, depth:int=1, variant:str='base', **overrides
     s.update(overrides)
     return s
 
-# %% ../nbs/16_mlp_protocol.ipynb #d8e4bf2a
+# %% ../nbs/16_mlp_protocol.ipynb #e52f6f4f
 def rule_options(name:str, s:dict) -> dict:
     "Keyword options for rule `name` from settings `s`, restricted to those its constructor accepts."
     from localrules.rules import RULES
@@ -110,7 +106,7 @@ def build(s:dict, in_dim:int, n_classes:int, device='cpu', seed:int=0):
     sched = step_decay(opt, s['milestones'], s['gamma']) if s['milestones'] else None
     return rule, opt, sched
 
-# %% ../nbs/16_mlp_protocol.ipynb #562c6526
+# %% ../nbs/16_mlp_protocol.ipynb #5aa4064f
 def load_data(dataset:str, root='data', device='cpu', download:bool=False, limit:int=None) -> tuple:
     "((x_train, y_train), (x_test, y_test)) of `dataset`, flattened, on `device`; `limit`: a fixed random subset of the training set."
     tr = load_tensors(dataset, 'train', root, device, flatten=True, download=download)
@@ -122,18 +118,18 @@ def load_data(dataset:str, root='data', device='cpu', download:bool=False, limit
 
 def train_unit(s:dict, data:tuple, seed:int=0, device='cpu', checkpoint=None, every=None, progress:bool=False, cpu_threads:int=1):
     "Build the unit of settings `s` and train it on `data=(train, test)`; returns (rule, MetricsLogger)."
-    torch.set_flush_denormal(True)     # CPU: subnormal floats (softmax tails) slow matmuls up to 50x; flushing them changes nothing measurable
     (xtr, ytr), test = data
     rule, opt, sched = build(s, xtr.shape[1], NUM_CLASSES.get(s['dataset'], int(ytr.max()) + 1), device, seed)
     n = torch.get_num_threads()
     if xtr.device.type == 'cpu' and cpu_threads: torch.set_num_threads(cpu_threads)
+    torch.set_flush_denormal(True)     # CPU: subnormal floats (softmax tails) slow matmuls up to 50x; flushing them changes nothing measurable
     try:
         log = fit(rule, opt, (xtr, ytr), test, s['epochs'], s['batch_size'], sched, seed=seed, checkpoint=checkpoint,
                   progress=progress, every=every)
-    finally: torch.set_num_threads(n)
+    finally: torch.set_num_threads(n); torch.set_flush_denormal(False)   # leave the caller's torch as it was (default: off)
     return rule, log
 
-# %% ../nbs/16_mlp_protocol.ipynb #8e561f2c
+# %% ../nbs/16_mlp_protocol.ipynb #310a1266
 def mean_std(rows:list, metric:str, **where) -> tuple:
     "(mean, std, n) of `metric` over final rows matching `where`; (nan, nan, 0) if none."
     vs = [r['value'] for r in rows if r['metric'] == metric and all(str(r.get(k)) == str(v) for k, v in where.items())]
@@ -150,7 +146,7 @@ def paper_value(reference:list, metric:str, **key):
         if r['metric'] == metric and k == {a: str(b) for a, b in key.items()}: return r['value'], r['std'], col
     return None, None, col
 
-# %% ../nbs/16_mlp_protocol.ipynb #a0f13231
+# %% ../nbs/16_mlp_protocol.ipynb #d8a3d2ab
 def parse_entry(entry:str) -> tuple:
     "'pepita/wd' -> ('pepita', 'wd'); 'bp' -> ('bp', 'base')."
     rule, _, variant = entry.partition('/')
