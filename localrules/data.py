@@ -127,7 +127,7 @@ def get_dataset(name:str, root='data', split:str='train', download:bool=False, t
     if name == 'digits': return digits(split)
     if name == 'teacher_student': return teacher_student(seed=0 if split == 'train' else 1, **kwargs)[0]
     root, tf = Path(root).expanduser(), transform if transform is not None else T.ToTensor()
-    if name == 'fashion_mnist' and not download: _debian_fashion(root)
+    if name == 'fashion_mnist': _debian_fashion(root)   # the Debian copy first: no download needed
     try:
         if name in _TV: return _TV[name](str(root), train=split == 'train', transform=tf, download=download)
         if name == 'stl10': return torchvision.datasets.STL10(str(root), split=split, transform=tf, download=download)

@@ -39,3 +39,21 @@ def test_tensor_loader_is_seeded_and_covers_all():
 
 def test_every_dataset_has_splits():
     for name, splits in SPLITS.items(): assert splits and 'train' in splits
+
+def _idx(path, arr):
+    "Write `arr` (uint8) as a gzip-compressed IDX file."
+    import gzip, struct, numpy as np
+    arr = np.asarray(arr, dtype=np.uint8)
+    with gzip.open(path, 'wb') as f: f.write(struct.pack('>I', 0x0800 + arr.ndim) + struct.pack(f'>{arr.ndim}I', *arr.shape) + arr.tobytes())
+
+def test_debian_fashion_copy_is_used_even_when_download_is_on(tmp_path, monkeypatch):
+    "The experiments pass download=True: the Debian copy must still be found first, with no network attempt."
+    import numpy as np, torchvision, localrules.data as d
+    src = tmp_path/'debian'; src.mkdir()
+    for pre, n in [('train', 6), ('t10k', 4)]:
+        _idx(src/f'{pre}-images-idx3-ubyte.gz', np.full((n, 28, 28), 7)); _idx(src/f'{pre}-labels-idx1-ubyte.gz', np.arange(n))
+    monkeypatch.setattr(d._debian_fashion, '__defaults__', (src,))
+    def boom(*a, **k): raise RuntimeError('network unreachable')
+    monkeypatch.setattr(torchvision.datasets.mnist, 'download_and_extract_archive', boom)
+    x, y = load_tensors('fashion_mnist', 'test', root=tmp_path/'root', download=True)
+    assert x.shape == (4, 1, 28, 28) and y.tolist() == [0, 1, 2, 3] and torch.allclose(x, torch.full_like(x, 7/255))
