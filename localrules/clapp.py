@@ -9,7 +9,7 @@ __all__ = ['CHANNELS', 'POOL_AFTER', 'POOL_SIZES', 'IMAGE_SIZE', 'NORMALIZE', 'V
            'pooled_dims', 'normalizer', 'simclr_transform', 'SimCLRViews', 'FastViews', 'stack_views', 'negative_index',
            'clapp_loss', 'SSLRule', 'CLAPPpp', 'CLAPPppNo2D', 'CLAPPppDFB', 'CLAPPppBoth', 'BPCLAPPpp', 'nt_xent',
            'BPInfoNCE', 'DFASSL', 'autograd_peak_bytes', 'to_ssl_images', 'ssl_images', 'TwoViews', 'probe_features',
-           'split_val', 'linear_probe', 'pretrain', 'tensor_batches', 'bp_reference', 'layer_alignment']
+           'split_val', 'label_subset', 'linear_probe', 'pretrain', 'tensor_batches', 'bp_reference', 'layer_alignment']
 
 # %% ../nbs/32_clapp.ipynb #194d9aa2
 import math, time
@@ -326,10 +326,20 @@ def split_val(y:torch.Tensor, val_frac:float=0.1, seed:int=0):
         n = max(1, round(val_frac * len(idx))); va.append(idx[:n]); tr.append(idx[n:])
     return torch.cat(tr), torch.cat(va)
 
+def label_subset(y:torch.Tensor, n:int, seed:int=0) -> torch.Tensor:
+    "Indices of `n` labelled examples, as balanced over the classes as `y` allows (label-efficient probes)."
+    check_range('n', n, lo=1, hi=len(y), integer=True)
+    g = torch.Generator().manual_seed(seed); yc = y.cpu()
+    per = [c[torch.randperm(len(c), generator=g)] for c in (torch.nonzero(yc == k).flatten() for k in torch.unique(yc))]
+    rank = torch.cat([torch.arange(len(p)) for p in per]); idx = torch.cat(per)
+    return idx[torch.sort(rank, stable=True).indices[:n]]       # round-robin over the classes
+
 def linear_probe(rule:SSLRule, train:tuple, test:tuple, n_classes:int=None, epochs:int=100, lr:float=1e-3,
-                 batch_size:int=32, val_frac:float=0.1, seed:int=0, augment:bool=False, wd:float=0., layers=None) -> dict:
-    "Linear probe of the frozen encoder: selects the epoch on a validation split of `train`, returns accuracies (%) and curve rows."
+                 batch_size:int=32, val_frac:float=0.1, seed:int=0, augment:bool=False, wd:float=0., layers=None,
+                 n_labels:int=None) -> dict:
+    "Linear probe of the frozen encoder (on `n_labels` balanced labelled images of `train`, default all): selects the epoch on a validation split of them, returns accuracies (%) and curve rows."
     (xtr, ytr), (xte, yte) = train, test
+    if n_labels: i = label_subset(ytr, n_labels, seed).to(xtr.device); xtr, ytr = xtr[i], ytr[i]
     n_classes = n_classes or int(ytr.max()) + 1
     itr, iva = split_val(ytr, val_frac, seed); dev = xtr.device
     itr, iva = itr.to(dev), iva.to(dev)
