@@ -125,13 +125,21 @@ def main():
     t_batched, t_ref, t_per_sample = tm['batched']['min'], tm['conventional']['min'], tm['per_sample']['min']
     if res_pynsm: res_pynsm.update(s_per_image=tm['pynsm']['min'], s_per_image_median=tm['pynsm']['median'])
 
-    # arithmetic floor: FLOPs per image of one training step
+    # arithmetic floor: FLOPs per image of one training step, and the fastest this device multiplies the lateral
+    # matrices (a bare (4096 x K) @ (K x K) matmul, no dynamics): no implementation of these FLOPs beats flop / peak
     flop = dict(lateral=2 * K * K * P * T, conv=2 * k * k * K * P, hebbian=2 * K * k * k * P + 2 * K * K * P)
     flop_total = sum(flop.values())
+    ya, Aa = torch.randn(4096, K, device=dev), torch.randn(K, K, device=dev); ob = torch.empty_like(ya)
+    def bare_mm():
+        for _ in range(200): torch.mm(ya, Aa, out=ob)
+    t_mm = timed_rounds(dict(mm=(bare_mm, 1)), dev, a.repeats)['mm']['min']
+    peak = 200 * 2 * 4096 * K * K / t_mm
     res = dict(config=dict(K=K, kernel=k, image=28, iterations=T, batch=B, tau=a.tau, lr=a.lr, ref_images=nref,
                            threads=torch.get_num_threads(), data='sklearn digits upsampled to 28x28, (x-0.5)/0.5'),
                timing='seconds per image, min over interleaved rounds (medians alongside)',
                batched=dict(s_per_image=t_batched, s_per_image_median=tm['batched']['median'], gflops=flop_total / t_batched / 1e9),
+               bare_matmul_gflops=peak / 1e9, s_per_image_floor=flop_total / peak,
+               speedup_ceiling_vs_conventional=t_ref / (flop_total / peak),
                conventional=dict(s_per_image=t_ref, s_per_image_median=tm['conventional']['median'],
                                  max_rel_diff_maps=d_maps_ref, max_rel_diff_updates=d_upd_ref),
                per_sample_torch=dict(s_per_image=t_per_sample, s_per_image_median=tm['per_sample']['median']),
@@ -150,6 +158,8 @@ def main():
     for name, t in rows: print(f"{name:38s} {1e3 * t:9.3f} {t / t_batched:10.1f}x")
     print(f"batched throughput {res['batched']['gflops']:.1f} GFLOP/s of {flop_total / 1e6:.1f} MFLOP/image "
           f"(lateral {flop['lateral'] / 1e6:.1f} MFLOP)")
+    print(f"floor: a bare {K}x{K} matmul runs at {peak / 1e9:.1f} GFLOP/s here, so no implementation of these FLOPs takes less than "
+          f"{1e3 * flop_total / peak:.3f} ms/image: at most {t_ref * peak / flop_total:.1f}x faster than the conventional code")
     print(f"warm-up M eigenvalues in [{eig_M[0]:.2f}, {eig_M[-1]:.2f}]; max|dy| at iteration {T}: {conv_delta:.2e}")
     print(f"agreement (max rel diff): conventional maps {d_maps_ref:.1e}, updates {d_upd_ref:.1e}"
           + (f"; pynsm maps {res_pynsm['max_rel_diff_maps']:.1e}, updates {res_pynsm['max_rel_diff_updates']:.1e}" if res_pynsm else ''))
