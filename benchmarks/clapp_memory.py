@@ -5,6 +5,10 @@ so its activation memory is one block's graph; BP keeps every block's graph. Rep
   autograd_MB   peak size of the tensors saved for backward (activations; parameters excluded), any device
   step_MB       (GPU) peak allocated during one step minus what was allocated before it (params, grads, Adam state)
   total_MB      (GPU) peak allocated during the step, everything included (the local rules' W_pred are large)
+  state_MB      parameters + gradients + AdamW state (exact tensor sizes), any device
+  est_total_MB  state_MB + autograd_MB: what a step holds at its peak, up to the input and temporaries (CPU's stand-in
+                for total_MB). At small batch the predictors' state dominates, so the local rules' total is larger
+                than BP's; the activation term is the one that grows with depth, batch and image size.
   ms_per_step   median wall time of one rule call + AdamW step
 Ratios are local / BP-CLAPP++. Writes benchmarks/results/clapp_memory-<device>.json.
 
@@ -43,6 +47,10 @@ for name in a.methods.split(','):
         step(); sync(); peak = torch.cuda.max_memory_allocated(dev)
         r.update(step_MB=(peak - base) / 2**20, total_MB=peak / 2**20)
     r['autograd_MB'] = autograd_peak_bytes(lambda: rule(pairs, None)) / 2**20; opt.zero_grad()
+    nbytes = lambda t: t.numel() * t.element_size()
+    state = sum(nbytes(q) + (nbytes(q.grad) if q.grad is not None else 0) for q in rule.parameters())
+    state += sum(nbytes(v) for st in opt.state.values() for v in st.values() if torch.is_tensor(v) and v.dim() > 0)
+    r['state_MB'] = state / 2**20; r['est_total_MB'] = r['state_MB'] + r['autograd_MB']
     ts = []
     for _ in range(a.steps):
         sync(); t = time.perf_counter(); step(); sync(); ts.append(time.perf_counter() - t)
@@ -51,9 +59,10 @@ for name in a.methods.split(','):
     if gpu: torch.cuda.empty_cache()
 ref = next(r for r in rows if r['method'] == 'bp_clapp++')
 for r in rows:
-    for k in ('autograd_MB', 'step_MB', 'total_MB', 'ms_per_step'):
-        if k in r: r[k.split('_')[0] + '_ratio'] = r[k] / ref[k]
-cols = [c for c in ('method', 'params_M', 'autograd_MB', 'autograd_ratio', 'step_MB', 'step_ratio', 'total_MB', 'total_ratio', 'ms_per_step', 'ms_ratio') if c in rows[0]]
+    for k in ('autograd_MB', 'step_MB', 'total_MB', 'state_MB', 'est_total_MB', 'ms_per_step'):
+        if k in r: r[k.removesuffix('_MB').removesuffix('_per_step') + '_ratio'] = r[k] / ref[k]
+cols = [c for c in ('method', 'params_M', 'autograd_MB', 'autograd_ratio', 'step_MB', 'step_ratio', 'total_MB', 'total_ratio',
+                     'state_MB', 'est_total_MB', 'est_total_ratio', 'ms_per_step', 'ms_ratio') if c in rows[0]]
 print(f"{dataset} {size}px, width {width}, batch {a.batch_size}, {dev}")
 print(' | '.join(cols))
 for r in rows: print(' | '.join(f'{r[c]:.3g}' if isinstance(r[c], float) else str(r[c]) for c in cols))
