@@ -21,7 +21,7 @@ def parse(argv=None):
     p.add_argument('--width', type=float, default=1.); p.add_argument('--epochs', type=int, default=300)
     p.add_argument('--steps-per-epoch', type=int, default=0, help='0: the whole split')
     p.add_argument('--batch-size', type=int, default=32, help='per process'); p.add_argument('--lr', type=float, default=2e-4)
-    p.add_argument('--weight-decay', type=float, default=0.); p.add_argument('--seed', type=int, default=2)
+    p.add_argument('--weight-decay', type=float, default=None, help='AdamW weight decay (default: 1e-5 for tiny_imagenet, else 0, as the reference code)'); p.add_argument('--seed', type=int, default=2)
     p.add_argument('--limit', type=int, default=0, help='use only the first N images (0: all)')
     p.add_argument('--fast-aug', action='store_true', help='tensors on the device, batched approximate views (small data)')
     p.add_argument('--num-workers', type=int, default=8); p.add_argument('--data-root', default='data')
@@ -29,7 +29,9 @@ def parse(argv=None):
     p.add_argument('--out', required=True); p.add_argument('--no-probe', action='store_true')
     p.add_argument('--probe-only', action='store_true'); p.add_argument('--probe-epochs', type=int, default=300)
     p.add_argument('--probe-batch-size', type=int, default=32); p.add_argument('--probe-augment', action='store_true')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.weight_decay is None: args.weight_decay = 1e-5 if args.dataset == 'tiny_imagenet' else 0.
+    return args
 
 def setup(device):
     "(rank, world, device) and the process group when launched by torchrun."

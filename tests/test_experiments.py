@@ -27,6 +27,8 @@ CHECKS = {
     'sm_supervision': lambda rs: value(rs, 'test_acc', part='alpha', alpha=1.0) > value(rs, 'test_acc', part='alpha', alpha=100.0),
     # issue 5's "trained probe beats random encoder" is NOT met at smoke scale yet (both are recorded; see the issue note)
     'clapp_fig2_theorem31': lambda rs: value(rs, 'min_cos', variant='theorem') > 1 - 1e-6,
+    # Theorem 3.3 (linear f): direct feedback from the last layer is closer to the BP-SSL update than the same-layer reference
+    'clapp_fig3a_widths_dfb': lambda rs: value(rs, 'sqdist', f='linear', rule='dfb') < value(rs, 'sqdist', f='linear', rule='local'),
 }
 
 @pytest.mark.parametrize('name', EXPERIMENTS)
