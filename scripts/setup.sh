@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# the pins below are the project's: a machine-wide pip constraints file (e.g. /etc/xdg/pip) must not veto them
+export PIP_CONSTRAINT=/dev/null
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 if ! .venv/bin/python -c "import torch, torchvision; assert torch.__version__.startswith('2.14.1')" 2>/dev/null; then
   .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.2
