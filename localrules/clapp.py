@@ -217,11 +217,12 @@ class BPCLAPPpp(SSLRule):
     def __init__(self, model, dataset='cifar10', image_size=None, pool=None, predictor:Predictor=None, **kw):
         super().__init__(model, dataset, image_size, **kw)
         self.pool = pool; d = pooled_dims(self.shapes[-1:], [pool])[0]
-        if predictor is not None: object.__setattr__(self, 'pred', predictor)   # shared, not owned (not in parameters())
+        if predictor is not None: object.__setattr__(self, 'pred', predictor)   # shared, not owned; a list: losses summed
         else: self.pred = Predictor(d, d)
     def forward(self, x, y=None):
         out = self.model(self.views(x)); z = pool_flat(out, self.pool)
-        loss = self.loss_fn(self.pred, z, z); loss.backward()
+        preds = self.pred if isinstance(self.pred, (list, tuple)) else [self.pred]
+        loss = sum(self.loss_fn(p, z, z) for p in preds); loss.backward()
         return dict(loss=loss.item(), out=out.detach().mean((2, 3)))
 
 def nt_xent(q:torch.Tensor, tau:float=0.1, oneway:bool=False) -> torch.Tensor:
@@ -402,9 +403,9 @@ def tensor_batches(x, batch_size:int, seed:int=0, steps:int=None):
 from .rules import grad_alignment
 
 def bp_reference(rule:CLAPPpp) -> BPCLAPPpp:
-    "BP-CLAPP++ on `rule`'s encoder sharing its last-layer W_pred (same-layer one if any, else DFB's)."
-    pred = (rule.same if rule.same is not None else rule.top)[-1]
-    ref = BPCLAPPpp(rule.model, rule.dataset, rule.size, pool=rule.pools[-1], predictor=pred,
+    "BP-CLAPP++ on `rule`'s encoder sharing its last-layer W_pred(s): same-layer, DFB, or both (their losses summed, as CLAPP++both's last layer)."
+    preds = [m[-1] for m in (rule.same, rule.top) if m is not None]
+    ref = BPCLAPPpp(rule.model, rule.dataset, rule.size, pool=rule.pools[-1], predictor=preds[0] if len(preds) == 1 else preds,
                     negatives=rule.negatives, f=rule.f, loss_type=rule.loss_type)
     ref.augment = rule.augment; return ref
 
