@@ -78,10 +78,10 @@ def _fmt(m, s, n=None):
 
 def report_table(rows:list) -> str:
     "Markdown table of measured beside paper."
-    lines = ['| experiment | preset | setting | metric | measured | paper | device | commit |', '|---|---|---|---|---|---|---|---|']
-    for r in sorted(rows, key=lambda r: (r['experiment'], r['preset'], json.dumps(r['key'], sort_keys=True), r['metric'])):
+    lines = ['| experiment | preset | run | setting | metric | measured | paper | device | commit |', '|---|---|---|---|---|---|---|---|---|']
+    for r in sorted(rows, key=lambda r: (r['experiment'], r['preset'], r['run_id'], json.dumps(r['key'], sort_keys=True), r['metric'])):
         key = ', '.join(f'{k}={v}' for k, v in r['key'].items())
-        lines.append(f"| {r['experiment']} | {r['preset']} | {key} | {r['metric']} | {_fmt(r['mean'], r['std'], r['n'])} | "
+        lines.append(f"| {r['experiment']} | {r['preset']} | {r['run_id']} | {key} | {r['metric']} | {_fmt(r['mean'], r['std'], r['n'])} | "
                      f"{_fmt(r['paper'], r['paper_std'])} | {r['device']} | {r['commit'][:10]} |")
     return '\n'.join(lines) + '\n'
 

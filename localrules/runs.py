@@ -204,16 +204,19 @@ def summarise(rows:list) -> list:
     for (exp, preset, run_id, key, metric), rs in groups.items():
         vs = [r['value'] for r in rs]
         out.append(dict(experiment=exp, preset=preset, run_id=run_id, key=json.loads(key), metric=metric, mean=statistics.fmean(vs),
-                        std=statistics.stdev(vs) if len(vs) > 1 else 0., n=len(vs), device=rs[-1]['device'], commit=rs[-1]['commit'], date=max(r['date'] for r in rs)))
+                        std=statistics.stdev(vs) if len(vs) > 1 else 0., n=len(vs), device=rs[-1]['device'], commit=rs[-1]['commit'], date=max(r['date'] for r in rs),
+                        params=rs[-1]['params']))
     return out
 
 def compare(ledger_rows:list, reference:list, latest_only:bool=True) -> list:
-    "Measured summaries with the matching paper number (`paper`, `paper_std`) where the reference has one."
+    "Measured summaries with the matching paper number (`paper`, `paper_std`); `latest_only`: of the runs with the same experiment, preset and parameters, only the newest."
     summ = summarise(ledger_rows)
     if latest_only:
         last = {}
-        for s in summ: last[(s['experiment'], s['preset'])] = max(last.get((s['experiment'], s['preset']), ''), s['run_id'])
-        summ = [s for s in summ if s['run_id'] == last[(s['experiment'], s['preset'])]]
+        for s in summ:
+            g = (s['experiment'], s['preset'], s['params'])
+            last[g] = max(last.get(g, ('', '')), (s['date'], s['run_id']))
+        summ = [s for s in summ if s['run_id'] == last[(s['experiment'], s['preset'], s['params'])][1]]
     for s in summ:
         s['paper'] = s['paper_std'] = None
         for ref in reference:

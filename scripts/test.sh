@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH" MPLBACKEND=Agg PYTHONHASHSEED=0
+# two test workers share the CPU cores: one OpenMP thread each (oversubscribed threads spin-wait and stall each other)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 nbdev-test --n-workers 2 --timing
 nbdev-proc-nbs >/dev/null
 pytest -n 2 --durations=15 tests/ "$@"
