@@ -30,7 +30,9 @@ def parse(argv=None):
     p.add_argument('--probe-only', action='store_true'); p.add_argument('--probe-epochs', type=int, default=300)
     p.add_argument('--probe-batch-size', type=int, default=32); p.add_argument('--probe-augment', action='store_true')
     args = p.parse_args(argv)
-    if args.weight_decay is None: args.weight_decay = 1e-5 if args.dataset == 'tiny_imagenet' else 0.
+    if args.weight_decay is None:
+        from localrules.clapp import ssl_weight_decay
+        args.weight_decay = ssl_weight_decay(args.dataset)
     return args
 
 def setup(device):
