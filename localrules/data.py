@@ -9,7 +9,7 @@ __all__ = ['SPLITS', 'DATASETS', 'NUM_CLASSES', 'HOW_TO_GET', 'DEBIAN_FASHION', 
            'teacher_student', 'TinyImageNet', 'get_dataset', 'to_tensors', 'load_tensors', 'TensorLoader']
 
 # %% ../nbs/01_data.ipynb #4a44328f
-import gzip, shutil, tarfile, os
+import gzip, shutil, tarfile, tempfile, os
 from pathlib import Path
 import numpy as np, torch
 from torch.utils.data import Dataset, TensorDataset
@@ -40,7 +40,8 @@ class DatasetNotFoundError(FileNotFoundError):
     def __init__(self, name, root, cause=None):
         msg = f"dataset {name!r}: files not found under {str(Path(root).resolve())!r}. To obtain them: {HOW_TO_GET.get(name, 'see the docs')}."
         if cause is not None: msg += f" (download failed: {type(cause).__name__}: {cause})"
-        super().__init__(msg)
+        super().__init__(msg); self.args_ = (name, root, cause)
+    def __reduce__(self): return type(self), self.args_        # picklable: crosses DataLoader / process-pool workers
 
 # %% ../nbs/01_data.ipynb #9e211b90
 def digits(split:str='train'):
@@ -87,9 +88,13 @@ def _cifar_jpeg(root:Path, split:str, transform):
     if not (d/split).is_dir():
         arc = root/'cifar10-jpeg.tar.gz'
         if not arc.exists(): raise DatasetNotFoundError('cifar10-jpeg', root)
-        tmp = root/'cifar10-jpeg.partial'
-        with tarfile.open(arc) as t: t.extractall(tmp, filter='data')
-        os.replace(tmp, d)
+        tmp = Path(tempfile.mkdtemp(prefix='cifar10-jpeg.partial-', dir=root))     # private: concurrent runs never share one
+        try:
+            with tarfile.open(arc) as t: t.extractall(tmp, filter='data')
+            os.rename(tmp, d)                                   # atomic; fails if another run finished first
+        except OSError:
+            if not (d/split).is_dir(): raise
+        finally: shutil.rmtree(tmp, ignore_errors=True)
     return torchvision.datasets.ImageFolder(str(d/split), transform=transform)
 
 # %% ../nbs/01_data.ipynb #a54ae724

@@ -57,3 +57,32 @@ def test_debian_fashion_copy_is_used_even_when_download_is_on(tmp_path, monkeypa
     monkeypatch.setattr(torchvision.datasets.mnist, 'download_and_extract_archive', boom)
     x, y = load_tensors('fashion_mnist', 'test', root=tmp_path/'root', download=True)
     assert x.shape == (4, 1, 28, 28) and y.tolist() == [0, 1, 2, 3] and torch.allclose(x, torch.full_like(x, 7/255))
+
+def _make_jpeg_archive(root, n=40):
+    "A tiny cifar10-jpeg.tar.gz (two classes, `n` images per class and split) in the real layout."
+    import tarfile, numpy as np
+    from PIL import Image
+    src = root/'src'
+    for split in ('train', 'test'):
+        for c in ('airplane', 'automobile'):
+            (src/split/c).mkdir(parents=True)
+            for i in range(n): Image.fromarray(np.full((32, 32, 3), i, np.uint8)).save(src/split/c/f'{i:04d}.jpg')
+    with tarfile.open(root/'cifar10-jpeg.tar.gz', 'w:gz') as t:
+        for split in ('train', 'test'): t.add(src/split, arcname=split)
+
+def _count_jpeg(root): return len(get_dataset('cifar10-jpeg', root=root, split='train'))
+
+def test_jpeg_copy_extracts_safely_with_concurrent_runs_and_stale_leftovers(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+    _make_jpeg_archive(tmp_path)
+    stale = tmp_path/'cifar10-jpeg.partial'/'train'/'zzz_stale'; stale.mkdir(parents=True)   # an interrupted older run
+    (stale/'x.jpg').write_bytes(b'not a jpeg')
+    with ProcessPoolExecutor(4) as ex: counts = list(ex.map(_count_jpeg, [tmp_path] * 4))
+    assert counts == [80] * 4                           # every run sees the whole copy, never a half-extracted one
+    assert sorted(p.name for p in (tmp_path/'cifar10-jpeg'/'train').iterdir()) == ['airplane', 'automobile']
+    assert not list(tmp_path.glob('cifar10-jpeg.partial-*'))   # no private temporary folder left behind
+
+def test_dataset_error_survives_pickling(tmp_path):
+    import pickle
+    e = pickle.loads(pickle.dumps(DatasetNotFoundError('stl10', tmp_path, RuntimeError('offline'))))
+    assert isinstance(e, DatasetNotFoundError) and "'stl10'" in str(e) and 'offline' in str(e)
