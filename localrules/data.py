@@ -6,7 +6,8 @@ Docs: https://localrules.github.io/localrules/data.html.md"""
 
 # %% auto #0
 __all__ = ['SPLITS', 'DATASETS', 'NUM_CLASSES', 'HOW_TO_GET', 'DEBIAN_FASHION', 'DatasetNotFoundError', 'digits',
-           'teacher_student', 'TinyImageNet', 'get_dataset', 'to_tensors', 'load_tensors', 'TensorLoader']
+           'teacher_student', 'TinyImageNet', 'get_dataset', 'subset_index', 'to_tensors', 'load_tensors',
+           'TensorLoader']
 
 # %% ../nbs/01_data.ipynb #4a44328f
 import gzip, shutil, tarfile, tempfile, os
@@ -143,9 +144,15 @@ def get_dataset(name:str, root='data', split:str='train', download:bool=False, t
         raise DatasetNotFoundError(name, root, e if download else None) from e
 
 # %% ../nbs/01_data.ipynb #27e2d242
+def subset_index(ds:Dataset, n:int, seed:int=0) -> list:
+    "`n` indices of `ds`: the first `n`, or for folder datasets (class-sorted `samples`: ImageFolder, Tiny-ImageNet) a seeded random `n`."
+    if not hasattr(ds, 'samples'): return list(range(n))        # torchvision's MNIST, CIFAR, STL-10 files are stored in mixed order
+    return sorted(torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist())
+
 def to_tensors(ds:Dataset, device='cpu', flatten:bool=False, limit:int=None, dtype=torch.float32):
-    "All of `ds` (or its first `limit` items) as `(x, y)` tensors on `device`; images flattened if `flatten`."
+    "All of `ds` (or `limit` items of it: see `subset_index`) as `(x, y)` tensors on `device`; images flattened if `flatten`."
     n = len(ds) if limit is None else min(limit, len(ds))
+    if n < len(ds) and hasattr(ds, 'samples'): ds = torch.utils.data.Subset(ds, subset_index(ds, n))
     if isinstance(ds, TensorDataset): x, y = ds.tensors[0][:n], ds.tensors[1][:n]
     elif isinstance(getattr(ds, 'data', None), (torch.Tensor, np.ndarray)) and getattr(ds, 'transform', None).__class__ is T.ToTensor:
         x = torch.as_tensor(ds.data[:n]).float().div(255)           # MNIST-like (N,H,W) uint8 or CIFAR (N,H,W,C) uint8
