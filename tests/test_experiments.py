@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 from conftest import cli
 from localrules.cli import experiments
+from localrules.runs import resolve_params
 
 EXPERIMENTS = sorted(experiments())
 
@@ -55,3 +56,4 @@ def test_experiment_metadata_is_complete():
         missing = [k for k in presets['smoke'] if k not in e['params']]
         assert not missing, f'{name}: preset keys not in the parameters cell: {missing}'
         for k in ('preset', 'device', 'out_dir'): assert k in e['params'], f'{name}: no {k} parameter'
+        for p in presets: resolve_params(presets, p, {}, e.get('CHOICES'))    # every preset's values pass the notebook's own checks
