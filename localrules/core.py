@@ -26,7 +26,8 @@ def check_range(name:str, value, lo=None, hi=None, integer=False):
     if isinstance(value, bool) or not ok:
         raise ValueError(f"{name}={value!r} must be {'an integer' if integer else 'a number'}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{name}={value!r} is out of range; allowed: [{lo}, {hi}]")
+        allowed = f'{lo} to {hi}' if lo is not None and hi is not None else f'>= {lo}' if lo is not None else f'<= {hi}'
+        raise ValueError(f"{name}={value!r} is out of range; allowed: {allowed}")
     return value
 
 # %% ../nbs/00_core.ipynb #4faac020

@@ -44,3 +44,10 @@ def test_conv_nsm_cuda_matches_cpu():
     with torch.no_grad(): m.M.add_(0.05 * torch.rand(8, 8)); m.M.copy_((m.M + m.M.T) / 2)
     y = m.encode(x); yc = m.cuda().encode(x.cuda()).cpu()
     torch.testing.assert_close(yc, y, atol=1e-5, rtol=1e-4)
+
+def test_sm_pretraining_paper_rates_are_pynsm_demo_rates_in_library_units():
+    from localrules.cli import experiments
+    from localrules.nsm import pynsm_rates
+    paper = experiments()['sm_pretraining']['PRESETS']['paper']
+    want = [pynsm_rates(0.05, 0.1, K) for K in (6, 16)]           # pynsm's demo: SGD lr 0.05, tau 0.1; LeNet's 6 and 16 filters
+    assert paper['pre_lr'] == pytest.approx([w['lr'] for w in want], rel=1e-3) and paper['tau'] == pytest.approx(want[0]['tau'])
