@@ -42,7 +42,7 @@ NO_DECAY = [['pepita', 'mnist', 3]]
 WM_WITH_WD = [['cifar10', 2], ['cifar10', 3], ['cifar100', 3]]
 # Which column of the tables a dataset uses: the JPEG copy of CIFAR-10 uses CIFAR-10's; CPU substitutes use MNIST's.
 HP_COLUMN = {'mnist': 'mnist', 'cifar10': 'cifar10', 'cifar10-jpeg': 'cifar10', 'cifar100': 'cifar100',
-             'digits': 'mnist', 'fashion_mnist': 'mnist'}
+             'digits': 'mnist', 'mnist5k': 'mnist', 'fashion_mnist': 'mnist'}
 PEPITA_FAMILY = ['pepita', 'pepita_hebbian', 'pepita_timelocal', 'afa']
 VARIANTS = ['base', 'wd', 'norm', 'wm', 'wd_wm', 'norm_wm', 'wm_prem']
 
