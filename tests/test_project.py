@@ -60,3 +60,13 @@ def test_no_settings_ini_beside_pyproject():
 def test_quarto_config_is_the_top_level_one():
     link = ROOT/'nbs'/'_quarto.yml'
     assert link.is_symlink() and link.resolve() == (ROOT/'_quarto.yml').resolve()
+
+def test_title_cells_have_no_list_lines():
+    "nbdev reads '- key: value' lines of a notebook's first markdown cell as YAML front matter: a bullet list there breaks the page."
+    import json
+    bad = []
+    for p in sorted((ROOT/'nbs').rglob('*.ipynb')):
+        if '.ipynb_checkpoints' in p.parts: continue
+        cells = [c for c in json.loads(p.read_text())['cells'] if c['cell_type'] == 'markdown']
+        if cells and any(l.lstrip().startswith('- ') for l in ''.join(cells[0]['source']).splitlines()): bad.append(p.name)
+    assert not bad, f'bullet lines in the title cell of {bad}: move them to a later markdown cell'
