@@ -10,7 +10,7 @@ __all__ = ['CHANNELS', 'POOL_AFTER', 'POOL_SIZES', 'IMAGE_SIZE', 'WEIGHT_DECAY',
            'stack_views', 'negative_index', 'clapp_loss', 'SSLRule', 'CLAPPpp', 'CLAPPppNo2D', 'CLAPPppDFB',
            'CLAPPppBoth', 'BPCLAPPpp', 'nt_xent', 'BPInfoNCE', 'DFASSL', 'autograd_peak_bytes', 'to_ssl_images',
            'ssl_images', 'TwoViews', 'probe_features', 'split_val', 'label_subset', 'linear_probe', 'pretrain',
-           'tensor_batches', 'bp_reference', 'layer_alignment']
+           'tensor_batches', 'ssl_loss', 'bp_reference', 'layer_alignment']
 
 # %% ../nbs/32_clapp.ipynb #194d9aa2
 import math, time
@@ -405,6 +405,15 @@ def tensor_batches(x, batch_size:int, seed:int=0, steps:int=None):
         n = len(x) // batch_size if steps is None else min(steps, len(x) // batch_size)
         for i in range(n): yield x[idx[i*batch_size:(i+1)*batch_size]]
     return batches
+
+# %% ../nbs/32_clapp.ipynb #76931cb9
+def ssl_loss(rule:SSLRule, x, seed:int=0) -> float:
+    "The rule's own self-supervised loss on images `x` with seeded views; parameters, their `.grad` and the RNG are left as they were."
+    grads = [None if p.grad is None else p.grad.clone() for p in rule.parameters()]
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == 'cuda' else []):
+        torch.manual_seed(seed); loss = rule(x, None)['loss']
+    for p, g in zip(rule.parameters(), grads): p.grad = g
+    return float(loss)
 
 # %% ../nbs/32_clapp.ipynb #7ce2f117
 from .rules import grad_alignment

@@ -17,6 +17,8 @@ def value(rows, metric, **where):
     assert vs, f'no {metric} row with {where}'
     return sum(vs) / len(vs)
 
+SSL_METHODS = ['clapp++', 'clapp++_no2d', 'clapp++dfb', 'clapp++both', 'bp_clapp++', 'bp_infonce', 'dfa_ssl']
+
 # What each smoke run must show beyond running (the issues' "done when" conditions).
 # Chance is 10% on digits / Fashion-MNIST.
 CHECKS = {
@@ -26,7 +28,11 @@ CHECKS = {
     # issue 4: NSM read-out clearly above the random-filter baseline; batched and conventional learn the same filters
     'sm_scalability': lambda rs: value(rs, 'nsm_minus_random') > 3 and value(rs, 'filter_cos_to_pytorch') > 0.999,
     'sm_supervision': lambda rs: value(rs, 'test_acc', part='alpha', alpha=1.0) > value(rs, 'test_acc', part='alpha', alpha=100.0),
-    # issue 5's "trained probe beats random encoder" is NOT met at smoke scale yet (both are recorded; see the issue note)
+    # issue 5: every Table 2 row lowers its own SSL objective on fixed views (a sign error in a rule raises it). The
+    # "probe beats the random encoder" claim does not hold on Fashion-MNIST at this scale (both are recorded; see the
+    # notebook's section on it, and the CIFAR-10 JPEG runs in the ledger, where it holds)
+    'clapp_table2': lambda rs: (ms := {r['method'] for r in rs if r['metric'] == 'ssl_loss_start'}) == set(SSL_METHODS)
+                    and all(value(rs, 'ssl_loss_end', method=m) < value(rs, 'ssl_loss_start', method=m) for m in ms),
     'clapp_fig2_theorem31': lambda rs: value(rs, 'min_cos', variant='theorem') > 1 - 1e-6,
     # Theorem 3.3 (linear f): direct feedback from the last layer is closer to the BP-SSL update than the same-layer reference
     'clapp_fig3a_widths_dfb': lambda rs: value(rs, 'sqdist', f='linear', rule='dfb') < value(rs, 'sqdist', f='linear', rule='local'),
