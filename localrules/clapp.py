@@ -406,7 +406,7 @@ def tensor_batches(x, batch_size:int, seed:int=0, steps:int=None):
         for i in range(n): yield x[idx[i*batch_size:(i+1)*batch_size]]
     return batches
 
-# %% ../nbs/32_clapp.ipynb #76931cb9
+# %% ../nbs/32_clapp.ipynb #ad4095fa
 def ssl_loss(rule:SSLRule, x, seed:int=0) -> float:
     "The rule's own self-supervised loss on images `x` with seeded views; parameters, their `.grad` and the RNG are left as they were."
     grads = [None if p.grad is None else p.grad.clone() for p in rule.parameters()]
