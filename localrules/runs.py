@@ -83,8 +83,13 @@ def atomic_torch_save(obj, path):
 
 # %% ../nbs/04_runs.ipynb #eaed3928
 def _slug(key:dict) -> str:
-    s = '-'.join(f'{k}={v}' for k, v in sorted(key.items()))
-    s = re.sub(r'[^A-Za-z0-9=._-]+', '_', s)
+    "A unit's file name: the key, readable; a hash of the exact key is added where characters were replaced or it is long."
+    raw = '-'.join(f'{k}={v}' for k, v in sorted(key.items()))
+    s = re.sub(r'[^A-Za-z0-9=._-]+', '_', raw)
+    return s if s == raw and len(s) < 120 else s[:80] + '-' + hashlib.sha1(raw.encode()).hexdigest()[:12]
+
+def _legacy_slug(key:dict) -> str:                     # before 2026-11-28: 'a+b' and 'a_b' shared a name
+    s = re.sub(r'[^A-Za-z0-9=._-]+', '_', '-'.join(f'{k}={v}' for k, v in sorted(key.items())))
     return s if len(s) < 120 else s[:80] + '-' + hashlib.sha1(s.encode()).hexdigest()[:12]
 
 def default_run_dir(experiment:str, preset:str, root='runs') -> Path:
@@ -108,7 +113,11 @@ class Run:
         atomic_write(meta_path, json.dumps(meta, indent=1))
         self.meta, self.experiment, self.preset, self.params = meta, experiment, preset, params
         (self.dir/'units').mkdir(exist_ok=True); (self.dir/'figures').mkdir(exist_ok=True)
-    def _unit(self, key): return self.dir/'units'/f'{_slug(key)}.json'
+    def _path(self, folder:str, key:dict, ext:str) -> Path:
+        "The unit's file in `folder`; one an older version named differently is still found (resuming old runs)."
+        new, old = (self.dir/folder/f'{f(key)}{ext}' for f in (_slug, _legacy_slug))
+        return old if old != new and old.exists() and not new.exists() else new
+    def _unit(self, key): return self._path('units', key, '.json')
     def done(self, **key) -> bool:
         "Whether the unit `key` has finished (in this or an earlier, interrupted execution)."
         return self._unit(key).exists()
@@ -122,12 +131,12 @@ class Run:
         for r in (getattr(curves, 'rows', curves) or []):
             rows.append(dict(base, kind='curve', **{k: v for k, v in r.items() if k not in base}))
         atomic_write(self._unit(key), json.dumps(rows))
-        ck = self.dir/'checkpoints'/f'{_slug(key)}.pt'
+        ck = self._path('checkpoints', key, '.pt')
         if ck.exists(): ck.unlink()
         return rows
     def checkpoint(self, **key):
         "(save, load) callables for `fit`: the unit's checkpoint, written atomically, removed when the unit finishes."
-        path = self.dir/'checkpoints'/f'{_slug(key)}.pt'
+        path = self._path('checkpoints', key, '.pt')
         return (lambda obj: atomic_torch_save(obj, path),
                 lambda: torch.load(path, weights_only=False) if path.exists() else None)
     def rows(self, kind:str=None) -> list:
