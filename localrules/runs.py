@@ -82,15 +82,12 @@ def atomic_torch_save(obj, path):
     tmp = path.with_name(f'.{path.name}.tmp'); torch.save(obj, tmp); os.replace(tmp, path)
 
 # %% ../nbs/04_runs.ipynb #eaed3928
-def _slug(key:dict) -> str:
+def _slug(key:dict, legacy:bool=False) -> str:
     "A unit's file name: the key, readable; a hash of the exact key is added where characters were replaced or it is long."
     raw = '-'.join(f'{k}={v}' for k, v in sorted(key.items()))
     s = re.sub(r'[^A-Za-z0-9=._-]+', '_', raw)
+    if legacy: raw = s                                  # the name before 2026-11-28, where 'a+b' and 'a_b' shared a file
     return s if s == raw and len(s) < 120 else s[:80] + '-' + hashlib.sha1(raw.encode()).hexdigest()[:12]
-
-def _legacy_slug(key:dict) -> str:                     # before 2026-11-28: 'a+b' and 'a_b' shared a name
-    s = re.sub(r'[^A-Za-z0-9=._-]+', '_', '-'.join(f'{k}={v}' for k, v in sorted(key.items())))
-    return s if len(s) < 120 else s[:80] + '-' + hashlib.sha1(s.encode()).hexdigest()[:12]
 
 def default_run_dir(experiment:str, preset:str, root='runs') -> Path:
     "runs/<experiment>/<preset>-<UTC time>."
@@ -115,7 +112,7 @@ class Run:
         (self.dir/'units').mkdir(exist_ok=True); (self.dir/'figures').mkdir(exist_ok=True)
     def _path(self, folder:str, key:dict, ext:str) -> Path:
         "The unit's file in `folder`; one an older version named differently is still found (resuming old runs)."
-        new, old = (self.dir/folder/f'{f(key)}{ext}' for f in (_slug, _legacy_slug))
+        new, old = (self.dir/folder/f'{_slug(key, legacy)}{ext}' for legacy in (False, True))
         return old if old != new and old.exists() and not new.exists() else new
     def _unit(self, key): return self._path('units', key, '.json')
     def done(self, **key) -> bool:
