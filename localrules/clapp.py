@@ -421,7 +421,7 @@ from .rules import grad_alignment
 def bp_reference(rule:CLAPPpp) -> BPCLAPPpp:
     "BP-CLAPP++ on `rule`'s encoder sharing its last-layer W_pred(s): same-layer, DFB, or both (their losses summed, as CLAPP++both's last layer)."
     preds = [m[-1] for m in (rule.same, rule.top) if m is not None]
-    ref = BPCLAPPpp(rule.model, rule.dataset, rule.size, pool=rule.pools[-1], predictor=preds[0] if len(preds) == 1 else preds,
+    ref = BPCLAPPpp(rule.model, rule.dataset, rule.size, pool=rule.pools[-1], predictor=preds,
                     negatives=rule.negatives, f=rule.f, loss_type=rule.loss_type)
     ref.augment = rule.augment; return ref
 
