@@ -77,20 +77,31 @@ def provenance(device='auto') -> dict:
 
 # %% ../nbs/00_core.ipynb #fddd7e07
 class MetricsLogger:
-    "Collect scalar metrics as tidy rows `{step, metric, value, **tags}`; optionally append each row to a JSON-lines file."
+    "Collect scalar metrics as tidy rows `{step, metric, value, **tags}` (a list value: one row per population member, tagged `member`); optionally append each row to a JSON-lines file."
     def __init__(self, path=None, **tags):
         self.rows, self.tags, self.path = [], tags, Path(path) if path else None
+        self.diverged = {}          # {member (0 for one network): message} of the units whose loss or weights stopped being finite
     def log(self, step:int=None, **metrics):
-        "Record `metrics` (name=value) at `step`."
+        "Record `metrics` (name=value, or name=[value per member]) at `step`."
         for k, v in metrics.items():
-            row = dict(self.tags, step=step, metric=k, value=float(v))
-            self.rows.append(row)
-            if self.path:
-                with open(self.path, 'a') as f: f.write(json.dumps(row) + '\n')
+            many = isinstance(v, (list, tuple))
+            for m, x in enumerate(v if many else [v]):
+                if many and m in self.diverged: continue
+                row = dict(self.tags, step=step, metric=k, value=float(x))
+                self.rows.append(dict(row, member=m) if many else row)
+                if self.path:
+                    with open(self.path, 'a') as f: f.write(json.dumps(self.rows[-1]) + '\n')
+    def member(self, m:int) -> 'MetricsLogger':
+        "The rows of population member `m`, as a logger of one network (no `member` tag)."
+        out = MetricsLogger(**self.tags)
+        out.rows = [{k: v for k, v in r.items() if k != 'member'} for r in self.rows if r.get('member', m) == m]
+        if m in self.diverged: out.diverged = {0: self.diverged[m]}
+        return out
     def series(self, metric:str, **where) -> list:
         "Values of `metric` in step order, for rows matching the tags in `where`."
         rs = [r for r in self.rows if r['metric'] == metric and all(r.get(k) == v for k, v in where.items())]
         return [r['value'] for r in sorted(rs, key=lambda r: (r['step'] is None, r['step'] or 0))]
     def last(self, metric:str, **where):
         "The latest value of `metric`."
-        s = self.series(metric, **where); return s[-1] if s else None
+        s = self.series(metric, **where)
+        return s[-1] if s else None

@@ -185,15 +185,23 @@ def load_tensors(name:str, split:str='train', root='data', device='cpu', flatten
 
 # %% ../nbs/01_data.ipynb #7dc261c1
 class TensorLoader:
-    "Mini-batches of tensors that already live on one device; reshuffled each epoch by a seeded generator."
-    def __init__(self, *tensors, batch_size:int=64, shuffle:bool=True, seed:int=0, drop_last:bool=False):
+    "Mini-batches of tensors that already live on one device; reshuffled each epoch by a seeded generator (a list of seeds: one data order per population member, batches N×B×...)."
+    def __init__(self, *tensors, batch_size:int=64, shuffle:bool=True, seed=0, drop_last:bool=False):
         check_range('batch_size', batch_size, lo=1, integer=True)
         self.tensors, self.bs, self.shuffle, self.drop_last = tensors, batch_size, shuffle, drop_last
-        self.n, self.gen = len(tensors[0]), torch.Generator().manual_seed(seed)
+        self.members = len(seed) if isinstance(seed, (list, tuple)) else None
+        self.n = len(tensors[0])
+        self.gens = [torch.Generator().manual_seed(s) for s in (seed if self.members else [seed])]
+        self.gen = self.gens[0]
     def __len__(self): return self.n // self.bs if self.drop_last else -(-self.n // self.bs)
+    def get_state(self) -> list: return [g.get_state() for g in self.gens]
+    def set_state(self, states):
+        for g, s in zip(self.gens, states if isinstance(states, (list, tuple)) else [states]): g.set_state(s)
     def __iter__(self):
-        idx = torch.randperm(self.n, generator=self.gen) if self.shuffle else torch.arange(self.n)
+        if self.shuffle: idx = torch.stack([torch.randperm(self.n, generator=g) for g in self.gens])
+        else: idx = torch.arange(self.n).expand(len(self.gens), self.n)
         idx = idx.to(self.tensors[0].device)
+        idx = idx if self.members else idx[0]
         for i in range(len(self)):
-            j = idx[i*self.bs:(i+1)*self.bs]
+            j = idx[..., i * self.bs:(i + 1) * self.bs]
             yield tuple(t[j] for t in self.tensors)

@@ -11,8 +11,8 @@ __all__ = ['hidden_deriv', 'DRTP']
 import math
 import torch, torch.nn.functional as F
 from .core import check_choice, check_range
-from .rules import LearningRule, MLP, register_rule
-from .pepita import act_deriv, output_target, _loss, PepitaBase
+from .rules import LearningRule, MLP, register_rule, affine
+from .pepita import act_deriv, output_target, _loss, PepitaBase, member_batch
 
 # %% ../nbs/11_drtp.ipynb #a301c300
 def hidden_deriv(model:MLP, a:torch.Tensor, mask=None) -> torch.Tensor:
@@ -20,7 +20,7 @@ def hidden_deriv(model:MLP, a:torch.Tensor, mask=None) -> torch.Tensor:
     d = act_deriv(model.act_name, a)
     if model.norm != 'none':
         z = model.act(a)
-        d = d / ((z.norm() if model.norm == 'batch' else z.norm(dim=1, keepdim=True)) + 1e-8)
+        d = d / (z.norm(dim=(-2, -1) if model.norm == 'batch' else -1, keepdim=True) + 1e-8)
     return d if mask is None else d * mask
 
 @register_rule('drtp')
@@ -29,30 +29,42 @@ class DRTP(LearningRule):
     def __init__(self, model:MLP, loss:str='ce', feedback_scale:float=1., batch_mean:bool=True, seed:int=None):
         super().__init__(model)
         if not isinstance(model, MLP): raise TypeError(f"model must be a localrules.rules.MLP, got {type(model).__name__}")
-        self.loss = check_choice('loss', loss, ['ce', 'bce']); check_range('feedback_scale', feedback_scale, lo=0)
+        self.loss = check_choice('loss', loss, ['ce', 'bce'])
+        check_range('feedback_scale', feedback_scale, lo=0)
         self.batch_mean = batch_mean
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         C, dev = model.sizes[-1], model.layers[0].weight.device
         for l, H in enumerate(model.sizes[1:-1]):
-            B = (torch.rand(C, H, generator=g) * 2 - 1) * math.sqrt(6 / H) * feedback_scale
+            def draw(gen, m=0, H=H): return (torch.rand(C, H, generator=gen) * 2 - 1) * math.sqrt(6 / H) * feedback_scale
+            B = draw(g) if model.seeds is None else model.fixed(f'drtp/B{l}', draw)
             self.register_buffer(f'B{l}', B.to(dev))
     def feedback(self, l:int) -> torch.Tensor: return getattr(self, f'B{l}')
     accumulate = staticmethod(PepitaBase.accumulate)      # no copy of fresh updates
 
     @torch.no_grad()
     def forward(self, x, y):
-        m = self.model; x = x.flatten(1); n = x.shape[0]; masks = m.dropout_masks(n); pre = {}
+        m = self.model
+        x, y = member_batch(m, x, y)
+        n = x.shape[-2]
+        masks, pre = m.dropout_masks(n), {}
         def lin(h, layer, l):
-            a = F.linear(h, layer.weight, layer.bias); pre[l] = a; return a
-        hs = m.forward_all(x, masks, lin); out = hs[-1]
+            pre[l] = affine(h, layer.weight, layer.bias)
+            return pre[l]
+        hs = m.forward_all(x, masks, lin)
+        out = hs[-1]
         if y.is_floating_point(): hL, t = output_target(out, y)
-        else: t = F.one_hot(y, out.shape[1]).to(out.dtype); hL = out.softmax(1) if self.loss == 'ce' else out.sigmoid()
+        else:
+            t = F.one_hot(y, out.shape[-1]).to(out.dtype)
+            hL = out.softmax(-1) if self.loss == 'ce' else out.sigmoid()
         L = len(m.layers)
         for l, layer in enumerate(m.layers):
             if l < L - 1:
-                delta = (t @ self.feedback(l)) * hidden_deriv(m, pre[l], masks[l]); k = n if self.batch_mean else 1
+                delta = (t @ self.feedback(l)) * hidden_deriv(m, pre[l], masks[l])
+                k = n if self.batch_mean else 1
             else: delta, k = hL - t, n
-            self.accumulate(layer.weight, (delta / k).T @ hs[l])
-            if layer.bias is not None: self.accumulate(layer.bias, delta.sum(0) / k)
-        loss = F.binary_cross_entropy_with_logits(out, t).item() if self.loss == 'bce' and not y.is_floating_point() else _loss(out, y)
-        return dict(loss=loss, out=out.detach())
+            self.accumulate(layer.weight, (delta / k).mT @ hs[l])
+            if layer.bias is not None: self.accumulate(layer.bias, delta.sum(-2) / k)
+        if self.loss == 'bce' and not y.is_floating_point():
+            loss = F.binary_cross_entropy_with_logits(out, t, reduction='none').mean((-2, -1))
+        else: loss = _loss(out, y)
+        return dict(loss=loss, out=out)
