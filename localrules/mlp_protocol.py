@@ -6,11 +6,12 @@ Docs: https://localrules.github.io/localrules/mlp_protocol.html.md"""
 
 # %% auto #0
 __all__ = ['HPARAMS', 'NORM_HPARAMS', 'PROTOCOL', 'NO_DECAY', 'WM_WITH_WD', 'HP_COLUMN', 'PEPITA_FAMILY', 'VARIANTS',
-           'variant_features', 'settings', 'rule_options', 'build', 'load_data', 'train_unit', 'mean_std',
-           'paper_value', 'parse_entry', 'compare_table', 'format_table', 'plot_table']
+           'MEMBER_SETTINGS', 'variant_features', 'settings', 'rule_options', 'build', 'load_data', 'train_unit',
+           'train_population', 'structure', 'build_population', 'group_units', 'final_metrics', 'train_units',
+           'mean_std', 'paper_value', 'parse_entry', 'compare_table', 'format_table', 'plot_table']
 
 # %% ../nbs/16_mlp_protocol.ipynb #b604e77f
-import inspect, math, statistics
+import inspect, math, statistics, hashlib, json
 import torch
 from .core import seed_everything, check_choice, check_range
 from .data import load_tensors, NUM_CLASSES
@@ -96,10 +97,15 @@ def rule_options(name:str, s:dict) -> dict:
     if missing: raise ValueError(f"rule {name!r} does not accept {missing}, needed by variant={s['variant']!r}")
     return {k: v for k, v in want.items() if k in params}
 
+def _model(s:dict, in_dim:int, n_classes:int, seed) -> MLP:
+    "The network of settings `s`: one (an int seed) or a population (a list of seeds)."
+    sizes = [in_dim] + [s['hidden']] * s['depth'] + [n_classes]
+    return MLP(sizes, act=s['act'], dropout=s['dropout'], init=s['init'], norm=s['norm'], seed=seed)
+
 def build(s:dict, in_dim:int, n_classes:int, device='cpu', seed:int=0):
-    "(rule, optimizer, scheduler) for settings `s`, seeded with `seed`."
+    "(rule, optimizer, scheduler) of one network with settings `s`, drawing everything from `seed`."
     seed_everything(seed)
-    model = MLP([in_dim] + [s['hidden']] * s['depth'] + [n_classes], act=s['act'], dropout=s['dropout'], init=s['init'], norm=s['norm'])
+    model = _model(s, in_dim, n_classes, seed)
     rule = get_rule(s['rule'], model, **rule_options(s['rule'], s)).to(device)
     opt = make_optimizer(model.parameters(), 'sgd', s['lr'], s['momentum'], s['wd'])
     if hasattr(rule, 'current_lr'): rule.lr = opt     # time-local: the first-pass update follows the scheduled lr
@@ -116,18 +122,104 @@ def load_data(dataset:str, root='data', device='cpu', download:bool=False, limit
     te = load_tensors(dataset, 'test', root, device, flatten=True, download=download)
     return tr, te
 
-def train_unit(s:dict, data:tuple, seed:int=0, device='cpu', checkpoint=None, every=None, progress:bool=False, cpu_threads:int=1):
-    "Build the unit of settings `s` and train it on `data=(train, test)`; returns (rule, MetricsLogger)."
+def _n_classes(s:dict, y:torch.Tensor) -> int: return NUM_CLASSES.get(s['dataset'], int(y.max()) + 1)
+
+def _train(built:tuple, s:dict, data:tuple, seed, checkpoint, every, progress:bool, cpu_threads:int, unit:str):
+    "Train a built (rule, opt, sched) on `data` with `s`'s epochs and batch size; returns (rule, MetricsLogger)."
     (xtr, ytr), test = data
-    rule, opt, sched = build(s, xtr.shape[1], NUM_CLASSES.get(s['dataset'], int(ytr.max()) + 1), device, seed)
+    rule, opt, sched = built
     n = torch.get_num_threads()
     if xtr.device.type == 'cpu' and cpu_threads: torch.set_num_threads(cpu_threads)
     torch.set_flush_denormal(True)     # CPU: subnormal floats (softmax tails) slow matmuls up to 50x; flushing them changes nothing measurable
     try:
         log = fit(rule, opt, (xtr, ytr), test, s['epochs'], s['batch_size'], sched, seed=seed, checkpoint=checkpoint,
-                  progress=progress, every=every)
-    finally: torch.set_num_threads(n); torch.set_flush_denormal(False)   # leave the caller's torch as it was (default: off)
+                  progress=progress, every=every, unit=unit)
+    finally:                           # leave the caller's torch as it was (default: off)
+        torch.set_num_threads(n)
+        torch.set_flush_denormal(False)
     return rule, log
+
+def train_unit(s:dict, data:tuple, seed:int=0, device='cpu', checkpoint=None, every=None, progress:bool=False, cpu_threads:int=1, unit:str=None):
+    "Build the unit of settings `s` and train it on `data=(train, test)`; returns (rule, MetricsLogger)."
+    (xtr, ytr), _ = data
+    built = build(s, xtr.shape[1], _n_classes(s, ytr), device, seed)
+    return _train(built, s, data, seed, checkpoint, every, progress, cpu_threads, unit)
+
+def train_population(ss:list, data:tuple, seeds:list, device='cpu', checkpoint=None, every=None, progress:bool=False,
+                     cpu_threads:int=1, unit:str=None):
+    "Train the units `ss` (settings) with `seeds` as one population; returns (rule, MetricsLogger with a `member` tag)."
+    (xtr, ytr), _ = data
+    built = build_population(ss, seeds, xtr.shape[1], _n_classes(ss[0], ytr), device)
+    return _train(built, ss[0], data, list(seeds), checkpoint, every, progress, cpu_threads, unit)
+
+# %% ../nbs/16_mlp_protocol.ipynb #f1280f94
+MEMBER_SETTINGS = ('lr', 'wd', 'momentum', 'gamma', 'F_scale')
+
+def structure(s:dict) -> dict:
+    "The settings that units of one population must share (all but `MEMBER_SETTINGS` and the variant's name)."
+    return {k: v for k, v in s.items() if k not in MEMBER_SETTINGS + ('variant',)}
+
+def build_population(ss:list, seeds:list, in_dim:int, n_classes:int, device='cpu'):
+    "(rule, optimizer, scheduler) of a population: member i has settings `ss[i]` and seed `seeds[i]`."
+    if len(ss) != len(seeds) or not ss: raise ValueError(f"a population needs one seed per settings dict; got {len(ss)} settings and {len(seeds)} seeds")
+    pairs = [json.dumps([s, seed], sort_keys=True) for s, seed in zip(ss, seeds)]
+    if len(set(pairs)) < len(pairs):
+        raise ValueError(f"seeds={seeds}: two members with the same settings and seed would be identical")
+    base = structure(ss[0])
+    for s in ss[1:]:
+        diff = sorted(k for k in base if structure(s).get(k) != base[k])
+        if diff: raise ValueError(f"units with different {diff} cannot share a population (only {list(MEMBER_SETTINGS)} may differ)")
+    s0 = ss[0]
+    model = _model(s0, in_dim, n_classes, list(seeds))
+    opts = rule_options(s0['rule'], s0)
+    if 'F_scale' in opts: opts['F_scale'] = [s['F_scale'] for s in ss]
+    rule = get_rule(s0['rule'], model, **opts).to(device)
+    column = lambda k: [s[k] for s in ss]
+    opt = make_optimizer(model.parameters(), 'sgd', column('lr'), column('momentum'), column('wd'))
+    if hasattr(rule, 'current_lr'): rule.lr = opt
+    sched = step_decay(opt, s0['milestones'], column('gamma')) if s0['milestones'] else None
+    return rule, opt, sched
+
+# %% ../nbs/16_mlp_protocol.ipynb #c1446554
+def group_units(units:list, max_members:int=None) -> list:
+    "Split `units` [(key, settings, seed)] into populations: same structure, at most `max_members` each, in order."
+    groups = {}
+    for u in units: groups.setdefault(json.dumps(structure(u[1]), sort_keys=True), []).append(u)
+    size = max_members or max([len(g) for g in groups.values()] + [1])
+    return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+def final_metrics(log) -> dict:
+    "The final numbers of a unit: last and best test accuracy."
+    return {'test_acc': log.last('test_acc'), 'best_test_acc': max(log.series('test_acc'))}
+
+def _claim(run, key:dict) -> bool:
+    "Whether this worker should train unit `key` now (claimed when the run supports claims)."
+    return run.claim(**key) if hasattr(run, 'claim') else not run.done(**key)
+
+def train_units(run, # the `Run` that records the units
+                units:list, # [(key, settings, seed)]: a key is the unit's tags, e.g. dict(rule=..., dataset=..., seed=...)
+                data:tuple, # (train, test) tensors on the device
+                device='cpu',
+                max_members:int=None, # the largest population (None: every unit with one structure at once)
+                every=None, # every(rule, epoch) -> metrics logged per epoch (lists: one per member)
+                metrics=final_metrics, # log of one member -> its final numbers
+                progress:bool=False,
+                on_done=None): # on_done(key, settings, log) after each member is recorded
+    "Train and record every unit of `units` not yet done, as populations."
+    todo = [u for u in units if _claim(run, u[0])]
+    for group in group_units(todo, max_members):
+        keys = [k for k, _, _ in group]
+        tag = hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+        name = f"{group[0][1]['rule']}×{len(group)}"
+        rule, log = train_population([s for _, s, _ in group], data, [seed for _, _, seed in group], device,
+                                     checkpoint=run.checkpoint(population=tag), every=every, progress=progress, unit=name)
+        for i, (key, s, _) in enumerate(group):
+            lm = log.member(i)
+            msg = lm.diverged.get(0)
+            extra = dict(diverged=msg) if msg else {}
+            run.record(key, {} if msg else metrics(lm), lm, **extra)
+            if on_done is not None: on_done(key, s, lm)
+        run.forget_checkpoint(population=tag)
 
 # %% ../nbs/16_mlp_protocol.ipynb #310a1266
 def mean_std(rows:list, metric:str, **where) -> tuple:
