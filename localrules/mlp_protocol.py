@@ -7,8 +7,8 @@ Docs: https://localrules.github.io/localrules/mlp_protocol.html.md"""
 # %% auto #0
 __all__ = ['HPARAMS', 'NORM_HPARAMS', 'PROTOCOL', 'NO_DECAY', 'WM_WITH_WD', 'HP_COLUMN', 'PEPITA_FAMILY', 'VARIANTS',
            'MEMBER_SETTINGS', 'variant_features', 'settings', 'rule_options', 'build', 'load_data', 'train_unit',
-           'train_population', 'structure', 'build_population', 'group_units', 'final_metrics', 'train_units',
-           'mean_std', 'paper_value', 'parse_entry', 'compare_table', 'format_table', 'plot_table']
+           'train_population', 'structure', 'build_population', 'group_units', 'final_metrics', 'print_unit',
+           'train_units', 'mean_std', 'paper_value', 'parse_entry', 'compare_table', 'format_table', 'plot_table']
 
 # %% ../nbs/16_mlp_protocol.ipynb #b604e77f
 import inspect, math, statistics, hashlib, json
@@ -188,9 +188,15 @@ def group_units(units:list, max_members:int=None) -> list:
     size = max_members or max([len(g) for g in groups.values()] + [1])
     return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
 
-def final_metrics(log) -> dict:
-    "The final numbers of a unit: last and best test accuracy."
+def final_metrics(log, s:dict) -> dict:
+    "The final numbers of a unit (its log and settings): last and best test accuracy."
     return {'test_acc': log.last('test_acc'), 'best_test_acc': max(log.series('test_acc'))}
+
+def print_unit(key:dict, s:dict, log):
+    "One line per finished unit: its key, final test accuracy (or that it diverged) and main hyperparameters."
+    tags = ' '.join(f'{k}={v}' for k, v in key.items())
+    result = f"DIVERGED ({log.diverged[0]})" if log.diverged else f"{log.last('test_acc'):.2f}%"
+    print(f"{tags}: {result}  (lr {s['lr']}, wd {s['wd']}, decay ×{s['gamma']} at {s['milestones']})", flush=True)
 
 def _claim(run, key:dict) -> bool:
     "Whether this worker should train unit `key` now (claimed when the run supports claims)."
@@ -202,9 +208,9 @@ def train_units(run, # the `Run` that records the units
                 device='cpu',
                 max_members:int=None, # the largest population (None: every unit with one structure at once)
                 every=None, # every(rule, epoch) -> metrics logged per epoch (lists: one per member)
-                metrics=final_metrics, # log of one member -> its final numbers
+                metrics=final_metrics, # (log of one member, its settings) -> its final numbers
                 progress:bool=False,
-                on_done=None): # on_done(key, settings, log) after each member is recorded
+                on_done=print_unit): # on_done(key, settings, log) after each member is recorded
     "Train and record every unit of `units` not yet done, as populations."
     todo = [u for u in units if _claim(run, u[0])]
     for group in group_units(todo, max_members):
@@ -217,7 +223,7 @@ def train_units(run, # the `Run` that records the units
             lm = log.member(i)
             msg = lm.diverged.get(0)
             extra = dict(diverged=msg) if msg else {}
-            run.record(key, {} if msg else metrics(lm), lm, **extra)
+            run.record(key, {} if msg else metrics(lm, s), lm, **extra)
             if on_done is not None: on_done(key, s, lm)
         run.forget_checkpoint(population=tag)
 

@@ -151,6 +151,15 @@ class Run:
         atomic_write(self.dir/'DONE', self.meta['date'])
         print(f'results: {self.dir/"results.jsonl"}')
 
+# %% ../nbs/04_runs.ipynb #96605dd6
+from fastcore.basics import patch
+
+@patch
+def forget_checkpoint(self:Run, **key):
+    "Remove the checkpoint of `key` (a population's, once every member is recorded)."
+    path = self._path('checkpoints', key, '.pt')
+    if path.exists(): path.unlink()
+
 # %% ../nbs/04_runs.ipynb #a9247d60
 ROW_FIELDS = ('experiment', 'preset', 'run_id', 'commit', 'device', 'torch', 'date', 'params', 'kind', 'step', 'metric', 'value', 'seed')
 
