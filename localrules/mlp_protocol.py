@@ -64,10 +64,10 @@ def settings(rule:str, dataset:str, depth:int=1, variant:str='base', **overrides
         hp = NORM_HPARAMS[col]          # Table 4 gives normalised settings for 1 hidden layer; deeper nets (Sup. Fig. 8) reuse them
     else:
         hp = HPARAMS[min(depth, 3)][col]
-    if fam not in hp['lr']: raise ValueError(f"rule={rule!r} has no learning rate in the paper's tables; pass lr=...")
+    if fam not in hp['lr'] and 'lr' not in overrides: raise ValueError(f"rule={rule!r} has no learning rate in the paper's tables; pass lr=...")
     wd = hp['wd'] if 'wd' in feats else 0.
     if 'wm' in feats and [col, depth] in WM_WITH_WD and depth > 1: wd = 1e-4
-    s = dict(rule=rule, dataset=dataset, depth=depth, variant=variant, lr=hp['lr'][fam], wd=wd, gamma=hp['decay'],
+    s = dict(rule=rule, dataset=dataset, depth=depth, variant=variant, lr=hp['lr'].get(fam), wd=wd, gamma=hp['decay'],
              milestones=list(PROTOCOL['milestones']), momentum=PROTOCOL['momentum'], batch_size=PROTOCOL['batch_size'],
              epochs=PROTOCOL['epochs'], hidden=PROTOCOL['hidden'], dropout=PROTOCOL['dropout'], init=PROTOCOL['init'],
              act='tanh' if rule == 'drtp' else 'relu', norm='batch' if 'norm' in feats else 'none',

@@ -1,0 +1,35 @@
+"A member of a population equals the same configuration trained alone: every fully connected rule, 3 epochs with dropout."
+import pytest, torch
+from localrules.data import load_tensors
+from localrules.mlp_protocol import settings, train_unit, train_population
+
+SEEDS, LRS = [0, 1, 2], [0.05, 0.1, 0.02]
+CASES = [('bp', 'base', {}), ('fa', 'base', {}), ('drtp', 'base', {}), ('pepita', 'base', {}),
+         ('pepita_hebbian', 'base', {}), ('pepita_timelocal', 'base', {}), ('afa', 'base', {}),
+         ('pepita', 'wm_prem', dict(premirror_epochs=1)), ('pepita', 'norm', dict(lr=1.)), ('ff', 'base', dict(lr=0.05))]
+
+@pytest.fixture(scope='module')
+def data():
+    tr, te = load_tensors('digits', 'train', flatten=True), load_tensors('digits', 'test', flatten=True)
+    return (tr[0][:600], tr[1][:600]), te
+
+def _weights(rule, member=None):
+    ws = [l.weight.detach() for l in rule.model.layers]
+    return [w if member is None else w[member] for w in ws]
+
+@pytest.mark.parametrize('rule,variant,extra', CASES, ids=[f'{r}/{v}' for r, v, _ in CASES])
+def test_member_equals_alone(data, rule, variant, extra):
+    base = dict(hidden=32, epochs=3, milestones=[2], dropout=0.2, **extra)
+    lr0 = base.pop('lr', None)
+    lrs = [lr0 * f for f in (1, 0.5, 2)] if lr0 else LRS
+    ss = [settings(rule, 'digits', 1, variant, **dict(base, lr=lr, F_scale=5. + i)) for i, lr in enumerate(lrs)]
+    pop, plog = train_population(ss, data, SEEDS)
+    curves = []
+    for i, (s, seed) in enumerate(zip(ss, SEEDS)):
+        one, log = train_unit(s, data, seed)
+        member = plog.member(i)
+        for metric in ('test_acc', 'train_loss'):
+            assert member.series(metric) == pytest.approx(log.series(metric), abs=0.15 if metric == 'test_acc' else 1e-3), (metric, i)
+        for a, b in zip(_weights(pop, i), _weights(one)): torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-3)
+        curves.append(member.series('train_loss'))
+    assert len({tuple(c) for c in curves}) == 3, 'the members must differ from each other'
