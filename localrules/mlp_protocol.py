@@ -6,9 +6,10 @@ Docs: https://localrules.github.io/localrules/mlp_protocol.html.md"""
 
 # %% auto #0
 __all__ = ['HPARAMS', 'NORM_HPARAMS', 'PROTOCOL', 'NO_DECAY', 'WM_WITH_WD', 'HP_COLUMN', 'PEPITA_FAMILY', 'VARIANTS',
-           'MEMBER_SETTINGS', 'variant_features', 'settings', 'rule_options', 'build', 'load_data', 'train_unit',
-           'train_population', 'structure', 'build_population', 'group_units', 'final_metrics', 'print_unit',
-           'train_units', 'mean_std', 'paper_value', 'parse_entry', 'compare_table', 'format_table', 'plot_table']
+           'MEMBER_SETTINGS', 'TRAIN_SIZE', 'INPUT_SIZE', 'H100_FP32_FLOPS', 'variant_features', 'settings',
+           'rule_options', 'build', 'load_data', 'train_unit', 'train_population', 'structure', 'build_population',
+           'group_units', 'final_metrics', 'print_unit', 'train_units', 'mean_std', 'paper_value', 'parse_entry',
+           'compare_table', 'format_table', 'plot_table', 'step_flops', 'preset_flops']
 
 # %% ../nbs/16_mlp_protocol.ipynb #b604e77f
 import inspect, math, statistics, hashlib, json
@@ -291,3 +292,35 @@ def plot_table(ax, trows:list, dataset:str, ylabel:str='test accuracy (%)', chan
     if chance is not None: ax.axhline(chance, color='gray', ls=':', label='chance')
     ax.set_xticks(list(xs)); ax.set_xticklabels([r['entry'] for r in rs], rotation=60, ha='right', fontsize=8)
     ax.set(ylabel=ylabel, title=dataset); ax.legend(fontsize=7)
+
+# %% ../nbs/16_mlp_protocol.ipynb #8486ede4
+TRAIN_SIZE = {'mnist': 60000, 'fashion_mnist': 60000, 'mnist5k': 4000, 'digits': 1437,
+              'cifar10': 50000, 'cifar10-jpeg': 50000, 'cifar100': 50000}
+INPUT_SIZE = {'mnist': 784, 'fashion_mnist': 784, 'mnist5k': 784, 'digits': 64,
+              'cifar10': 3072, 'cifar10-jpeg': 3072, 'cifar100': 3072}
+H100_FP32_FLOPS = 67e12           # one H100 SXM's fp32 peak (no tensor cores: the paper protocol is fp32)
+
+def step_flops(rule:str, sizes:list, batch:int=64) -> float:
+    "FLOP (2 × multiply-adds) of the matrix products of one training step of one network with `sizes`."
+    B, D, C, H1 = batch, sizes[0], sizes[-1], sizes[1]
+    layers = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    total = sum(layers)
+    if rule in ('bp', 'fa'): macs = B * (3 * total - layers[0])
+    elif rule == 'drtp': macs = B * (2 * total + C * sum(sizes[1:-1]))
+    else: macs = B * (3 * total - layers[0] + C * (H1 + D)) + C * D * H1
+    return 2. * macs
+
+def preset_flops(p:dict, batch:int=64):
+    "FLOP of every unit of an MLP experiment preset `p` (its datasets, rows, depths, seeds, epochs); None if `p` is not one."
+    datasets = p.get('datasets') or ([p['dataset']] if 'dataset' in p else None)
+    if not datasets or 'epochs' not in p or 'hidden' not in p or any(d not in TRAIN_SIZE for d in datasets): return None
+    rules = [parse_entry(e)[0] for e in p.get('entries') or p.get('rules') or ['pepita']]
+    depths = p.get('depths') or [p.get('depth', 1)]
+    total = 0.
+    for d in datasets:
+        steps = math.ceil(min(p.get('limit') or TRAIN_SIZE[d], TRAIN_SIZE[d]) / batch) * p['epochs']
+        for rule in rules:
+            for k in depths:
+                sizes = [INPUT_SIZE[d]] + [p['hidden']] * k + [NUM_CLASSES.get(d, 10)]
+                total += len(p.get('seeds', [0])) * steps * step_flops(rule, sizes, batch)
+    return total
