@@ -33,3 +33,16 @@ def test_member_equals_alone(data, rule, variant, extra):
         for a, b in zip(_weights(pop, i), _weights(one)): torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-3)
         curves.append(member.series('train_loss'))
     assert len({tuple(c) for c in curves}) == 3, 'the members must differ from each other'
+
+
+def test_killed_population_resumes_exactly(data):
+    "A population stopped after its first epoch and resumed from the checkpoint ends with exactly the uninterrupted numbers."
+    import copy
+    ss = [settings('pepita', 'digits', 1, v, hidden=32, epochs=3, milestones=[2], dropout=0.3) for v in ('base', 'wd', 'wm')[:2]]
+    store = {}
+    ck = (lambda state: store.update(ck=copy.deepcopy(state)), lambda: store.get('ck'))
+    train_population([dict(s, epochs=1) for s in ss], data, [3, 4], checkpoint=ck)
+    _, resumed = train_population(ss, data, [3, 4], checkpoint=ck)
+    _, whole = train_population(ss, data, [3, 4])
+    assert resumed.rows == whole.rows
+    assert resumed.series('test_acc', member=0) != resumed.series('test_acc', member=1)
