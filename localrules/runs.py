@@ -61,9 +61,9 @@ def describe_spec(s:dict) -> str:
     kind = s['type']
     if kind == 'list':
         n_lo, n_hi = s.get('len_lo', 1), s.get('len_hi')
-        size = f"{n_lo} to {n_hi}" if n_hi is not None else f"at least {n_lo}"
-        extra = [w for w in ('distinct', 'increasing') if s.get(w)]
-        words = f"a list of {size} entries, each {describe_spec(dict(_entry_rule(s)))}"
+        size = f"{n_lo} to {n_hi} entries" if n_hi is not None else f"at least {n_lo} entries" if n_lo else 'any length'
+        extra = [w for w in ('distinct', 'strictly increasing') if s.get(w.split()[-1])]
+        words = f"a list ({size}), each entry {describe_spec(_entry_rule(s))}"
         return words + (f" ({', '.join(extra)})" if extra else '') + (' or None' if s.get('none') else '')
     if kind == 'dict':
         keys = f" with keys from {s['keys']}" if 'keys' in s else ''
