@@ -62,6 +62,13 @@ def parse_value(s:str):
 # %% ../nbs/05_cli.ipynb #6e14e727
 CLI_OWNED = {'preset': '--preset', 'device': '--device', 'out_dir': '--out'}
 
+def _kind(exp:dict, preset:str, name:str) -> str:
+    "The declared type of parameter `name` ('str', 'int', 'list', ...), or None for one outside the declaration."
+    from localrules.runs import param_spec, STANDARD_SPEC
+    if name in STANDARD_SPEC: return STANDARD_SPEC[name]['type']
+    if name not in exp['PRESETS'].get(preset, {}): return None
+    return param_spec(name, exp['PRESETS'], exp.get('SPEC'), exp.get('CHOICES'))['type']
+
 def _malformed(exp:dict, preset:str, name:str, value:BadLiteral) -> str:
     "The message for a `-p` value that is not a valid literal: what was given, why, what is allowed, an example."
     from localrules.runs import param_spec, describe_spec
@@ -78,6 +85,7 @@ def check_params(exp:dict, preset:str, params:dict) -> dict:
     if owned: raise ValueError('; '.join(f"{k} cannot be given with -p; use the option {CLI_OWNED[k]} of `localrules run`" for k in owned))
     unknown = [k for k in params if k not in exp['params']]
     if unknown: raise ValueError(f"unknown parameter(s) {unknown} for {exp['name']}; allowed: {[p for p in exp['params'] if p not in CLI_OWNED]}")
+    params = {k: str(v) if isinstance(v, BadLiteral) and _kind(exp, preset, k) == 'str' else v for k, v in params.items()}
     bad = [k for k, v in params.items() if isinstance(v, BadLiteral)]
     if bad: raise ValueError(_malformed(exp, preset, bad[0], params[bad[0]]))
     return resolve_params(exp['PRESETS'], preset, params, exp['CHOICES'], exp.get('SPEC'), exp.get('RELATIONS'))
