@@ -70,16 +70,27 @@ class TheoryNet(nn.Module):
 
 # %% ../nbs/31_clapp_theory.ipynb #b4273d48
 def fit_predictor(loss:LocalSSLLoss, z:torch.Tensor, c:torch.Tensor, lr:float=0.2, max_iter:int=1000, rounds:int=1) -> float:
-    "Minimise `loss(z, c)` over the loss's own trainable predictors with LBFGS (strong Wolfe); return the final loss."
+    "Minimise `loss(z, c)` over the loss's own trainable predictors with LBFGS (strong Wolfe; at most `rounds`·`max_iter` iterations, 1.25× as many evaluations); return the final loss, which must be finite."
+    check_range('lr', lr, lo=0, lo_open=True)
+    check_range('max_iter', max_iter, lo=1, integer=True)
+    check_range('rounds', rounds, lo=1, integer=True)
     z, c = z.detach(), c.detach()
     params = [p for p in loss.parameters() if p.requires_grad]
     if not params: return loss(z, c).item()
-    opt = torch.optim.LBFGS(params, lr=lr, max_iter=max_iter, line_search_fn='strong_wolfe', tolerance_grad=1e-11, tolerance_change=1e-14)
+    opt = torch.optim.LBFGS(params, lr=lr, max_iter=max_iter, max_eval=max_iter * 5 // 4, line_search_fn='strong_wolfe',
+                            tolerance_grad=1e-11, tolerance_change=1e-14)
     def closure():
-        opt.zero_grad(); l = loss(z, c); l.backward(); return l
+        opt.zero_grad()
+        l = loss(z, c)
+        l.backward()
+        return l
     for _ in range(rounds): opt.step(closure)
     opt.zero_grad()
-    return loss(z, c).item()
+    final = loss(z, c).item()
+    if not math.isfinite(final):
+        raise FloatingPointError(f"fit_predictor: the loss is {final} after {rounds} round(s) of at most {max_iter} LBFGS iterations; "
+                                 "check the activities for inf/NaN or lower lr")
+    return final
 
 # %% ../nbs/31_clapp_theory.ipynb #8e12601d
 def _wgrads(loss, weights):

@@ -95,9 +95,24 @@ def _unpack(y, K, M, const):
         n = int(np.prod(shape)); s[k] = y[i:i + n].reshape(shape); i += n
     return s
 
-def integrate(s0:dict, eta:float, t_eval, rule:str='afa', n_mc:int=100_000, mc_seed:int=0, rtol:float=1e-7, atol:float=1e-10) -> dict:
-    "Integrate the ODEs of `rule` ('afa' closed form, 'pepita' Monte Carlo) from state `s0`; returns {'t', 'Q', 'R', 'W2', 'f', 'eg'} over t_eval."
+def _bounded(fun, max_evals:int, t_end:float):
+    "`fun` that raises a clear `RuntimeError` once called more than `max_evals` times or given a non-finite state."
+    calls = [0]
+    def f(t, y):
+        calls[0] += 1
+        if calls[0] > max_evals:
+            raise RuntimeError(f"ODE integration stopped at t={t:.4g} of {t_end:g}: max_evals={max_evals} right-hand-side "
+                               "evaluations spent (the step size collapsed: eta too large or the state diverging); "
+                               "lower eta or the last time of t_eval, or raise max_evals")
+        if not np.isfinite(y).all(): raise RuntimeError(f"ODE state is not finite at t={t:.4g}: the dynamics diverge; lower eta")
+        return fun(t, y)
+    return f
+
+def integrate(s0:dict, eta:float, t_eval, rule:str='afa', n_mc:int=100_000, mc_seed:int=0, rtol:float=1e-7, atol:float=1e-10,
+              max_evals:int=20_000) -> dict:
+    "Integrate the ODEs of `rule` ('afa' closed form, 'pepita' Monte Carlo) from state `s0`, in at most `max_evals` right-hand-side evaluations; returns {'t', 'Q', 'R', 'W2', 'f', 'eg'} over t_eval."
     check_range('eta', eta, lo=0); check_choice('rule', rule, ('afa', 'pepita'))
+    check_range('max_evals', max_evals, lo=1, integer=True)
     t_eval = np.asarray(t_eval, dtype=float)
     K, M = np.shape(s0['R'])
     const = {k: np.asarray(s0[k], dtype=float) for k in CONST_KEYS}
@@ -106,7 +121,7 @@ def integrate(s0:dict, eta:float, t_eval, rule:str='afa', n_mc:int=100_000, mc_s
         z = np.random.default_rng(mc_seed).standard_normal((n_mc, K + M + 1)); z = np.concatenate([z, -z])
         fun = lambda t, y: _pack(rhs_pepita(_unpack(y, K, M, const), eta, z))
         rtol, atol = max(rtol, 1e-6), max(atol, 1e-9)
-    sol = solve_ivp(fun, (0., float(t_eval[-1])), _pack({k: np.asarray(s0[k], float) for k in STATE_KEYS}),
+    sol = solve_ivp(_bounded(fun, max_evals, float(t_eval[-1])), (0., float(t_eval[-1])), _pack({k: np.asarray(s0[k], float) for k in STATE_KEYS}),
                     t_eval=t_eval, rtol=rtol, atol=atol, method='RK45')
     if not sol.success: raise RuntimeError(f"ODE integration failed: {sol.message}")
     states = [_unpack(y, K, M, const) for y in sol.y.T]
@@ -177,6 +192,8 @@ def simulate(w0:dict, eta:float, t_eval, seeds=(0,), rule:str='afa', chunk:int=2
             W1 -= d1
             mu += 1
             while j < len(steps) and steps[j] == mu: record(); j += 1
+        if not (np.isfinite(W1).all() and np.isfinite(W2).all()):
+            raise FloatingPointError(f"simulation diverged by t={mu / D:g}: the student weights are not finite; lower eta={eta}")
     out = {k: np.array(v) for k, v in rec.items()}
     return dict(t=steps / D, **out)
 

@@ -12,11 +12,11 @@ import argparse, json, shutil, subprocess, sys, time
 from pathlib import Path
 
 C10 = 'cifar10-jpeg'
-TINY_MLP = dict(epochs=1, seeds=[0], limit=2000)
+TINY_MLP = dict(epochs=1, milestones=[], seeds=[0], limit=2000)      # a milestone must lie before the last epoch
 TINY_THEORY = dict(n_images=64, max_iter=20, rounds=1)
 TINY_SSL = dict(dataset=C10, width=0.0625, epochs=1, steps_per_epoch=4, limit=256, num_workers=2)
 SHRINK = {
-    'bp_vs_fa': dict(epochs=1, seeds=[0]),
+    'bp_vs_fa': dict(epochs=1, milestones=[], seeds=[0]),
     'clapp_fig2_theorem31': TINY_THEORY,
     'clapp_fig3a_widths_dfb': TINY_THEORY,
     'clapp_fig3b_mlp_mnist': dict(n_train=2000, n_test=500, epochs=1, eval_batches=4),
@@ -35,14 +35,14 @@ SHRINK = {
     'sm_scalability': dict(dataset=C10, n_train=500, n_test=200, ref_n_train=4, epochs=1, readout_iter=100),
     'sm_supervision': dict(dataset=C10, n_train=500, n_test=200, alphas=[0.0, 1.0], epochs=1, mlp_epochs=1, readout_iter=100),
     'supfig4_time_local': dict(TINY_MLP, dataset=C10),
-    'supfig5_goodness': dict(dataset=C10, epochs=2, snapshots=[0, 1, 2], limit=2000),
+    'supfig5_goodness': dict(dataset=C10, epochs=2, milestones=[1], snapshots=[0, 1, 2], limit=2000),
     'supfig6_pepita_afa_cifar': dict(TINY_MLP, datasets=[C10]),
     'supfig7_feedback_norm': dict(t_max=50.0, n_points=5, init_seeds=[0], seeds=[0]),
     'supfig8_depth_norm': dict(TINY_MLP, datasets=['mnist', C10], depths=[1, 5]),
     'supfig9_10_angles': dict(TINY_MLP, fig9_datasets=['mnist'], fig10_dataset=C10, fig10_depths=[1, 2], premirror_epochs=1),
     'table1_mlp_1hl': dict(TINY_MLP, datasets=['mnist', C10]),
     'table2_mlp_deep': dict(TINY_MLP, datasets=['mnist', C10]),
-    'table3_slowness': dict(TINY_MLP, datasets=['mnist', C10], epochs=3, window=3, premirror_epochs=1),
+    'table3_slowness': dict(TINY_MLP, datasets=['mnist', C10], epochs=3, milestones=[2], window=3, premirror_epochs=1),
 }
 
 def main():

@@ -22,7 +22,7 @@ def test_run_writes_notebook_figures_results(tmp_path):
 
 def test_parameter_override_takes_effect(tmp_path):
     out = tmp_path/'run'
-    cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '2', '-p', 'rules', "['fa']", check=True)
+    cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '2', '-p', 'milestones', '[]', '-p', 'rules', "['fa']", check=True)
     meta = json.loads((out/'run.json').read_text())
     assert meta['params']['epochs'] == 2 and meta['params']['rules'] == ['fa']
     rows = [json.loads(l) for l in (out/'results.jsonl').read_text().splitlines()]
@@ -64,13 +64,13 @@ def test_killed_run_keeps_finished_units_and_resumes(tmp_path):
 
 def test_resume_refuses_other_parameters(tmp_path):
     out = tmp_path/'run'
-    cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '1', check=True)
-    p = cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '2')
+    cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '1', '-p', 'milestones', '[]', check=True)
+    p = cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '2', '-p', 'milestones', '[]')
     assert p.returncode != 0 and 'other parameters' in p.output
 
 def test_report_gathers_runs_into_ledger(tmp_path):
     runs, results = tmp_path/'runs', tmp_path/'results'
-    cli('run', 'bp_vs_fa', '--runs', runs, '--quiet', '-p', 'epochs', '1', check=True)
+    cli('run', 'bp_vs_fa', '--runs', runs, '--quiet', '-p', 'epochs', '1', '-p', 'milestones', '[]', check=True)
     (results).mkdir(); (results/'paper_reference.csv').write_text((ROOT/'results'/'paper_reference.csv').read_text())
     out = cli('report', '--runs', runs, '--results', results, check=True).output
     assert 'bp_vs_fa' in out and '| test_acc |' in out

@@ -62,7 +62,7 @@ def test_experiment_metadata_is_complete():
         missing = [k for k in presets['smoke'] if k not in e['params']]
         assert not missing, f'{name}: preset keys not in the parameters cell: {missing}'
         for k in ('preset', 'device', 'out_dir'): assert k in e['params'], f'{name}: no {k} parameter'
-        for p in presets: resolve_params(presets, p, {}, e.get('CHOICES'))    # every preset's values pass the notebook's own checks
+        for p in presets: resolve_params(presets, p, {}, e['CHOICES'], e['SPEC'], e['RELATIONS'])    # the notebook's own checks
 
 def test_paper_check_shrinks_every_experiment_with_real_parameters():
     "scripts/paper_check.py (paper presets end to end, shrunk) knows every experiment and only overrides its real parameters."
@@ -73,4 +73,4 @@ def test_paper_check_shrinks_every_experiment_with_real_parameters():
     for name, over in pc.SHRINK.items():
         e = experiments()[name]
         assert set(over) <= set(e['params']), f'{name}: {set(over) - set(e["params"])} are not parameters'
-        resolve_params(e['PRESETS'], 'paper', over, e.get('CHOICES'))
+        resolve_params(e['PRESETS'], 'paper', over, e['CHOICES'], e['SPEC'], e['RELATIONS'])

@@ -21,7 +21,7 @@ def test_two_cli_runs_identical(tmp_path):
     vals = []
     for i in range(2):
         out = tmp_path/f'r{i}'
-        cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '3', check=True)
+        cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '3', '-p', 'milestones', '[]', check=True)
         rows = [json.loads(l) for l in (out/'results.jsonl').read_text().splitlines()]
         vals.append(sorted((r['rule'], r['metric'], r['step'] or 0, r['value']) for r in rows))
     assert vals[0] == vals[1]

