@@ -9,14 +9,15 @@ __all__ = ['BAD_STATUS', 'SELECTORS', 'STANDS_IN_FOR', 'SUBSTITUTES', 'OFFLINE_M
            'row_problem', 'protocol', 'match_reference', 'aggregate', 'fmt_value', 'paper_table', 'report_tables',
            'save_figure', 'copy_figures', 'report', 'tolerance', 'not_run_reason', 'status_rows', 'status_counts',
            'paper_label', 'status_markdown', 'figure_rows', 'tex_to_mathml', 'protect_math', 'page_name',
-           'render_markdown', 'cell_directives', 'render_cells', 'page_html', 'site_structure', 'build_site']
+           'render_markdown', 'cell_directives', 'render_cells', 'page_html', 'site_structure', 'ledger_section',
+           'build_site']
 
-# %% ../nbs/07_report.ipynb #566023f0
+# %% ../nbs/07_report.ipynb #10db1631
 import json, math, os, re, shutil, statistics, tempfile
 from pathlib import Path
 from .runs import key_fields, read_ledger, read_reference, collect, atomic_write
 
-# %% ../nbs/07_report.ipynb #c54233b4
+# %% ../nbs/07_report.ipynb #e326a0c8
 BAD_STATUS = ('diverged', 'failed', 'unfinished', 'nan')
 
 def row_problem(row:dict):
@@ -31,7 +32,7 @@ def row_problem(row:dict):
         return 'non-finite'
     return None
 
-# %% ../nbs/07_report.ipynb #8767800a
+# %% ../nbs/07_report.ipynb #96e8fcb3
 SELECTORS = ('seed', 'seeds', 'init_seeds', 'entries')
 
 def _selects(param:str, key_names) -> bool:
@@ -47,7 +48,7 @@ def protocol(params:str, key_names) -> str:
     p = json.loads(params) if isinstance(params, str) else dict(params or {})
     return json.dumps({k: v for k, v in p.items() if not _selects(k, key_names)}, sort_keys=True)
 
-# %% ../nbs/07_report.ipynb #dcd5e2c4
+# %% ../nbs/07_report.ipynb #b650300e
 STANDS_IN_FOR = {'cifar10-jpeg': 'cifar10'}     # a measured dataset: the paper's dataset whose column it fills (labelled)
 
 def _group_key(r:dict) -> tuple:
@@ -94,7 +95,7 @@ def aggregate(ledger_rows:list, reference:list=None) -> list:
         s['source'] = ref['source'] if ref else None
     return out
 
-# %% ../nbs/07_report.ipynb #434d773f
+# %% ../nbs/07_report.ipynb #1a67cdeb
 def fmt_value(mean, std=None, n=None) -> str:
     "`mean ± std (n=..)` with 4 significant digits; '–' for no value."
     if mean is None:
@@ -136,7 +137,7 @@ def paper_table(summaries:list, column:str='dataset') -> str:
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
-# %% ../nbs/07_report.ipynb #2cfb9fcb
+# %% ../nbs/07_report.ipynb #1d858784
 def _caption(group:list, others:list) -> str:
     proto = group[0]['protocol']
     differ = {k: v for k, v in proto.items() if any(o['protocol'].get(k) != v for o in others)}
@@ -170,7 +171,7 @@ def report_tables(summaries:list, experiment:str=None, metrics=None, level:int=2
                     out.append(f'**{m}**\n\n' + paper_table([s for s in group if s['metric'] == m]))
     return '\n'.join(out) if out else 'No results in the ledger' + (f' for {experiment}' if experiment else '') + '.\n'
 
-# %% ../nbs/07_report.ipynb #ee5005d8
+# %% ../nbs/07_report.ipynb #67788dd2
 def _publish(tmp:Path, path:Path):
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
@@ -194,7 +195,7 @@ def save_figure(fig, path, dpi:int=300, formats=('pdf', 'svg')) -> list:
         out.append(dst)
     return out
 
-# %% ../nbs/07_report.ipynb #74c33db2
+# %% ../nbs/07_report.ipynb #92614f54
 def copy_figures(runs_root='runs', results='results'):
     "Copy the figures (PNG, PDF, SVG) of each experiment's latest finished run, paper preset first, to results/figures/<experiment>/."
     for exp_dir in sorted(Path(runs_root).glob('*')):
@@ -230,7 +231,7 @@ def report(runs_root='runs', results='results', experiment:str=None, update_ledg
         os.chmod(results/'report.md', 0o644)
     return report_tables(summaries, experiment)
 
-# %% ../nbs/07_report.ipynb #5e79abcd
+# %% ../nbs/07_report.ipynb #d44ca750
 SUBSTITUTES = {'cifar10': 'cifar10-jpeg'}
 OFFLINE_MISSING = {
     'cifar10': 'the original CIFAR-10 is not available offline (only its JPEG copy, `cifar10-jpeg`)',
@@ -307,7 +308,7 @@ def status_counts(rows:list) -> dict:
     "{status: count} in the order of `STATUSES`."
     return {k: sum(r['status'] == k for r in rows) for k in STATUSES}
 
-# %% ../nbs/07_report.ipynb #364a5007
+# %% ../nbs/07_report.ipynb #c51230e0
 PAPERS = {'2302.05440': 'Forward learning with top-down feedback (arXiv 2302.05440)',
           '2308.02427': 'Similarity matching (arXiv 2308.02427)',
           'clapp++': 'Local self-supervised learning, CLAPP++ (arXiv 2601.21683)'}
@@ -317,6 +318,10 @@ def _provenance(s:dict) -> str:
         return ''
     seeds = s['seeds'] if s['seeds'] else 'one'
     return f"{s['preset']}; seeds {seeds}; {', '.join(s['devices'])}; {', '.join(s['commits'])}"
+
+def _paper_order(p:str):
+    keys = list(PAPERS)
+    return (keys.index(p.lower()) if p.lower() in keys else len(keys), p)
 
 def paper_label(p:str) -> str:
     "The heading of paper `p` of the reference table (its arXiv id, or a short name)."
@@ -328,7 +333,8 @@ def status_markdown(rows:list, level:int=2) -> str:
     counts = status_counts(rows)
     out = [f"**{len(rows)} paper numbers**: " + ', '.join(f'{v} {k}' for k, v in counts.items()) + '.\n']
     out.append('| paper | ' + ' | '.join(STATUSES) + ' |\n|---|' + '---|' * len(STATUSES))
-    papers = sorted({paper_label(r['ref']['paper']) for r in rows})
+    papers = [paper_label(p) for p in sorted({r['ref']['paper'] for r in rows}, key=_paper_order)]
+    papers = list(dict.fromkeys(papers))
     for p in papers:
         c = status_counts([r for r in rows if paper_label(r['ref']['paper']) == p])
         out.append(f'| {p} | ' + ' | '.join(str(c[k]) for k in STATUSES) + ' |')
@@ -347,7 +353,7 @@ def status_markdown(rows:list, level:int=2) -> str:
         out.append('')
     return '\n'.join(out)
 
-# %% ../nbs/07_report.ipynb #561309b4
+# %% ../nbs/07_report.ipynb #9b071b1b
 def figure_rows(results='results', experiments:dict=None) -> list:
     "One row per figure under results/figures: experiment, paper figure, file, the run it came from (preset, commit)."
     out = []
@@ -359,7 +365,7 @@ def figure_rows(results='results', experiments:dict=None) -> list:
                             run_id=src.get('run_id'), commit=(src.get('commit') or '')[:10], path=f))
     return out
 
-# %% ../nbs/07_report.ipynb #9c10b75a
+# %% ../nbs/07_report.ipynb #a1a27aa2
 _MATH = re.compile(r'\$\$(.+?)\$\$|(?<![\\$\w])\$(?![\s$])([^$\n]+?)(?<![\s\\])\$(?![\w$])', re.S)
 _CODE = re.compile(r'(```.*?```|`[^`\n]*`)', re.S)
 
@@ -381,7 +387,7 @@ def protect_math(text:str):
     parts = _CODE.split(text)
     return ''.join(p if i % 2 else _MATH.sub(sub, p) for i, p in enumerate(parts)), found
 
-# %% ../nbs/07_report.ipynb #c22eee28
+# %% ../nbs/07_report.ipynb #f8fe9fe3
 _NB_LINK = re.compile(r'href="(?:\./|\.\./)*(?:nbs/)?((?:experiments/)?[\w.-]+)\.ipynb(#[^"]*)?"')
 
 def page_name(rel:str) -> str:
@@ -398,7 +404,7 @@ def render_markdown(text:str) -> str:
         html = html.replace(f'<p>MATHPH{i}X</p>', m).replace(f'MATHPH{i}X', m)
     return _NB_LINK.sub(lambda m: f'href="{page_name(m.group(1))}{m.group(2) or ""}"', html)
 
-# %% ../nbs/07_report.ipynb #ffbd906f
+# %% ../nbs/07_report.ipynb #0a479e8f
 def cell_directives(src:str):
     "({directive: value}, source without the `#| ` lines) of a code cell."
     opts, keep = {}, []
@@ -463,7 +469,7 @@ def render_cells(nb) -> tuple:
             parts.extend(_output_html(o) for o in c.get('outputs', []))
     return title, summary, '\n'.join(p for p in parts if p)
 
-# %% ../nbs/07_report.ipynb #daf3d9c4
+# %% ../nbs/07_report.ipynb #cbc56177
 SITE_CSS = """
 body{margin:0;font:16px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#212529}
 header.top{background:#2780e3;color:#fff;padding:.6rem 1.2rem;display:flex;gap:1.4rem;align-items:center}
@@ -477,7 +483,8 @@ nav.sidebar a{color:#343a40;text-decoration:none}nav.sidebar a.active{color:#278
 main{padding:1rem 2rem;max-width:64rem;min-width:0;flex:1}
 main .lead{font-size:1.15rem;color:#495057}
 table{border-collapse:collapse;margin:.8rem 0;font-size:.88rem;display:block;overflow-x:auto}
-th,td{border:1px solid #dee2e6;padding:.25rem .5rem;text-align:left}th{background:#f8f9fa}
+th,td{border:1px solid #dee2e6;padding:.25rem .5rem;text-align:left;vertical-align:top}th{background:#f8f9fa}
+td:last-child{min-width:12rem}
 pre{background:#f8f9fa;padding:.6rem;overflow-x:auto;font-size:.85rem}pre.output{background:#fff;border-left:3px solid #dee2e6}
 .highlight pre{border-left:3px solid #2780e3}
 img{max-width:100%}math[display=block]{margin:.8rem 0}
@@ -501,7 +508,7 @@ def page_html(title:str, summary:str, body:str, navbar:list, sidebar:list, curre
             f'<div class="layout"><nav class="sidebar">{side}</nav><main><h1>{html.escape(title)}</h1>{lead}{body}</main></div>'
             '</body></html>')
 
-# %% ../nbs/07_report.ipynb #2dbc254d
+# %% ../nbs/07_report.ipynb #84d39927
 def site_structure(nbs:Path, quarto:Path=None) -> tuple:
     "(pages {rel: notebook path}, navbar [(text, href)], sidebar [(section, [(text, href)])]) of the notebooks in `nbs`."
     import yaml
@@ -535,15 +542,32 @@ def site_structure(nbs:Path, quarto:Path=None) -> tuple:
             meta = read_experiment(pages[r])['EXPERIMENT']
         except Exception:
             meta = {}
-        label = f"{meta.get('figure', '')}: {titles[r]}" if meta.get('figure') else titles[r]
+        fig = meta.get('figure', '')
+        label = titles[r] if not fig or titles[r].startswith(fig.split(' (')[0]) else f'{fig}: {titles[r]}'
         by_paper.setdefault(meta.get('paper', 'other'), []).append((label, page_name(r)))
-    for paper in sorted(by_paper):
+    for paper in sorted(by_paper, key=_paper_order):
         sidebar.append((f'Experiments – {PAPERS.get(paper, paper)}', by_paper[paper]))
     return pages, navbar, sidebar
 
-# %% ../nbs/07_report.ipynb #c51c591d
-def build_site(out='_site_offline', nbs=None, execute=('results', 'status'), timeout:int=900) -> Path:
-    "Render every notebook under `nbs` to one navigable HTML site in `out` (the `execute` pages run first: they only read)."
+# %% ../nbs/07_report.ipynb #b570c2f8
+def ledger_section(experiment:str, results, out) -> str:
+    "HTML of an experiment's measured results from the committed ledger (paper-shaped tables) and its figures."
+    results, out = Path(results), Path(out)
+    reference = read_reference(results/'paper_reference.csv', experiment)
+    summaries = aggregate(read_ledger(results/'ledger', experiment), reference)
+    text = '## Results from the committed ledger\n\nRead from `results/ledger/` (no retraining; the tables of `localrules report`).\n\n'
+    text += report_tables(summaries, experiment, level=3).split('\n', 1)[1] if summaries else 'Not run yet.\n'
+    figs = sorted((results/'figures'/experiment).glob('*.png'))
+    if figs:
+        (out/'figures'/experiment).mkdir(parents=True, exist_ok=True)
+        text += '\n### Figures\n\n'
+    for f in figs:
+        shutil.copyfile(f, out/'figures'/experiment/f.name)
+        text += f'**{f.stem}**\n\n![{f.stem}](figures/{experiment}/{f.name})\n\n'
+    return render_markdown(text)
+
+def build_site(out='_site_offline', nbs=None, execute=('results', 'status'), timeout:int=900, results=None) -> Path:
+    "Render every notebook under `nbs` to one HTML site in `out` (`execute` pages run first: they only read; `results`: ledger folder)."
     import nbformat
     from nbconvert.preprocessors import ExecutePreprocessor
     if nbs is None:
@@ -554,11 +578,14 @@ def build_site(out='_site_offline', nbs=None, execute=('results', 'status'), tim
         raise ValueError(f'nbs={str(nbs)!r} is not a folder of notebooks')
     out.mkdir(parents=True, exist_ok=True)
     pages, navbar, sidebar = site_structure(nbs)
+    results = Path(results) if results else nbs.parent/'results'
     for rel, p in pages.items():
         nb = nbformat.read(p, as_version=4)
         if rel in execute:
             ExecutePreprocessor(timeout=timeout, kernel_name='python3').preprocess(nb, {'metadata': {'path': str(p.parent)}})
         title, summary, body = render_cells(nb)
+        if rel.startswith('experiments/'):
+            body += ledger_section(rel.split('/', 1)[1], results, out)
         name = page_name(rel)
         atomic_write(out/name, page_html(title or p.stem, summary, body, navbar, sidebar, name))
         os.chmod(out/name, 0o644)
