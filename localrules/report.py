@@ -1,4 +1,4 @@
-"""Paper-shaped tables of the results ledger, the reproduction status of every paper number, figures at paper size and the offline docs site.
+"""Paper-shaped tables of the ledger, the status of every paper number, paper-size figures, the offline site.
 
 Docs: https://localrules.github.io/localrules/report.html.md"""
 
@@ -13,12 +13,12 @@ __all__ = ['BAD_STATUS', 'SELECTORS', 'STANDS_IN_FOR', 'SUBSTITUTES', 'OFFLINE_M
            'page_name', 'render_markdown', 'cell_directives', 'render_cells', 'page_html', 'site_structure',
            'ledger_section', 'build_site']
 
-# %% ../nbs/07_report.ipynb #be528f8b
+# %% ../nbs/07_report.ipynb #a8ce75a8
 import json, math, os, re, shutil, statistics, tempfile
 from pathlib import Path
 from .runs import key_fields, read_ledger, read_reference, collect, atomic_write
 
-# %% ../nbs/07_report.ipynb #7111cc84
+# %% ../nbs/07_report.ipynb #3fbd4580
 BAD_STATUS = ('diverged', 'failed', 'unfinished', 'nan')
 
 def row_problem(row:dict):
@@ -33,11 +33,11 @@ def row_problem(row:dict):
         return 'non-finite'
     return None
 
-# %% ../nbs/07_report.ipynb #65e0eabe
+# %% ../nbs/07_report.ipynb #eb78e197
 SELECTORS = ('seed', 'seeds', 'init_seeds', 'entries')
 
 def _selects(param:str, key_names) -> bool:
-    "Whether `param` only selects units (a seed list, or a name like `datasets`/`fig9_datasets` of key field `dataset`)."
+    "Whether `param` only selects units: a seed list, or named after a key field (`datasets`, `fig9_datasets`)."
     base = param.split('_')[-1] if param.split('_')[-1] not in ('', 's') else param
     if param in SELECTORS or base in SELECTORS or param in key_names:
         return True
@@ -49,15 +49,17 @@ def protocol(params:str, key_names) -> str:
     p = json.loads(params) if isinstance(params, str) else dict(params or {})
     return json.dumps({k: v for k, v in p.items() if not _selects(k, key_names)}, sort_keys=True)
 
-# %% ../nbs/07_report.ipynb #85902bb1
-STANDS_IN_FOR = {'cifar10-jpeg': 'cifar10'}     # a measured dataset: the paper's dataset whose column it fills (labelled)
+# %% ../nbs/07_report.ipynb #c2c77d63
+# a measured dataset -> the paper's dataset whose column it fills (labelled as such)
+STANDS_IN_FOR = {'cifar10-jpeg': 'cifar10'}
 
 def _group_key(r:dict) -> tuple:
     key = {k: v for k, v in key_fields(r).items() if k != 'status'}
-    return (r['experiment'], r['preset'], protocol(r['params'], list(key)), json.dumps(key, sort_keys=True), r['metric'])
+    proto = protocol(r['params'], list(key))
+    return (r['experiment'], r['preset'], proto, json.dumps(key, sort_keys=True), r['metric'])
 
 def match_reference(reference:list, experiment:str, metric:str, key:dict, aliases:dict=None):
-    "The reference row of `experiment`/`metric` whose key fields all equal `key`'s (`aliases`: {field: {value: paper value}})."
+    "The reference row of `experiment`/`metric` whose key fields equal `key`'s (`aliases`: {field: {ours: paper's}})."
     aliases = aliases or {}
     for ref in reference:
         if ref['experiment'] != experiment or ref['metric'] != metric:
@@ -84,7 +86,7 @@ def _summary(group:tuple, rows:list) -> dict:
                 date=max(r['date'] for r in rows), excluded={p: bad.count(p) for p in sorted(set(bad))})
 
 def aggregate(ledger_rows:list, reference:list=None) -> list:
-    "One summary per experiment, preset, protocol, setting and metric of the `final` ledger rows, with the paper's number."
+    "One summary per experiment, preset, protocol, setting and metric of the `final` ledger rows, with the paper's."
     groups = {}
     for r in ledger_rows:
         if r.get('kind') == 'final':
@@ -96,7 +98,7 @@ def aggregate(ledger_rows:list, reference:list=None) -> list:
         s['source'] = ref['source'] if ref else None
     return out
 
-# %% ../nbs/07_report.ipynb #8a7b656a
+# %% ../nbs/07_report.ipynb #ce757f6e
 def fmt_value(mean, std=None, n=None) -> str:
     "`mean ± std (n=..)` with 4 significant digits; '–' for no value."
     if mean is None:
@@ -116,13 +118,15 @@ def _cell(s:dict) -> str:
     return f'{cell}; not counted: {bad}' if bad else cell
 
 def paper_table(summaries:list, column:str='dataset') -> str:
-    "Markdown table of one experiment/preset/protocol/metric: settings × `column` values, paper values beside (paper preset)."
-    cols = sorted({str(s['key'].get(column)) for s in summaries}) if any(column in s['key'] for s in summaries) else [None]
+    "Markdown table of one experiment/preset/protocol/metric: settings × `column`, the paper's beside (paper preset)."
+    has_column = any(column in s['key'] for s in summaries)
+    cols = sorted({str(s['key'].get(column)) for s in summaries}) if has_column else [None]
     fields = sorted({k for s in summaries for k in s['key'] if k != column})
     paper_cols = summaries[0]['preset'] == 'paper' and any(s['paper'] is not None for s in summaries)
     label = '' if summaries[0]['preset'] == 'paper' else ' (smoke)'
     if paper_cols:
-        head = fields + [h for c in cols for h in (c or 'measured', f'paper ({STANDS_IN_FOR[c]})' if c in STANDS_IN_FOR else 'paper')]
+        paper_head = lambda c: f'paper ({STANDS_IN_FOR[c]})' if c in STANDS_IN_FOR else 'paper'
+        head = fields + [h for c in cols for h in (c or 'measured', paper_head(c))]
     else:
         head = fields + [f"{c or 'measured'}{label}" for c in cols]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
@@ -131,14 +135,15 @@ def paper_table(summaries:list, column:str='dataset') -> str:
         key = json.loads(st)
         cells = [str(key[k]) if key[k] is not None else '' for k in fields]
         for c in cols:
-            hit = [s for s in summaries if all(s['key'].get(k) == key[k] for k in fields) and (c is None or str(s['key'].get(column)) == c)]
+            same = [s for s in summaries if all(s['key'].get(k) == key[k] for k in fields)]
+            hit = [s for s in same if c is None or str(s['key'].get(column)) == c]
             cells.append(_cell(hit[0]) if hit else '')
             if paper_cols:
                 cells.append(fmt_value(hit[0]['paper'], hit[0]['paper_std']) if hit else '')
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
-# %% ../nbs/07_report.ipynb #32a17b15
+# %% ../nbs/07_report.ipynb #a2756f0a
 def _caption(group:list, others:list) -> str:
     proto = group[0]['protocol']
     differ = {k: v for k, v in proto.items() if any(o['protocol'].get(k) != v for o in others)}
@@ -152,7 +157,7 @@ def _caption(group:list, others:list) -> str:
     return '; '.join(parts)
 
 def report_tables(summaries:list, experiment:str=None, metrics=None, level:int=2) -> str:
-    "Markdown report: per experiment (or only `experiment`), per preset and protocol, one paper-shaped table per metric."
+    "Markdown: per experiment (or only `experiment`), preset and protocol, one paper-shaped table per metric."
     h = '#' * level
     out = []
     for exp in sorted({s['experiment'] for s in summaries if experiment in (None, s['experiment'])}):
@@ -167,12 +172,13 @@ def report_tables(summaries:list, experiment:str=None, metrics=None, level:int=2
                 group = [s for s in at if json.dumps(s['protocol'], sort_keys=True) == proto]
                 title = 'paper preset' if preset == 'paper' else f"{preset} preset (CI scale, not the paper's protocol)"
                 out.append(f'{h}# {title}\n\n{_caption(group, [s for s in at if s not in group])}\n')
-                ms = sorted({s['metric'] for s in group}, key=lambda m: (all(s['paper'] is None for s in group if s['metric'] == m), m))
+                no_paper = lambda m: all(s['paper'] is None for s in group if s['metric'] == m)
+                ms = sorted({s['metric'] for s in group}, key=lambda m: (no_paper(m), m))
                 for m in ms:
                     out.append(f'**{m}**\n\n' + paper_table([s for s in group if s['metric'] == m]))
     return '\n'.join(out) if out else 'No results in the ledger' + (f' for {experiment}' if experiment else '') + '.\n'
 
-# %% ../nbs/07_report.ipynb #12ac906b
+# %% ../nbs/07_report.ipynb #438fb0c5
 def _publish(tmp:Path, path:Path):
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
@@ -196,11 +202,12 @@ def save_figure(fig, path, dpi:int=300, formats=('pdf', 'svg')) -> list:
         out.append(dst)
     return out
 
-# %% ../nbs/07_report.ipynb #36f9a661
+# %% ../nbs/07_report.ipynb #80ed1bc4
 def copy_figures(runs_root='runs', results='results'):
-    "Copy the figures (PNG, PDF, SVG) of each experiment's latest finished run, paper preset first, to results/figures/<experiment>/."
+    "Copy the figures (PNG, PDF, SVG) of each experiment's latest finished run (paper first) to results/figures/."
     for exp_dir in sorted(Path(runs_root).glob('*')):
-        done = sorted((p for p in exp_dir.glob('*') if (p/'DONE').exists()), key=lambda p: (p.name.startswith('paper'), p.name))
+        finished = (p for p in exp_dir.glob('*') if (p/'DONE').exists())
+        done = sorted(finished, key=lambda p: (p.name.startswith('paper'), p.name))
         if not done:
             continue
         dst = Path(results)/'figures'/exp_dir.name
@@ -217,7 +224,7 @@ def copy_figures(runs_root='runs', results='results'):
         os.chmod(dst/'SOURCE.json', 0o644)
 
 def report(runs_root='runs', results='results', experiment:str=None, update_ledger:bool=False) -> str:
-    "Paper-shaped tables of the ledger (of one `experiment`, or all); `update_ledger`: gather `runs_root` into it first."
+    "Paper-shaped tables of the ledger (one `experiment`, or all); `update_ledger`: gather `runs_root` into it first."
     results = Path(results)
     if update_ledger and Path(runs_root).exists():
         collect(runs_root, results/'ledger')
@@ -228,11 +235,12 @@ def report(runs_root='runs', results='results', experiment:str=None, update_ledg
     summaries = aggregate(read_ledger(results/'ledger'), reference)
     if update_ledger:
         body = report_tables(summaries)
-        atomic_write(results/'report.md', '# Results: measured beside the papers\n\nGenerated by `localrules report --update-ledger`.\n\n' + body)
+        head = '# Results: measured beside the papers\n\nGenerated by `localrules report --update-ledger`.\n\n'
+        atomic_write(results/'report.md', head + body)
         os.chmod(results/'report.md', 0o644)
     return report_tables(summaries, experiment)
 
-# %% ../nbs/07_report.ipynb #11210fe9
+# %% ../nbs/07_report.ipynb #78a1c499
 SUBSTITUTES = {'cifar10': 'cifar10-jpeg'}
 OFFLINE_MISSING = {
     'cifar10': 'the original CIFAR-10 is not available offline (only its JPEG copy, `cifar10-jpeg`)',
@@ -279,7 +287,8 @@ def status_rows(reference:list, summaries:list, experiments:dict=None) -> list:
         want = _ref_key(ref)
         mine = [s for s in summaries if s['experiment'] == ref['experiment'] and s['metric'] == ref['metric']]
         paper = [s for s in mine if s['preset'] == 'paper' and _matches(want, s['key'])]
-        smoke = [s for s in mine if s['preset'] != 'paper' and s['mean'] is not None and _matches(want, s['key'], ignore=('dataset',))]
+        smoke = [s for s in mine if s['preset'] != 'paper' and s['mean'] is not None
+                 and _matches(want, s['key'], ignore=('dataset',))]
         meta = experiments.get(ref['experiment'], {}).get('EXPERIMENT') if experiments else {}
         row = dict(ref=ref, status='not run', measured=None, diff=None, note='', summary=None)
         if paper:
@@ -297,7 +306,9 @@ def status_rows(reference:list, summaries:list, experiments:dict=None) -> list:
         elif smoke:
             s = _best(smoke)
             row['summary'], row['status'] = s, 'smoke only'
-            row['note'] = f"paper scale: {not_run_reason(ref, meta)}; smoke on {s['key'].get('dataset', '-')}: {fmt_value(s['mean'], s['std'], s['n'])}"
+            smoke_value = fmt_value(s['mean'], s['std'], s['n'])
+            smoke_ds = s['key'].get('dataset', '-')
+            row['note'] = f"paper scale: {not_run_reason(ref, meta)}; smoke on {smoke_ds}: {smoke_value}"
         else:
             row['note'] = not_run_reason(ref, meta)
         out.append(row)
@@ -309,7 +320,7 @@ def status_counts(rows:list) -> dict:
     "{status: count} in the order of `STATUSES`."
     return {k: sum(r['status'] == k for r in rows) for k in STATUSES}
 
-# %% ../nbs/07_report.ipynb #0d3c476f
+# %% ../nbs/07_report.ipynb #ec92faec
 PAPERS = {'2302.05440': 'Forward learning with top-down feedback (arXiv 2302.05440)',
           '2308.02427': 'Similarity matching (arXiv 2308.02427)',
           'clapp++': 'Local self-supervised learning, CLAPP++ (arXiv 2601.21683)'}
@@ -342,21 +353,25 @@ def status_markdown(rows:list, level:int=2) -> str:
     out.append('')
     for p in papers:
         out.append(f'{h} {p}\n')
-        out.append('| source | experiment | setting | metric | paper | measured | status | difference | preset; seeds; device; commit | note |')
+        out.append('| source | experiment | setting | metric | paper | measured | status | difference | '
+                   'preset; seeds; device; commit | note |')
         out.append('|---|---|---|---|---|---|---|---|---|---|')
         for r in (r for r in rows if paper_label(r['ref']['paper']) == p):
             ref, s = r['ref'], r['summary']
-            measured = fmt_value(s['mean'], s['std'], s['n']) if s is not None and r['status'] not in ('smoke only', 'no result') else '–'
+            compared = s is not None and r['status'] not in ('smoke only', 'no result')
+            measured = fmt_value(s['mean'], s['std'], s['n']) if compared else '–'
             diff = f"{r['diff']:+.3g}" if r['diff'] is not None else '–'
             setting = ref['key'].replace(';', ', ')
-            out.append(f"| {ref['source']} | {ref['experiment']} | {setting} | {ref['metric']} | {fmt_value(ref['value'], ref['std'])} | "
+            paper = fmt_value(ref['value'], ref['std'])
+            out.append(f"| {ref['source']} | {ref['experiment']} | {setting} | {ref['metric']} | {paper} | "
                        f"{measured} | **{r['status']}** | {diff} | {_provenance(s)} | {r['note']} |")
         out.append('')
     return '\n'.join(out)
 
-# %% ../nbs/07_report.ipynb #036cf4c3
+# %% ../nbs/07_report.ipynb #3157d2c3
 def _inferred_source(experiment:str, ledger_rows:list) -> dict:
-    runs = {(r['preset'] == 'paper', r['date'], r['run_id'], r['preset'], r['commit']) for r in ledger_rows or [] if r['experiment'] == experiment}
+    mine = [r for r in ledger_rows or [] if r['experiment'] == experiment]
+    runs = {(r['preset'] == 'paper', r['date'], r['run_id'], r['preset'], r['commit']) for r in mine}
     if not runs:
         return {}
     _, _, run_id, preset, commit = max(runs)
@@ -366,14 +381,15 @@ def figure_rows(results='results', experiments:dict=None, ledger_rows:list=None)
     "One row per figure under results/figures: experiment, paper figure, file, the run it came from (preset, commit)."
     out = []
     for d in sorted(Path(results, 'figures').glob('*')):
-        src = json.loads((d/'SOURCE.json').read_text()) if (d/'SOURCE.json').exists() else _inferred_source(d.name, ledger_rows)
+        recorded = (d/'SOURCE.json').exists()
+        src = json.loads((d/'SOURCE.json').read_text()) if recorded else _inferred_source(d.name, ledger_rows)
         meta = (experiments or {}).get(d.name, {}).get('EXPERIMENT', {})
         for f in sorted(d.glob('*.png')):
             out.append(dict(experiment=d.name, figure=meta.get('figure', ''), file=f.name, preset=src.get('preset'),
                             run_id=src.get('run_id'), commit=(src.get('commit') or '')[:10], path=f))
     return out
 
-# %% ../nbs/07_report.ipynb #e21a51ca
+# %% ../nbs/07_report.ipynb #ba108285
 SCALE_KEYS = ('dataset', 'datasets', 'n_train', 'limit', 'hidden', 'epochs', 'pre_epochs', 'ft_epochs')
 
 def scale_of(protocol:dict) -> str:
@@ -389,16 +405,17 @@ def _groups(summaries:list, experiment:str, metric:str):
     return out
 
 def check_depth_keeps_accuracy(summaries:list, max_drop:float=10.) -> list:
-    "Fig. 3a: PEPITA (He normal, no weight decay) keeps its accuracy from 1 to 3 hidden layers (drop <= `max_drop` points)."
+    "Fig. 3a: PEPITA (He normal, no weight decay) keeps its accuracy from 1 to 3 hidden layers (drop <= `max_drop`)."
     out = []
     for (preset, proto), rows in sorted(_groups(summaries, 'fig3_depth_init_wd_angle', 'test_acc').items()):
-        base = {int(s['key']['depth']): s['mean'] for s in rows
-                if s['key'].get('rule') == 'pepita' and s['key'].get('variant') == 'base' and s['key'].get('init') == 'he_normal'}
+        plain = dict(rule='pepita', variant='base', init='he_normal')
+        base = {int(s['key']['depth']): s['mean'] for s in rows if all(s['key'].get(k) == v for k, v in plain.items())}
         if len(base) < 2:
             continue
         lo, hi = min(base), max(base)
         drop = base[lo] - base[hi]
-        msg = f"{rows[0]['key'].get('dataset')}: test accuracy {base[lo]:.1f}% with {lo} hidden layer(s), {base[hi]:.1f}% with {hi}"
+        ds = rows[0]['key'].get('dataset')
+        msg = f"{ds}: test accuracy {base[lo]:.1f}% with {lo} hidden layer(s), {base[hi]:.1f}% with {hi}"
         out.append(dict(preset=preset, protocol=json.loads(proto), agrees=drop <= max_drop, message=msg))
     return out
 
@@ -410,17 +427,21 @@ def check_sm_filters_stable(summaries:list) -> list:
         if 'random' not in angle or not ({'nsm', 's2m'} & set(angle)):
             continue
         sm = {k: v for k, v in angle.items() if k in ('nsm', 's2m')}
-        msg = f"{rows[0]['key'].get('dataset')}: mean rotation of the first-layer filters: " + ', '.join(f'{k} {v:.1f}°' for k, v in sorted(angle.items()))
-        out.append(dict(preset=preset, protocol=json.loads(proto), agrees=all(v <= angle['random'] for v in sm.values()), message=msg))
+        angles = ', '.join(f'{k} {v:.1f}°' for k, v in sorted(angle.items()))
+        msg = f"{rows[0]['key'].get('dataset')}: mean rotation of the first-layer filters: {angles}"
+        agrees = all(v <= angle['random'] for v in sm.values())
+        out.append(dict(preset=preset, protocol=json.loads(proto), agrees=agrees, message=msg))
     return out
 
 FIGURE_CHECKS = [
-    ('fig3_depth_init_wd_angle', 'Fig. 3a', 'PEPITA keeps its accuracy from 1 to 3 hidden layers', check_depth_keeps_accuracy),
-    ('sm_pretraining', 'Sec. 5 (filter stability)', 'SM-pretrained filters rotate less than random ones under BP fine-tuning', check_sm_filters_stable),
+    ('fig3_depth_init_wd_angle', 'Fig. 3a', 'PEPITA keeps its accuracy from 1 to 3 hidden layers',
+     check_depth_keeps_accuracy),
+    ('sm_pretraining', 'Sec. 5 (filter stability)', 'SM-pretrained filters rotate less than random ones in fine-tuning',
+     check_sm_filters_stable),
 ]
 
 def figure_checks(summaries:list) -> list:
-    "One row per figure claim, preset and protocol: experiment, figure, claim, preset, verdict, the measurement and, if it disagrees, the scale."
+    "One row per figure claim, preset and protocol: claim, verdict, measurement and, on disagreement, the scale."
     out = []
     for exp, fig, claim, check in FIGURE_CHECKS:
         for r in check(summaries):
@@ -429,7 +450,7 @@ def figure_checks(summaries:list) -> list:
                             verdict='agrees' if r['agrees'] else 'disagrees', message=r['message'], why=why))
     return out
 
-# %% ../nbs/07_report.ipynb #b7793c11
+# %% ../nbs/07_report.ipynb #e4c5b3a0
 _MATH = re.compile(r'\$\$(.+?)\$\$|(?<![\\$\w])\$(?![\s$])([^$\n]+?)(?<![\s\\])\$(?![\w$])', re.S)
 _CODE = re.compile(r'(```.*?```|`[^`\n]*`)', re.S)
 
@@ -451,7 +472,7 @@ def protect_math(text:str):
     parts = _CODE.split(text)
     return ''.join(p if i % 2 else _MATH.sub(sub, p) for i, p in enumerate(parts)), found
 
-# %% ../nbs/07_report.ipynb #3ac90871
+# %% ../nbs/07_report.ipynb #be897975
 _NB_LINK = re.compile(r'href="(?:\./|\.\./)*(?:nbs/)?((?:experiments/)?[\w.-]+)\.ipynb(#[^"]*)?"')
 
 def page_name(rel:str) -> str:
@@ -468,7 +489,7 @@ def render_markdown(text:str) -> str:
         html = html.replace(f'<p>MATHPH{i}X</p>', m).replace(f'MATHPH{i}X', m)
     return _NB_LINK.sub(lambda m: f'href="{page_name(m.group(1))}{m.group(2) or ""}"', html)
 
-# %% ../nbs/07_report.ipynb #946f2d7f
+# %% ../nbs/07_report.ipynb #b5c0260a
 def cell_directives(src:str):
     "({directive: value}, source without the `#| ` lines) of a code cell."
     opts, keep = {}, []
@@ -533,7 +554,7 @@ def render_cells(nb) -> tuple:
             parts.extend(_output_html(o) for o in c.get('outputs', []))
     return title, summary, '\n'.join(p for p in parts if p)
 
-# %% ../nbs/07_report.ipynb #879dcf8b
+# %% ../nbs/07_report.ipynb #2927ef39
 SITE_CSS = """
 body{margin:0;font:16px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#212529}
 header.top{background:#2780e3;color:#fff;padding:.6rem 1.2rem;display:flex;gap:1.4rem;align-items:center}
@@ -549,7 +570,8 @@ main .lead{font-size:1.15rem;color:#495057}
 table{border-collapse:collapse;margin:.8rem 0;font-size:.88rem;display:block;overflow-x:auto}
 th,td{border:1px solid #dee2e6;padding:.25rem .5rem;text-align:left;vertical-align:top}th{background:#f8f9fa}
 td:last-child{min-width:12rem}
-pre{background:#f8f9fa;padding:.6rem;overflow-x:auto;font-size:.85rem}pre.output{background:#fff;border-left:3px solid #dee2e6}
+pre{background:#f8f9fa;padding:.6rem;overflow-x:auto;font-size:.85rem}
+pre.output{background:#fff;border-left:3px solid #dee2e6}
 .highlight pre{border-left:3px solid #2780e3}
 img{max-width:100%}math[display=block]{margin:.8rem 0}
 """
@@ -566,19 +588,25 @@ def page_html(title:str, summary:str, body:str, navbar:list, sidebar:list, curre
     lead = f'<p class="lead">{html.escape(summary)}</p>' if summary else ''
     from pygments.formatters import HtmlFormatter
     css = SITE_CSS + HtmlFormatter().get_style_defs('.highlight')
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
+    return ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width">'
             f'<title>{html.escape(title)} – localrules</title><style>{css}</style></head><body>'
             f'<header class="top"><a class="brand" href="index.html">localrules</a>{top}</header>'
-            f'<div class="layout"><nav class="sidebar">{side}</nav><main><h1>{html.escape(title)}</h1>{lead}{body}</main></div>'
+            f'<div class="layout"><nav class="sidebar">{side}</nav>'
+            f'<main><h1>{html.escape(title)}</h1>{lead}{body}</main></div>'
             '</body></html>')
 
-# %% ../nbs/07_report.ipynb #a99d40e6
+# %% ../nbs/07_report.ipynb #9ed73f94
+def _library_label(rel:str, title:str) -> str:
+    return f'{rel.split("_")[0]} {title}' if rel[:2].isdigit() else title
+
 def site_structure(nbs:Path, quarto:Path=None) -> tuple:
-    "(pages {rel: notebook path}, navbar [(text, href)], sidebar [(section, [(text, href)])]) of the notebooks in `nbs`."
+    "(pages {rel: notebook}, navbar [(text, href)], sidebar [(section, [(text, href)])]) of the notebooks in `nbs`."
     import yaml
     from localrules.runs import read_experiment
     pages = {p.stem: p for p in sorted(nbs.glob('*.ipynb'))}
-    pages.update({f'experiments/{p.stem}': p for p in sorted((nbs/'experiments').glob('*.ipynb')) if not p.name.startswith('_')})
+    exps = [p for p in sorted((nbs/'experiments').glob('*.ipynb')) if not p.name.startswith('_')]
+    pages.update({f'experiments/{p.stem}': p for p in exps})
     quarto = quarto or nbs/'_quarto.yml'
     cfg = yaml.safe_load(quarto.read_text()) if quarto.exists() else {}
     navbar = [('Home', 'index.html')]
@@ -593,13 +621,14 @@ def site_structure(nbs:Path, quarto:Path=None) -> tuple:
     for rel, p in pages.items():
         import nbformat
         cells = nbformat.read(p, as_version=4).cells
-        head = next((c.source for c in cells if c.cell_type == 'markdown' and c.source.lstrip().startswith('# ')), '# ' + p.stem)
+        heads = (c.source for c in cells if c.cell_type == 'markdown' and c.source.lstrip().startswith('# '))
+        head = next(heads, '# ' + p.stem)
         titles[rel] = head.lstrip()[2:].splitlines()[0].strip()
     site_pages = [r for r in pages if r in ('results', 'status')]
     library = [r for r in pages if '/' not in r and r not in site_pages and r != 'index']
     sidebar = [('Home', [(titles.get('index', 'localrules'), 'index.html')] if 'index' in pages else []),
                ('Results', [(titles[r], page_name(r)) for r in site_pages]),
-               ('Library', [(f'{r.split("_")[0]} {titles[r]}' if r[:2].isdigit() else titles[r], page_name(r)) for r in library])]
+               ('Library', [(_library_label(r, titles[r]), page_name(r)) for r in library])]
     by_paper = {}
     for r in (r for r in pages if r.startswith('experiments/')):
         try:
@@ -613,13 +642,14 @@ def site_structure(nbs:Path, quarto:Path=None) -> tuple:
         sidebar.append((f'Experiments – {PAPERS.get(paper, paper)}', by_paper[paper]))
     return pages, navbar, sidebar
 
-# %% ../nbs/07_report.ipynb #0749f697
+# %% ../nbs/07_report.ipynb #4261c083
 def ledger_section(experiment:str, results, out) -> str:
     "HTML of an experiment's measured results from the committed ledger (paper-shaped tables) and its figures."
     results, out = Path(results), Path(out)
     reference = read_reference(results/'paper_reference.csv', experiment)
     summaries = aggregate(read_ledger(results/'ledger', experiment), reference)
-    text = '## Results from the committed ledger\n\nRead from `results/ledger/` (no retraining; the tables of `localrules report`).\n\n'
+    text = ('## Results from the committed ledger\n\n'
+            'Read from `results/ledger/` (no retraining; the tables of `localrules report`).\n\n')
     text += report_tables(summaries, experiment, level=3).split('\n', 1)[1] if summaries else 'Not run yet.\n'
     figs = sorted((results/'figures'/experiment).glob('*.png'))
     if figs:
@@ -631,7 +661,7 @@ def ledger_section(experiment:str, results, out) -> str:
     return render_markdown(text)
 
 def build_site(out='_site_offline', nbs=None, execute=('results', 'status'), timeout:int=900, results=None) -> Path:
-    "Render every notebook under `nbs` to one HTML site in `out` (`execute` pages run first: they only read; `results`: ledger folder)."
+    "Render every notebook under `nbs` to one HTML site in `out`; the `execute` pages run first (they only read)."
     import nbformat
     from nbconvert.preprocessors import ExecutePreprocessor
     if nbs is None:
@@ -646,7 +676,8 @@ def build_site(out='_site_offline', nbs=None, execute=('results', 'status'), tim
     for rel, p in pages.items():
         nb = nbformat.read(p, as_version=4)
         if rel in execute:
-            ExecutePreprocessor(timeout=timeout, kernel_name='python3').preprocess(nb, {'metadata': {'path': str(p.parent)}})
+            runner = ExecutePreprocessor(timeout=timeout, kernel_name='python3')
+            runner.preprocess(nb, {'metadata': {'path': str(p.parent)}})
         title, summary, body = render_cells(nb)
         if rel.startswith('experiments/'):
             body += ledger_section(rel.split('/', 1)[1], results, out)
