@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh machine: a virtual environment in .venv with the pinned torch, the project and its dev
-# extras; on Debian/Ubuntu also Chromium (docs page test) and the Fashion-MNIST package (offline data).
+# extras (JupyterLab and seaborn among them); on Debian/Ubuntu also Chromium (docs page test) and the Fashion-MNIST package (offline data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -11,7 +11,9 @@ if ! .venv/bin/python -c "import torch, torchvision; assert torch.__version__.st
   .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.2
 fi
 .venv/bin/pip install -q -e ".[dev]"
-.venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+# the dependencies include JupyterLab and seaborn; the kernel below is the one `jupyter lab` and papermill use
+.venv/bin/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (localrules)" >/dev/null
+.venv/bin/python -c "import jupyterlab, seaborn" || { echo "setup: jupyterlab/seaborn missing after pip install"; exit 1; }
 if command -v apt-get >/dev/null 2>&1 && { [ ! -x /usr/bin/chromium ] || [ ! -d /usr/share/datasets/fashion-mnist ]; }; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
   { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium dataset-fashion-mnist >/dev/null; } \

@@ -73,7 +73,10 @@ def test_report_gathers_runs_into_ledger(tmp_path):
     cli('run', 'bp_vs_fa', '--runs', runs, '--quiet', '-p', 'epochs', '1', '-p', 'milestones', '[]', check=True)
     (results).mkdir(); (results/'paper_reference.csv').write_text((ROOT/'results'/'paper_reference.csv').read_text())
     out = cli('report', '--runs', runs, '--results', results, check=True).output
-    assert 'bp_vs_fa' in out and '| test_acc |' in out
+    assert not (results/'ledger').exists() and not (results/'report.md').exists()      # without --update-ledger it only reads
+    out = cli('report', '--runs', runs, '--results', results, '--update-ledger', check=True).output
+    assert 'bp_vs_fa' in out and '**test_acc**' in out and 'smoke preset' in out
+    assert cli('report', '--results', results, '--experiment', 'bp_vs_fa', check=True).output.startswith('## bp_vs_fa')
     ledger = [json.loads(l) for l in (results/'ledger'/'bp_vs_fa.jsonl').read_text().splitlines()]
     assert {r['rule'] for r in ledger if r['kind'] == 'final'} == {'bp', 'fa'}
     assert (results/'report.md').exists() and list((results/'figures'/'bp_vs_fa').glob('*.png'))
