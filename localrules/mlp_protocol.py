@@ -9,7 +9,8 @@ __all__ = ['HPARAMS', 'NORM_HPARAMS', 'PROTOCOL', 'NO_DECAY', 'WM_WITH_WD', 'HP_
            'MEMBER_SETTINGS', 'TRAIN_SIZE', 'INPUT_SIZE', 'H100_FP32_FLOPS', 'variant_features', 'settings',
            'rule_options', 'build', 'load_data', 'train_unit', 'train_population', 'structure', 'build_population',
            'group_units', 'final_metrics', 'print_unit', 'train_units', 'mean_std', 'paper_value', 'parse_entry',
-           'compare_table', 'format_table', 'plot_table', 'step_flops', 'preset_flops']
+           'compare_table', 'format_table', 'plot_table', 'step_flops', 'preset_flops', 'measured_flop_rate',
+           'fmt_duration', 'preset_times']
 
 # %% ../nbs/16_mlp_protocol.ipynb #b604e77f
 import inspect, math, statistics, hashlib, json
@@ -324,3 +325,28 @@ def preset_flops(p:dict, batch:int=64):
                 sizes = [INPUT_SIZE[d]] + [p['hidden']] * k + [NUM_CLASSES.get(d, 10)]
                 total += len(p.get('seeds', [0])) * steps * step_flops(rule, sizes, batch)
     return total
+
+# %% ../nbs/16_mlp_protocol.ipynb #2037a174
+def measured_flop_rate(path) -> dict:
+    "{rule: FLOP/s} of the largest population in a `benchmarks/population.py` JSON (a per-step cost measured on that machine), or {}."
+    try: bench = json.loads(open(path).read())
+    except (OSError, ValueError): return {}
+    best = {}
+    for r in bench.get('results', []):
+        if r['members'] >= best.get(r['rule'], {}).get('members', 0): best[r['rule']] = r
+    return {rule: r['flops_per_member_step'] / r['step_s_per_member'] for rule, r in best.items()}
+
+def fmt_duration(s:float) -> str:
+    "Seconds as '40 s', '12 min' or '3.2 h'."
+    if s < 90: return f"{s:.0f} s"
+    if s < 5400: return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+def preset_times(p:dict, rates:dict=None) -> dict:
+    "Expected time of an MLP preset `p`: `here` from measured FLOP rates (BP's for rules not benchmarked), `h100` the fp32-peak floor."
+    f = preset_flops(p)
+    if f is None: return {}
+    out = dict(flop=f, h100=f / H100_FP32_FLOPS)
+    rate = (rates or {}).get('bp')
+    if rate: out['here'] = f / rate
+    return out
