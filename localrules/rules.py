@@ -6,8 +6,8 @@ Docs: https://localrules.github.io/localrules/rules.html.md"""
 
 # %% auto #0
 __all__ = ['RULES', 'ACTIVATIONS', 'NORMS', 'LearningRule', 'register_rule', 'available_rules', 'get_rule', 'hash32', 'sub_seed',
-           'counter_uniform', 'counter_normal', 'init_weight', 'normalise', 'affine', 'MemberLinear', 'MLP',
-           'output_loss', 'BP', 'FA', 'rule_updates', 'grad_alignment']
+           'counter_uniform', 'counter_normal', 'seed_tensor', 'init_weight', 'normalise', 'affine', 'MemberLinear',
+           'MLP', 'output_loss', 'BP', 'FA', 'rule_updates', 'grad_alignment']
 
 # %% ../nbs/02_rules.ipynb #058b7a3d
 import math, importlib, pkgutil, hashlib
@@ -58,31 +58,28 @@ def get_rule(name:str, model:nn.Module, **kwargs) -> LearningRule:
     return RULES[name](model, **kwargs)
 
 # %% ../nbs/02_rules.ipynb #bf3838a6
-_M32 = 0xFFFFFFFF
-
-def _mul32(h:torch.Tensor, c:int) -> torch.Tensor:
-    "(h·c) mod 2³² for int64 tensors 0 <= h < 2³², without int64 overflow (c split into 16-bit halves)."
-    lo, hi = c & 0xFFFF, c >> 16
-    return (h * lo + (((h * hi) & 0xFFFF) << 16)) & _M32
+def _i32(v:int) -> int:
+    "The 32-bit pattern of `v` as a signed int32 value (torch has no uint32 arithmetic)."
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v
 
 def hash32(h:torch.Tensor) -> torch.Tensor:
-    "The murmur3 finaliser: a bijective mix of 32-bit integers held in int64 tensors."
-    h = h & _M32
-    h = h ^ (h >> 16)
-    h = _mul32(h, 0x85EBCA6B)
-    h = h ^ (h >> 13)
-    h = _mul32(h, 0xC2B2AE35)
-    return h ^ (h >> 16)
+    "The lowbias32 integer hash (a bijection of 32-bit integers) on int32 tensors: wrapping products, logical shifts by masking."
+    h = h ^ ((h >> 16) & 0xFFFF)
+    h = h * _i32(0x7FEB352D)
+    h = h ^ ((h >> 15) & 0x1FFFF)
+    h = h * _i32(0x846CA68B)
+    return h ^ ((h >> 16) & 0xFFFF)
 
 def sub_seed(seed:int, name:str) -> int:
     "A seed for the fixed draw `name` of the network seeded with `seed` (distinct per name, stable across versions)."
     return int(hashlib.sha256(f'{int(seed)}/{name}'.encode()).hexdigest()[:15], 16)
 
 def counter_uniform(seeds:torch.Tensor, counter:int, stream:int, shape:tuple) -> torch.Tensor:
-    "Uniform [0, 1) floats of `shape` for each seed in the int64 tensor `seeds` (shape `seeds.shape + shape`)."
-    key = hash32(hash32(hash32(seeds) ^ (counter & _M32)) ^ ((stream + 0x9E3779B9) & _M32))
-    pos = hash32(torch.arange(math.prod(shape), dtype=torch.int64, device=seeds.device) + 0x632BE5AB)
-    bits = hash32(key.unsqueeze(-1) ^ pos) >> 8
+    "Uniform [0, 1) floats (24 random bits) of `shape` for each seed in the int32 tensor `seeds` (shape `seeds.shape + shape`)."
+    key = hash32(hash32(hash32(seeds) ^ _i32(counter)) ^ _i32(stream + 0x9E3779B9))
+    pos = hash32(torch.arange(math.prod(shape), dtype=torch.int32, device=seeds.device) + _i32(0x632BE5AB))
+    bits = (hash32(key.unsqueeze(-1) ^ pos) >> 8) & 0xFFFFFF
     return (bits.to(torch.float32) * 2 ** -24).reshape(*seeds.shape, *shape)
 
 def counter_normal(seeds:torch.Tensor, counter:int, stream:int, shape:tuple) -> torch.Tensor:
@@ -90,6 +87,10 @@ def counter_normal(seeds:torch.Tensor, counter:int, stream:int, shape:tuple) -> 
     u1 = counter_uniform(seeds, counter, 2 * stream, shape)
     u2 = counter_uniform(seeds, counter, 2 * stream + 1, shape)
     return torch.sqrt(-2 * torch.log1p(-u1)) * torch.cos(2 * math.pi * u2)
+
+def seed_tensor(seeds) -> torch.Tensor:
+    "Seeds (an int or a list) as the int32 tensor `counter_uniform` takes."
+    return torch.tensor([_i32(s) for s in seeds] if isinstance(seeds, (list, tuple)) else _i32(seeds), dtype=torch.int32)
 
 # %% ../nbs/02_rules.ipynb #9097983d
 ACTIVATIONS = {'relu': torch.relu, 'tanh': torch.tanh, 'sigmoid': torch.sigmoid, 'linear': lambda a: a,
@@ -113,9 +114,28 @@ def normalise(h:torch.Tensor, norm:str='none', eps:float=1e-8) -> torch.Tensor:
     if norm == 'sample': return h / (h.norm(dim=-1, keepdim=True) + eps)
     return h
 
+class _FeedbackLinear(torch.autograd.Function):
+    "y = x Wᵀ + b whose backward sends the error to the input through `B` (W itself: backprop; fixed random: FA); stacked in a population."
+    @staticmethod
+    def forward(ctx, x, w, b, B):
+        ctx.save_for_backward(x, B)
+        ctx.has_bias = b is not None
+        a = F.linear(x, w, b) if w.dim() == 2 else x @ w.mT
+        return a if b is None or w.dim() == 2 else a + b.unsqueeze(-2)
+    @staticmethod
+    def backward(ctx, g):
+        x, B = ctx.saved_tensors
+        gx = None
+        if ctx.needs_input_grad[0]:                              # the first layer needs no input gradient
+            gx = g @ B
+            if x.dim() < gx.dim(): gx = gx.sum(0)                # an input shared by every member
+        gw = g.mT @ x                                            # laid out like W: no copy when it is accumulated
+        return gx, gw, (g.sum(-2) if ctx.has_bias else None), None
+
 def affine(h:torch.Tensor, w:torch.Tensor, b:torch.Tensor=None) -> torch.Tensor:
     "h Wᵀ + b for one network (W: out×in) or a population (W: N×out×in, h: B×in shared or N×B×in)."
     if w.dim() == 2: return F.linear(h, w, b)
+    if torch.is_grad_enabled() and w.requires_grad: return _FeedbackLinear.apply(h, w, b, w)
     a = h @ w.mT
     return a if b is None else a + b.unsqueeze(-2)
 
@@ -149,7 +169,7 @@ class MLP(nn.Module):
         self.seeds = None if seed is None else [check_range('seed', s, lo=0, integer=True) for s in (seed if self.members else [seed])]
         if self.members == 0: raise ValueError("seed=[] gives a population of no members; pass at least one seed")
         self._draws = 0
-        if self.seeds is not None: self.register_buffer('seed_values', torch.tensor(self.seeds if self.members else self.seeds[0]), persistent=False)
+        if self.seeds is not None: self.register_buffer('seed_values', seed_tensor(self.seeds if self.members else self.seeds[0]), persistent=False)
         pairs = list(zip(sizes[:-1], sizes[1:]))
         if self.members: self.layers = nn.ModuleList(MemberLinear(self.members, a, b, bias) for a, b in pairs)
         else: self.layers = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in pairs)
@@ -232,19 +252,6 @@ class BP(LearningRule):
         return dict(loss=loss.detach(), out=out.detach())
 
 # %% ../nbs/02_rules.ipynb #7eab00e3
-class _FALinear(torch.autograd.Function):
-    "y = x Wᵀ + b whose backward sends the error to the input through fixed `B` instead of `W` (stacked in a population)."
-    @staticmethod
-    def forward(ctx, x, w, b, B):
-        ctx.save_for_backward(x, B)
-        ctx.has_bias = b is not None
-        return affine(x, w, b)
-    @staticmethod
-    def backward(ctx, g):
-        x, B = ctx.saved_tensors
-        gx = g @ B if ctx.needs_input_grad[0] else None          # the first layer needs no input gradient
-        return gx, g.mT @ x, (g.sum(-2) if ctx.has_bias else None), None
-
 def _fa_feedback(shape, init:str, generator=None) -> torch.Tensor:
     "A feedback matrix like W (out×in): He normal or He uniform in the fan-in."
     fan = shape[-1]
@@ -266,7 +273,7 @@ class FA(LearningRule):
             self.register_buffer(f'B{l}', (feedback_scale * B).to(layer.weight.device))
     def feedback(self, l:int): return getattr(self, f'B{l}')
     def forward(self, x, y):
-        out = self.model(x, linear=lambda h, layer, l: _FALinear.apply(h, layer.weight, layer.bias, self.feedback(l)))
+        out = self.model(x, linear=lambda h, layer, l: _FeedbackLinear.apply(h, layer.weight, layer.bias, self.feedback(l)))
         loss = output_loss(out, y, self.loss)
         loss.sum().backward()
         return dict(loss=loss.detach(), out=out.detach())

@@ -30,6 +30,7 @@ class MemberSGD(torch.optim.Optimizer):
         defaults = dict(lr=member_tensor('lr', lr), momentum=member_tensor('momentum', momentum),
                         weight_decay=member_tensor('weight_decay', weight_decay))
         super().__init__(params, defaults)
+        for group in self.param_groups: group['decay'] = bool(group['weight_decay'].any())   # once, on the host
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
@@ -37,11 +38,11 @@ class MemberSGD(torch.optim.Optimizer):
                 if p.grad is None: continue
                 shape = (-1,) + (1,) * (p.dim() - 1)
                 lr, mom, wd = (group[k].view(shape) for k in ('lr', 'momentum', 'weight_decay'))
-                d = p.grad + wd * p
+                d = p.grad.addcmul(p, wd) if group['decay'] else p.grad        # in place from here: no temporaries
                 state = self.state[p]
                 if 'momentum_buffer' not in state: state['momentum_buffer'] = d.clone()
                 else: state['momentum_buffer'].mul_(mom).add_(d)
-                p.sub_(lr * state['momentum_buffer'])
+                p.addcmul_(state['momentum_buffer'], lr, value=-1)
 
 def make_optimizer(params, name:str='sgd', lr=0.1, momentum=0., weight_decay=0., nesterov:bool=False):
     "A torch optimizer by name ('sgd', 'adam', 'adamw') over `params`; lists (one value per population member) give `MemberSGD`."
