@@ -231,12 +231,23 @@ class _Holder:
         return not _alive(info.get('pid', -1), info.get('pid_start'))
 
 def _create(path:Path, data:str):
-    "Create `path` holding `data`; FileExistsError if it exists (os.open O_CREAT|O_EXCL: atomic across processes)."
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
-    with os.fdopen(fd, 'w') as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    "Create `path` holding `data`, atomically and exclusively: FileExistsError if it exists; never seen half-written."
+    fd, tmp = _tmp_beside(path)
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)                           # like O_CREAT|O_EXCL (one winner), but with the content in
+        except FileExistsError:
+            raise
+        except OSError:                                  # no hard links here: O_CREAT|O_EXCL, then the content
+            fd2 = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
+            with os.fdopen(fd2, 'w') as f:
+                f.write(data)
+    finally:
+        os.unlink(tmp)
 
 def _read_holder(path:Path):
     "(info or None if unreadable, raw bytes, mtime) of a claim or lock file, or None when it is gone."
