@@ -340,6 +340,8 @@ class Run:
                 if (old['experiment'], old['preset'], old['params']) != (experiment, preset, json.loads(dump_json(params))):
                     raise ValueError(f"out_dir={str(self.dir)!r} holds a run of {old['experiment']} ({old['preset']}) "
                                      "with other parameters; use a new folder")
+                if (self.dir/'DONE').exists():
+                    return old                           # a finished run's metadata stays as it was
                 meta['run_id'], meta['started'] = old['run_id'], old.get('started', old['date'])
                 meta['resumed'] = old.get('resumed', 0) + 1
             else:
