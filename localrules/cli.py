@@ -6,8 +6,8 @@ Docs: https://localrules.github.io/localrules/cli.html.md"""
 
 # %% auto #0
 __all__ = ['project_root', 'experiments_dir', 'experiments', 'get_experiment', 'parse_value', 'check_params', 'latest_unfinished',
-           'run_conflict', 'run_experiment', 'submit_shards', 'report_table', 'copy_figures', 'report',
-           'build_offline_docs', 'cmd_list', 'rerun_command', 'failure_advice', 'cmd_run', 'flagged_lines',
+           'run_conflict', 'run_experiment', 'shard_executor', 'submit_shards', 'report_table', 'copy_figures',
+           'report', 'build_offline_docs', 'cmd_list', 'rerun_command', 'failure_advice', 'cmd_run', 'flagged_lines',
            'cmd_report', 'cmd_docs', 'main']
 
 # %% ../nbs/05_cli.ipynb #fb3ab885
@@ -148,12 +148,26 @@ def _run_job(kwargs:dict) -> str:
     "One submitit job: `run_experiment(**kwargs)`; returns the run folder."
     return str(run_experiment(**kwargs))
 
+def shard_executor(folder, executor:str='local', name:str='localrules', partition:str=None, gpus:int=None,
+                   time_min:int=60, array_parallelism:int=None, cpus:int=None, mem_gb:float=None):
+    "A submitit executor ('local' processes or 'slurm' jobs) with the job resources given (None: the cluster's default)."
+    import submitit
+    if executor not in ('local', 'slurm'):
+        raise ValueError(f"executor={executor!r} is not allowed; choose from ['local', 'slurm']")
+    ex = submitit.AutoExecutor(folder=folder, cluster=executor)
+    opts = dict(timeout_min=time_min, name=name)
+    slurm = dict(slurm_partition=partition, gpus_per_node=gpus, cpus_per_task=cpus, mem_gb=mem_gb,
+                 slurm_array_parallelism=array_parallelism)
+    if executor == 'slurm':
+        opts.update({k: v for k, v in slurm.items() if v is not None})
+    ex.update_parameters(**opts)
+    return ex
+
 def submit_shards(name:str, preset:str='smoke', params:dict=None, device:str='auto', out=None, shards:int=2,
                   executor:str='local', # 'local' (processes on this machine) or 'slurm'
                   partition:str=None, gpus:int=None, time_min:int=60, array_parallelism:int=None, cpus:int=None,
                   mem_gb:float=None, runs_root='runs') -> Path:
     "Run `name` as `shards` jobs of a submitit array (one shard each) into one folder, then one gather job."
-    import submitit
     exp, params = get_experiment(name), dict(params or {})
     cfg = check_params(exp, preset, params)
     if executor not in ('local', 'slurm'):
@@ -164,13 +178,8 @@ def submit_shards(name:str, preset:str='smoke', params:dict=None, device:str='au
     if (why := run_conflict(out, name, preset, cfg)):
         raise ValueError(f"{why}; use a new folder (--out), or the same parameters to continue it")
     out = out.resolve()
-    ex = submitit.AutoExecutor(folder=out/'submitit', cluster=executor)
-    opts = dict(timeout_min=time_min, name=f'localrules-{name}')
-    slurm = dict(slurm_partition=partition, gpus_per_node=gpus, cpus_per_task=cpus, mem_gb=mem_gb,
-                 slurm_array_parallelism=array_parallelism)
-    if executor == 'slurm':
-        opts.update({k: v for k, v in slurm.items() if v is not None})
-    ex.update_parameters(**opts)
+    ex = shard_executor(out/'submitit', executor, f'localrules-{name}', partition, gpus, time_min, array_parallelism,
+                        cpus, mem_gb)
     base = dict(name=name, preset=preset, params=params, device=device, out=str(out), quiet=True)
     jobs = ex.map_array(_run_job, [dict(base, shard=(i, shards)) for i in range(shards)])
     print(f"submitted {shards} shard job(s) of {name} ({preset}) into {out}: {', '.join(j.job_id for j in jobs)}", flush=True)

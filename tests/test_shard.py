@@ -94,3 +94,39 @@ def test_sharded_processes_split_the_units(tmp_path):
     assert len(claimed) == len(KEYS) == len(set(claimed))
     for pid, got in res:
         assert len({unit_shard(k, 2) for k in got}) <= 1           # a process trains only its shard's units
+
+def _slow_holder(d, go, done):
+    run = Run(d, 'demo', 'smoke', {'lr': 0.1})
+    assert run.claim(seed=0)
+    go.set()
+    time.sleep(1.5)
+    run.record(dict(seed=0), {'acc': 7.})
+    done.set()
+
+def test_unsharded_workers_wait_for_each_other(tmp_path):
+    "A second unsharded worker skips the unit another live worker trains, and waits for it before reading results."
+    ctx = multiprocessing.get_context('fork')
+    go, done = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_slow_holder, args=(tmp_path, go, done))
+    p.start()
+    assert go.wait(30)
+    run = Run(tmp_path, 'demo', 'smoke', {'lr': 0.1})
+    assert not run.claim(seed=0)                                  # held by a live worker
+    assert run.claim(seed=1)
+    run.record(dict(seed=1), {'acc': 8.})
+    rows = run.rows('final')                                      # waits for seed 0
+    assert done.is_set() and sorted(r['value'] for r in rows) == [7., 8.]
+    p.join(30)
+
+def test_waiting_for_a_worker_that_died_says_what_to_do(tmp_path):
+    ctx = multiprocessing.get_context('fork')
+    go, done = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_slow_holder, args=(tmp_path, go, done))
+    p.start()
+    assert go.wait(30)
+    run = Run(tmp_path, 'demo', 'smoke', {'lr': 0.1})
+    assert not run.claim(seed=0)
+    p.kill()
+    p.join(30)
+    with pytest.raises(RuntimeError, match='stopped before finishing it; run again into the same folder'):
+        run.rows()
