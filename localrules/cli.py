@@ -309,6 +309,8 @@ def cmd_run(args):
     except PapermillExecutionError as e:
         raise SystemExit(failure_advice(e.ename, e.evalue, getattr(e, 'run_dir', None), args, getattr(e, 'notebook', None)))
     except (ValueError, RuntimeError) as e:
+        if not isinstance(e, ValueError) and getattr(e, 'run_dir', None) is not None:   # e.g. the kernel died (memory)
+            raise SystemExit(failure_advice(type(e).__name__, str(e), e.run_dir, args))
         raise SystemExit(f"error: {e}")
     except KeyboardInterrupt:
         raise SystemExit("interrupted: finished units are kept; run the same command with --out into the run folder to continue")
