@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from conftest import cli, LOCALRULES, ROOT
 
-ARGS = ['bp_vs_fa', '--quiet', '-p', 'epochs', '3', '-p', 'seeds', '[0, 1]']     # 4 units, checkpoints every epoch
+ARGS = ['bp_vs_fa', '--quiet', '-p', 'epochs', '4', '-p', 'seeds', '[0, 1]']     # 4 units, checkpoints every epoch
 
 def descendants(pid:int) -> list:
     "Every process below `pid` (the papermill kernel runs in a session of its own: killing the group misses it)."
@@ -40,6 +40,10 @@ def every_file_whole(out:Path):
     if (out/'notebook.ipynb').exists():
         json.loads((out/'notebook.ipynb').read_text())
 
+def fresh_checkpoint(out:Path, since:float) -> bool:
+    "Whether a checkpoint was written after `since` (the run is inside a unit)."
+    return any(p.stat().st_mtime > since for p in (out/'checkpoints').glob('*.pt')) if (out/'checkpoints').exists() else False
+
 def snapshot(out:Path) -> dict:
     return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out/'units').glob('*.json')} if (out/'units').exists() else {}
 
@@ -52,12 +56,16 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     t0 = time.time()
     cli('run', *ARGS, '--out', ref, check=True)
     whole = time.time() - t0
+    interrupted = 0
     rng = random.Random(0)
     kept = {}
     for i in range(3):
         proc = subprocess.Popen([LOCALRULES, 'run', *ARGS, '--out', str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(rng.uniform(0.3, 0.9) * whole)                # somewhere between the kernel start and the end
+        t = time.time()
+        while proc.poll() is None and not fresh_checkpoint(out, t) and time.time() - t < 2 * whole:
+            time.sleep(0.02)                                     # until an epoch of this attempt is checkpointed
+        time.sleep(rng.uniform(0, 0.5))                          # then a random moment: mid-unit, mid-write, ...
         kill_all(proc)
         every_file_whole(out)
         now = snapshot(out)
@@ -65,6 +73,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
         kept = now
         cks = len(list((out/'checkpoints').glob('*.pt'))) if (out/'checkpoints').exists() else 0
         print(f"kill {i + 1}: {len(now)} unit(s) finished, {cks} checkpoint(s)")
+        interrupted += cks > 0
     assert not (out/'DONE').exists() or len(kept) == 4
     p = cli('run', *ARGS, '--out', out, check=True)
     every_file_whole(out)
@@ -75,3 +84,4 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     finals = {k: v for k, v in want.items() if k[0] == 'final'}
     assert {k: got[k] for k in finals} == finals                   # identical numbers, not close ones
     assert got == want
+    assert interrupted, 'no kill landed inside a unit: the test did not exercise resuming from a checkpoint'
