@@ -150,7 +150,7 @@ def _run_job(kwargs:dict) -> str:
 
 def shard_executor(folder, executor:str='local', name:str='localrules', partition:str=None, gpus:int=None,
                    time_min:int=60, array_parallelism:int=None, cpus:int=None, mem_gb:float=None):
-    "A submitit executor ('local' processes or 'slurm' jobs) with the job resources given (None: the cluster's default)."
+    "A submitit executor ('local' processes or 'slurm' jobs) with the resources given (None: the cluster's default)."
     import submitit
     if executor not in ('local', 'slurm'):
         raise ValueError(f"executor={executor!r} is not allowed; choose from ['local', 'slurm']")
@@ -182,16 +182,18 @@ def submit_shards(name:str, preset:str='smoke', params:dict=None, device:str='au
                         cpus, mem_gb)
     base = dict(name=name, preset=preset, params=params, device=device, out=str(out), quiet=True)
     jobs = ex.map_array(_run_job, [dict(base, shard=(i, shards)) for i in range(shards)])
-    print(f"submitted {shards} shard job(s) of {name} ({preset}) into {out}: {', '.join(j.job_id for j in jobs)}", flush=True)
+    ids = ', '.join(j.job_id for j in jobs)
+    print(f"submitted {shards} shard job(s) of {name} ({preset}) into {out}: {ids}", flush=True)
     failed = []
     for i, job in enumerate(jobs):
         try:
             job.result()
         except Exception as e:
-            failed.append(f"shard {i}/{shards} (job {job.job_id}, log {job.paths.stderr}): {str(e).strip().splitlines()[-1]}")
+            last = str(e).strip().splitlines()[-1]
+            failed.append(f"shard {i}/{shards} (job {job.job_id}, log {job.paths.stderr}): {last}")
     if failed:
-        raise RuntimeError("shard job(s) failed:\n  " + '\n  '.join(failed) + f"\nfinished units are kept in {out}/units; "
-                           "run the same command again to train the rest")
+        raise RuntimeError("shard job(s) failed:\n  " + '\n  '.join(failed) +
+                           f"\nfinished units are kept in {out}/units; run the same command again to train the rest")
     if executor == 'slurm':
         ex.update_parameters(slurm_array_parallelism=1)
     gather = ex.submit(_run_job, dict(base, shard=None))
@@ -284,7 +286,8 @@ def failure_advice(ename:str, evalue:str, out, args, notebook=None) -> str:
     if ename in ('RunFileError', 'FileExistsError'):
         return msg + f"\ndo what the message says about that file, then run again: {rerun_command(args, out)}"
     if ename in ('ValueError', 'TypeError') and not units and not cks:
-        return msg + "\nfix the parameter named above and run again (into a new folder: this one records the parameters given)"
+        return msg + ("\nfix the parameter named above and run again (into a new folder: this one records the "
+                      "parameters given)")
     if units or cks:
         return msg + (f"\n{units} finished unit(s) and {cks} checkpoint(s) are kept in {out}; after fixing the cause, "
                       f"continue with: {rerun_command(args, out)}")
@@ -296,7 +299,7 @@ def cmd_run(args):
     if args.shard and args.executor:
         raise SystemExit("error: --shard I/N runs one share here; --executor submits all --shards: give one of them")
     if (args.shards is None) != (args.executor is None):
-        raise SystemExit("error: --executor local|slurm and --shards N go together (submit N shard jobs, then a gather)")
+        raise SystemExit("error: --executor local|slurm and --shards N go together (N shard jobs, then a gather)")
     if args.shard and not args.out:
         raise SystemExit("error: --shard needs --out DIR: every shard writes into the same run folder")
     try:
@@ -307,20 +310,22 @@ def cmd_run(args):
             run_experiment(args.name, args.preset, params, args.device, args.out, args.resume, args.runs, args.quiet,
                            shard=args.shard)
     except PapermillExecutionError as e:
-        raise SystemExit(failure_advice(e.ename, e.evalue, getattr(e, 'run_dir', None), args, getattr(e, 'notebook', None)))
+        out, nb = getattr(e, 'run_dir', None), getattr(e, 'notebook', None)
+        raise SystemExit(failure_advice(e.ename, e.evalue, out, args, nb))
     except (ValueError, RuntimeError) as e:
         if not isinstance(e, ValueError) and getattr(e, 'run_dir', None) is not None:   # e.g. the kernel died (memory)
             raise SystemExit(failure_advice(type(e).__name__, str(e), e.run_dir, args))
         raise SystemExit(f"error: {e}")
     except KeyboardInterrupt:
-        raise SystemExit("interrupted: finished units are kept; run the same command with --out into the run folder to continue")
+        raise SystemExit("interrupted: finished units are kept; run the same command with --out RUN_FOLDER to continue")
 
 def flagged_lines(rows:list) -> list:
     "One line per diverged unit or null final value of the ledger: no result, not in the means."
     lines = set()
     for r in flagged(rows):
         key = ', '.join(f'{k}={v}' for k, v in sorted({**key_fields(r), 'seed': r.get('seed')}.items()))
-        what = f"diverged: {r.get('message', '')}" if r.get('status') == 'diverged' else f"{r['metric']} is {r['status']}"
+        diverged = r.get('status') == 'diverged'
+        what = f"diverged: {r.get('message', '')}" if diverged else f"{r['metric']} is {r['status']}"
         lines.add(f"  {r['experiment']} {r['run_id']} ({key}): {what}")
     return sorted(lines)
 
@@ -349,12 +354,13 @@ def _add_run_parser(sub):
     r.add_argument('--runs', default='runs', help='root folder of run folders')
     r.add_argument('--quiet', action='store_true', help='do not stream the notebook output')
     r.add_argument('--shard', default=None, metavar='I/N', help='train only share I of N of the units into --out')
-    r.add_argument('--executor', default=None, choices=['local', 'slurm'], help='submit --shards jobs with submitit, then a gather')
+    r.add_argument('--executor', default=None, choices=['local', 'slurm'],
+                   help='submit --shards jobs with submitit, then a gather')
     r.add_argument('--shards', type=int, default=None, metavar='N', help='number of shard jobs (with --executor)')
     r.add_argument('--partition', default=None, help='SLURM partition')
     r.add_argument('--gpus', type=int, default=None, help='GPUs per job (SLURM)')
     r.add_argument('--time', type=int, default=60, metavar='MIN', help='time limit per job, minutes')
-    r.add_argument('--array-parallelism', type=int, default=None, metavar='K', help='at most K shard jobs at once (SLURM)')
+    r.add_argument('--array-parallelism', type=int, default=None, metavar='K', help='at most K jobs at once (SLURM)')
     r.add_argument('--cpus', type=int, default=None, help='CPUs per job (SLURM)')
     r.add_argument('--mem', type=float, default=None, metavar='GB', help='memory per job in GB (SLURM)')
     r.set_defaults(f=cmd_run)

@@ -108,7 +108,7 @@ def atomic_write(path, data, mode='w'):
         raise
 
 def write_new(path, data:str):
-    "Write `data` to `path` atomically, refusing (FileExistsError) when `path` exists: a finished file is never rewritten."
+    "Write `data` to `path` atomically; FileExistsError when `path` exists: a finished file is never rewritten."
     path = Path(path)
     fd, tmp = _tmp_beside(path)
     try:
@@ -147,19 +147,20 @@ def read_json(path, what:str='file', todo:str='restore or delete it'):
         raise RunFileError(f"{path}: the {what} is damaged (not valid JSON: {e}); {todo}") from None
 
 def load_checkpoint(path, map_location=None):
-    "`torch.load(path, weights_only=True)`: tensors and plain containers only; a refused or damaged file raises `RunFileError`."
+    "`torch.load(path, weights_only=True)`: tensors and plain containers only; refused or damaged: `RunFileError`."
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if 'weights only' not in str(e).lower() and 'weights_only' not in str(e):
-            raise RunFileError(f"checkpoint {path} is damaged ({str(e).splitlines()[0]}); delete it to restart that unit "
-                               "from scratch") from None
-        raise RunFileError(f"refused to load checkpoint {path}: it holds objects other than tensors and plain containers, "
-                           f"which could run code when unpickled ({str(e).splitlines()[0][:200]}). Delete it to restart "
-                           "that unit from scratch; load it yourself with weights_only=False only if you trust "
-                           "its origin") from None
+            first = str(e).splitlines()[0]
+            raise RunFileError(f"checkpoint {path} is damaged ({first}); delete it to restart that unit from scratch") from None
+        first = str(e).splitlines()[0][:200]
+        raise RunFileError(f"refused to load checkpoint {path}: it holds objects other than tensors and plain "
+                           f"containers, which could run code when unpickled ({first}). Delete it to restart that unit "
+                           "from scratch; load it yourself with weights_only=False only if you trust its origin") from None
     except (RuntimeError, EOFError, ValueError, OSError) as e:
-        raise RunFileError(f"checkpoint {path} is damaged or truncated ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+        first = str(e).splitlines()[0][:200]
+        raise RunFileError(f"checkpoint {path} is damaged or truncated ({type(e).__name__}: {first}); "
                            "delete it to restart that unit from scratch") from None
 
 # %% ../nbs/04_runs.ipynb #eaed3928
@@ -312,13 +313,14 @@ def _restored(row:dict) -> dict:
     return dict(row, value=float(row['status'])) if row.get('status') in ('nan', 'inf', '-inf') else row
 
 class Run:
-    "One experiment run folder: units of work claimed by one worker each, their results with provenance, checkpoints, figures."
+    "One experiment run folder: units of work claimed by one worker each, results with provenance, checkpoints, figures."
     def __init__(self, out_dir, experiment:str, preset:str, params:dict, device='cpu', dataset_note:dict=None,
-                 shard=None, # 'I/N': train only shard I of N (default: $LOCALRULES_SHARD, set by `localrules run --shard`)
+                 shard=None, # 'I/N': train only shard I of N (default: $LOCALRULES_SHARD, from `localrules run --shard`)
                 ):
         self.shard = parse_shard(os.environ.get(SHARD_ENV) if shard is None else shard)
         if self.shard and not out_dir:
-            raise ValueError(f"shard={self.shard[0]}/{self.shard[1]} needs out_dir: every shard writes into one run folder")
+            i, n = self.shard
+            raise ValueError(f"shard={i}/{n} needs out_dir: every shard writes into one run folder")
         self.dir = Path(out_dir) if out_dir else default_run_dir(experiment, preset)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.experiment, self.preset, self.params = experiment, preset, params
@@ -331,13 +333,14 @@ class Run:
         self._beating = None
         atexit.register(self._release_all)
     def _write_meta(self, experiment, preset, params, device) -> dict:
-        "Create or update run.json under a lock (concurrent workers neither lose nor corrupt it); refuse other parameters."
+        "Create or update run.json under a lock (concurrent workers neither lose nor corrupt it); refuse other params."
         meta_path = self.dir/'run.json'
         meta = dict(experiment=experiment, preset=preset, params=params, run_id=self.dir.name, **provenance(device))
         with _file_lock(meta_path):
             if meta_path.exists():
-                old = read_json(meta_path, 'run metadata (run.json)', 'restore it from a copy, or run into a new folder')
-                if (old['experiment'], old['preset'], old['params']) != (experiment, preset, json.loads(dump_json(params))):
+                old = read_json(meta_path, 'run metadata (run.json)', 'restore it, or run into a new folder')
+                same = (old['experiment'], old['preset'], old['params']) == (experiment, preset, json.loads(dump_json(params)))
+                if not same:
                     raise ValueError(f"out_dir={str(self.dir)!r} holds a run of {old['experiment']} ({old['preset']}) "
                                      "with other parameters; use a new folder")
                 if (self.dir/'DONE').exists():
@@ -457,7 +460,8 @@ class Run:
         try:
             write_new(path, dump_json(rows))
         except FileExistsError:
-            raise FileExistsError(f"unit {key} is already recorded in {path}; finished units are never rewritten") from None
+            raise FileExistsError(f"unit {key} is already recorded in {path}; "
+                                  "finished units are never rewritten") from None
         self._trained += 1
         ck = self._path('checkpoints', key, '.pt')
         ck.unlink(missing_ok=True)
@@ -477,8 +481,8 @@ class Run:
                 if self.done(**key):
                     self._waiting.pop(path)
                 elif held is None or _Holder.stale(held[0], held[2], self.timeout):
-                    raise RuntimeError(f"unit {key} was being trained by another worker, which stopped before finishing "
-                                       f"it; run again into the same folder ({self.dir}) to train it")
+                    raise RuntimeError(f"unit {key} was being trained by another worker, which stopped before "
+                                       f"finishing it; run again into the same folder ({self.dir}) to train it")
             if self._waiting and not told:
                 print(f"waiting for {len(self._waiting)} unit(s) other workers are training", flush=True)
                 told = True
@@ -526,8 +530,8 @@ class Run:
         print(f'results: {self.dir/"results.jsonl"}')
 
 # %% ../nbs/04_runs.ipynb #a9247d60
-ROW_FIELDS = ('experiment', 'preset', 'run_id', 'commit', 'device', 'torch', 'date', 'params', 'kind', 'step', 'metric', 'value',
-              'seed', 'status', 'message')
+ROW_FIELDS = ('experiment', 'preset', 'run_id', 'commit', 'device', 'torch', 'date', 'params', 'kind', 'step', 'metric',
+              'value', 'seed', 'status', 'message')
 
 def key_fields(row:dict) -> dict:
     "The unit-key fields of a result row (rule, dataset, ... but not the seed)."
@@ -538,7 +542,7 @@ def warn(msg:str):
     print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 def read_jsonl(path, required=()) -> list:
-    "The rows (dicts with the fields `required`) of a JSON-lines file; a damaged line is skipped with a warning naming file:line."
+    "The rows (dicts with the fields `required`) of a JSON-lines file; a damaged line is skipped, warning file:line."
     p = Path(path)
     if not p.exists():
         return []

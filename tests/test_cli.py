@@ -92,7 +92,7 @@ def test_refused_or_failed_rerun_keeps_the_finished_run(tmp_path):
     assert p.returncode != 0 and f'{unit}: the unit result is damaged' in p.output, p.output[-2000:]
     assert 'delete it and run again into the same folder' in p.output and 'Traceback' not in p.output
     assert (out/'notebook.failed.ipynb').exists()
-    assert {q: (q.stat().st_mtime_ns, q.read_bytes()) for q in files} == files   # notebook.ipynb, results.jsonl... untouched
+    assert {q: (q.stat().st_mtime_ns, q.read_bytes()) for q in files} == files   # notebook.ipynb, results.jsonl...
 
 def test_crafted_pickle_checkpoint_is_refused(tmp_path):
     from localrules.cli import get_experiment, check_params
@@ -112,9 +112,11 @@ def test_resume_refuses_a_latest_run_with_other_parameters(tmp_path):
     from localrules.cli import get_experiment, check_params
     from localrules.runs import Run
     runs = tmp_path/'runs'
-    Run(runs/'bp_vs_fa'/'smoke-20990101-000000', 'bp_vs_fa', 'smoke', check_params(get_experiment('bp_vs_fa'), 'smoke', {'epochs': 1}))
+    cfg = check_params(get_experiment('bp_vs_fa'), 'smoke', {'epochs': 1})
+    Run(runs/'bp_vs_fa'/'smoke-20990101-000000', 'bp_vs_fa', 'smoke', cfg)
     p = cli('run', 'bp_vs_fa', '--runs', runs, '--resume', '-p', 'epochs', '2')
-    assert p.returncode != 0 and '--resume: the latest unfinished run' in p.output and 'epochs: 1 there, 2 here' in p.output
+    assert p.returncode != 0 and '--resume: the latest unfinished run' in p.output
+    assert 'epochs: 1 there, 2 here' in p.output
 
 def test_report_skips_bad_lines_and_lists_diverged_units(tmp_path):
     from localrules.runs import Run

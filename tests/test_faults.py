@@ -1,4 +1,4 @@
-"Fault injection: a run killed (SIGKILL) at random moments and resumed into its folder ends with the uninterrupted numbers."
+"Fault injection: a run killed (SIGKILL) at random moments, resumed into its folder, ends with the uninterrupted numbers."
 import json, os, random, signal, subprocess, time
 from pathlib import Path
 import pytest
@@ -42,10 +42,12 @@ def every_file_whole(out:Path):
 
 def fresh_checkpoint(out:Path, since:float) -> bool:
     "Whether a checkpoint was written after `since` (the run is inside a unit)."
-    return any(p.stat().st_mtime > since for p in (out/'checkpoints').glob('*.pt')) if (out/'checkpoints').exists() else False
+    cks = (out/'checkpoints').glob('*.pt') if (out/'checkpoints').exists() else []
+    return any(p.stat().st_mtime > since for p in cks)
 
 def snapshot(out:Path) -> dict:
-    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out/'units').glob('*.json')} if (out/'units').exists() else {}
+    units = sorted((out/'units').glob('*.json')) if (out/'units').exists() else []
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in units}
 
 def results(out:Path) -> dict:
     rows = [json.loads(l) for l in (out/'results.jsonl').read_text().splitlines()]
