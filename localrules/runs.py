@@ -153,11 +153,13 @@ def load_checkpoint(path, map_location=None):
     except pickle.UnpicklingError as e:
         if 'weights only' not in str(e).lower() and 'weights_only' not in str(e):
             first = str(e).splitlines()[0]
-            raise RunFileError(f"checkpoint {path} is damaged ({first}); delete it to restart that unit from scratch") from None
+            raise RunFileError(f"checkpoint {path} is damaged ({first}); delete it to restart that unit "
+                               "from scratch") from None
         first = str(e).splitlines()[0][:200]
         raise RunFileError(f"refused to load checkpoint {path}: it holds objects other than tensors and plain "
                            f"containers, which could run code when unpickled ({first}). Delete it to restart that unit "
-                           "from scratch; load it yourself with weights_only=False only if you trust its origin") from None
+                           "from scratch; load it yourself with weights_only=False only if you trust its "
+                           "origin") from None
     except (RuntimeError, EOFError, ValueError, OSError) as e:
         first = str(e).splitlines()[0][:200]
         raise RunFileError(f"checkpoint {path} is damaged or truncated ({type(e).__name__}: {first}); "
@@ -313,9 +315,9 @@ def _restored(row:dict) -> dict:
     return dict(row, value=float(row['status'])) if row.get('status') in ('nan', 'inf', '-inf') else row
 
 class Run:
-    "One experiment run folder: units of work claimed by one worker each, results with provenance, checkpoints, figures."
+    "One experiment run folder: units of work claimed by one worker each, results with provenance, checkpoints."
     def __init__(self, out_dir, experiment:str, preset:str, params:dict, device='cpu', dataset_note:dict=None,
-                 shard=None, # 'I/N': train only shard I of N (default: $LOCALRULES_SHARD, from `localrules run --shard`)
+                 shard=None, # 'I/N': train only shard I of N (default: $LOCALRULES_SHARD, set by the CLI)
                 ):
         self.shard = parse_shard(os.environ.get(SHARD_ENV) if shard is None else shard)
         if self.shard and not out_dir:
@@ -339,7 +341,8 @@ class Run:
         with _file_lock(meta_path):
             if meta_path.exists():
                 old = read_json(meta_path, 'run metadata (run.json)', 'restore it, or run into a new folder')
-                same = (old['experiment'], old['preset'], old['params']) == (experiment, preset, json.loads(dump_json(params)))
+                given = (experiment, preset, json.loads(dump_json(params)))
+                same = (old['experiment'], old['preset'], old['params']) == given
                 if not same:
                     raise ValueError(f"out_dir={str(self.dir)!r} holds a run of {old['experiment']} ({old['preset']}) "
                                      "with other parameters; use a new folder")

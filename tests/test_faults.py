@@ -1,4 +1,4 @@
-"Fault injection: a run killed (SIGKILL) at random moments, resumed into its folder, ends with the uninterrupted numbers."
+"Fault injection: a run killed (SIGKILL) at random moments and resumed into its folder ends as an uninterrupted one."
 import json, os, random, signal, subprocess, time
 from pathlib import Path
 import pytest
