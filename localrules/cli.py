@@ -6,15 +6,17 @@ Docs: https://localrules.github.io/localrules/cli.html.md"""
 
 # %% auto #0
 __all__ = ['CLI_OWNED', 'project_root', 'experiments_dir', 'experiments', 'get_experiment', 'BadLiteral', 'parse_value',
-           'check_params', 'latest_unfinished', 'run_experiment', 'build_offline_docs', 'cmd_list', 'cmd_run',
+           'check_params', 'latest_unfinished', 'run_conflict', 'run_experiment', 'shard_executor', 'submit_shards',
+           'build_offline_docs', 'cmd_list', 'rerun_command', 'failure_advice', 'cmd_run', 'flagged_lines',
            'cmd_report', 'cmd_docs', 'main']
 
 # %% ../nbs/05_cli.ipynb #fb3ab885
-import argparse, ast, json, os, sys, shutil
+import argparse, ast, json, os, sys, shutil, tempfile
 from pathlib import Path
 from .core import get_device
 from .runs import (read_experiment, resolve_params, default_run_dir, collect, read_ledger, read_reference,
-                             compare, atomic_write, STANDARD_PARAMS)
+                             compare, atomic_write, STANDARD_PARAMS, SHARD_ENV, parse_shard, read_json, flagged,
+                             FILE_MODE, RunFileError, dump_json, key_fields)
 
 # %% ../nbs/05_cli.ipynb #bc8d21a1
 def project_root() -> Path:
@@ -95,18 +97,151 @@ def latest_unfinished(name:str, preset:str, runs_root='runs'):
     cands = sorted(p for p in (Path(runs_root)/name).glob(f'{preset}-*') if not (p/'DONE').exists())
     return cands[-1] if cands else None
 
-def run_experiment(name:str, preset:str='smoke', params:dict=None, device:str='auto', out=None, resume:bool=False,
-                   runs_root='runs', quiet:bool=False) -> Path:
-    "Execute experiment `name` with papermill into a run folder and return the folder."
+# %% ../nbs/05_cli.ipynb #c11a0001
+def run_conflict(out, name:str, preset:str, cfg:dict):
+    "Why the run folder `out` cannot take a run of `name` at `preset` with `cfg` (None: it can: new, or the same run)."
+    meta_path = Path(out)/'run.json'
+    if not meta_path.exists():
+        return None
+    old = read_json(meta_path, 'run metadata (run.json)', 'restore it from a copy, or run into a new folder')
+    if (old.get('experiment'), old.get('preset')) != (name, preset):
+        return f"{out} holds a run of {old.get('experiment')} ({old.get('preset')}), not {name} ({preset})"
+    given = json.loads(dump_json(cfg))
+    diff = [f"{k}: {old['params'].get(k)!r} there, {v!r} here" for k, v in given.items()
+            if v is not None and old['params'].get(k) != v]          # None: the notebook fills it in
+    if diff:
+        return f"{out} holds a run of {name} ({preset}) with other parameters ({'; '.join(diff)})"
+    return None
+
+def _execute(exp:dict, nb_path:Path, parameters:dict, shard, quiet:bool):
+    "Papermill into a temporary notebook renamed into place: a failed run never replaces an executed notebook."
     import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+    nb_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=nb_path.parent, prefix=f'.{nb_path.stem}.', suffix='.ipynb')
+    os.close(fd)
+    saved = os.environ.pop(SHARD_ENV, None)
+    if shard:
+        os.environ[SHARD_ENV] = f'{shard[0]}/{shard[1]}'
+    try:
+        pm.execute_notebook(str(exp['path']), tmp, kernel_name='python3', log_output=not quiet, progress_bar=not quiet,
+                            cwd=os.getcwd(), parameters=parameters)
+    except PapermillExecutionError as e:
+        if not (shard and e.ename == 'ShardDone'):
+            failed = nb_path.with_name(f'{nb_path.stem}.failed.ipynb')
+            os.replace(tmp, failed)
+            os.chmod(failed, FILE_MODE)
+            e.notebook = failed
+            raise
+        print(f"{e.evalue}", flush=True)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.replace(tmp, nb_path.with_name(f'{nb_path.stem}.failed.ipynb'))
+        raise
+    finally:
+        os.environ.pop(SHARD_ENV, None)
+        if saved is not None:
+            os.environ[SHARD_ENV] = saved
+    os.replace(tmp, nb_path)
+    os.chmod(nb_path, FILE_MODE)
+
+def run_experiment(name:str, preset:str='smoke', params:dict=None, device:str='auto', out=None, resume:bool=False,
+                   runs_root='runs', quiet:bool=False,
+                   shard=None, # 'I/N' or (I, N): train only that share of the units into `out` (required)
+                  ) -> Path:
+    "Execute experiment `name` with papermill into a run folder and return the folder."
     exp, params = get_experiment(name), dict(params or {})
-    check_params(exp, preset, params); get_device(device)
-    out = Path(out) if out else ((resume and latest_unfinished(name, preset, runs_root)) or default_run_dir(name, preset, runs_root))
+    cfg = check_params(exp, preset, params)
+    get_device(device)
+    shard = parse_shard(shard)
+    if shard and not out:
+        raise ValueError("--shard needs --out DIR: every shard writes into the same run folder")
+    if out:
+        out = Path(out)
+    elif resume and (last := latest_unfinished(name, preset, runs_root)):
+        if (why := run_conflict(last, name, preset, cfg)):
+            raise ValueError(f"--resume: the latest unfinished run, {why}; resume it with its parameters, or run "
+                             "without --resume for a new run")
+        out = last
+    else:
+        out = default_run_dir(name, preset, runs_root)
+    if (why := run_conflict(out, name, preset, cfg)):
+        raise ValueError(f"{why}; use a new folder (--out), or the same parameters to continue it")
     out.mkdir(parents=True, exist_ok=True)
-    print(f"running {name} ({preset}) into {out}", flush=True)
-    pm.execute_notebook(str(exp['path']), str(out/'notebook.ipynb'), kernel_name='python3', log_output=not quiet,
-                        progress_bar=not quiet, cwd=os.getcwd(),
-                        parameters=dict(params, preset=preset, device=device, out_dir=str(out.resolve())))
+    what = f"shard {shard[0]}/{shard[1]} of " if shard else ''
+    print(f"running {what}{name} ({preset}) into {out}", flush=True)
+    nb_path = out/'shards'/f'notebook-{shard[0]}-of-{shard[1]}.ipynb' if shard else out/'notebook.ipynb'
+    try:
+        _execute(exp, nb_path, dict(params, preset=preset, device=device, out_dir=str(out.resolve())), shard, quiet)
+    except Exception as e:
+        e.run_dir = out                                  # for the advice printed after the error
+        raise
+    if shard:
+        print(f"done: shard {shard[0]}/{shard[1]} in {out} (units/; gather with an unsharded run)", flush=True)
+    else:
+        print(f"done: {out} (notebook.ipynb, results.jsonl, figures/)", flush=True)
+    return out
+
+# %% ../nbs/05_cli.ipynb #c11a0003
+def _run_job(kwargs:dict) -> str:
+    "One submitit job: `run_experiment(**kwargs)`; returns the run folder."
+    return str(run_experiment(**kwargs))
+
+def shard_executor(folder, executor:str='local', name:str='localrules', partition:str=None, gpus:int=None,
+                   time_min:int=60, array_parallelism:int=None, cpus:int=None, mem_gb:float=None):
+    "A submitit executor ('local' processes or 'slurm' jobs) with the resources given (None: the cluster's default)."
+    import submitit
+    if executor not in ('local', 'slurm'):
+        raise ValueError(f"executor={executor!r} is not allowed; choose from ['local', 'slurm']")
+    ex = submitit.AutoExecutor(folder=folder, cluster=executor)
+    opts = dict(timeout_min=time_min, name=name)
+    slurm = dict(slurm_partition=partition, gpus_per_node=gpus, cpus_per_task=cpus, mem_gb=mem_gb,
+                 slurm_array_parallelism=array_parallelism)
+    if executor == 'slurm':
+        opts.update({k: v for k, v in slurm.items() if v is not None})
+    ex.update_parameters(**opts)
+    return ex
+
+def submit_shards(name:str, preset:str='smoke', params:dict=None, device:str='auto', out=None, shards:int=2,
+                  executor:str='local', # 'local' (processes on this machine) or 'slurm'
+                  partition:str=None, gpus:int=None, time_min:int=60, array_parallelism:int=None, cpus:int=None,
+                  mem_gb:float=None, runs_root='runs') -> Path:
+    "Run `name` as `shards` jobs of a submitit array (one shard each) into one folder, then one gather job."
+    exp, params = get_experiment(name), dict(params or {})
+    cfg = check_params(exp, preset, params)
+    if executor not in ('local', 'slurm'):
+        raise ValueError(f"executor={executor!r} is not allowed; choose from ['local', 'slurm']")
+    if not isinstance(shards, int) or shards < 1:
+        raise ValueError(f"shards={shards!r} must be an integer >= 1")
+    out = Path(out) if out else default_run_dir(name, preset, runs_root)
+    if (why := run_conflict(out, name, preset, cfg)):
+        raise ValueError(f"{why}; use a new folder (--out), or the same parameters to continue it")
+    out = out.resolve()
+    ex = shard_executor(out/'submitit', executor, f'localrules-{name}', partition, gpus, time_min, array_parallelism,
+                        cpus, mem_gb)
+    base = dict(name=name, preset=preset, params=params, device=device, out=str(out), quiet=True)
+    jobs = ex.map_array(_run_job, [dict(base, shard=(i, shards)) for i in range(shards)])
+    ids = ', '.join(j.job_id for j in jobs)
+    print(f"submitted {shards} shard job(s) of {name} ({preset}) into {out}: {ids}", flush=True)
+    failed = []
+    for i, job in enumerate(jobs):
+        try:
+            job.result()
+        except Exception as e:
+            last = str(e).strip().splitlines()[-1]
+            failed.append(f"shard {i}/{shards} (job {job.job_id}, log {job.paths.stderr}): {last}")
+    if failed:
+        raise RuntimeError("shard job(s) failed:\n  " + '\n  '.join(failed) +
+                           f"\nfinished units are kept in {out}/units; run the same command again to train the rest")
+    if executor == 'slurm':
+        ex.update_parameters(slurm_array_parallelism=1)
+    gather = ex.submit(_run_job, dict(base, shard=None))
+    print(f"shards done; gathering (job {gather.job_id})", flush=True)
+    try:
+        gather.result()
+    except Exception as e:
+        raise RuntimeError(f"the gather job {gather.job_id} failed (log {gather.paths.stderr}): "
+                           f"{str(e).strip().splitlines()[-1]}") from None
     print(f"done: {out} (notebook.ipynb, results.jsonl, figures/)", flush=True)
     return out
 
@@ -127,29 +262,90 @@ def cmd_list(args):
         m = e['EXPERIMENT']; t = m.get('time', {})
         print(f"{n:{w}}  {m.get('paper', ''):12} {m.get('figure', ''):21} {t.get('smoke', '?'):14} {t.get('paper', '?')}")
 
+def rerun_command(args, out) -> str:
+    "The `localrules run` command that continues the run in folder `out` with the same parameters."
+    import shlex
+    ps = ''.join(f" -p {k} {shlex.quote(v)}" for k, v in (args.param or []))
+    dev = '' if args.device == 'auto' else f' --device {args.device}'
+    return f"localrules run {args.name} --preset {args.preset}{ps}{dev} --out {out}"
+
+def failure_advice(ename:str, evalue:str, out, args, notebook=None) -> str:
+    "The message after a failed notebook: the error, where its traceback is, and what to do next (for this error)."
+    out = Path(out) if out else None
+    msg = f"error: the notebook failed: {ename}: {evalue}"
+    if notebook:
+        msg += f"\n(the executed notebook with the traceback: {notebook})"
+    units = len(list((out/'units').glob('*.json'))) if out else 0
+    cks = len(list((out/'checkpoints').glob('*.pt'))) if out else 0
+    if ename == 'DatasetNotFoundError':
+        return msg + f"\nobtain the data as said above, then run again: {rerun_command(args, out)}"
+    if ename in ('RunFileError', 'FileExistsError'):
+        return msg + f"\ndo what the message says about that file, then run again: {rerun_command(args, out)}"
+    if ename in ('ValueError', 'TypeError') and not units and not cks:
+        return msg + ("\nfix the parameter named above and run again (into a new folder: this one records the "
+                      "parameters given)")
+    if units or cks:
+        return msg + (f"\n{units} finished unit(s) and {cks} checkpoint(s) are kept in {out}; after fixing the cause, "
+                      f"continue with: {rerun_command(args, out)}")
+    return msg + "\nnothing had finished yet; fix the cause and run again"
+
 def cmd_run(args):
+    from papermill.exceptions import PapermillExecutionError
     params = {k: parse_value(v) for k, v in (args.param or [])}
-    try: run_experiment(args.name, args.preset, params, args.device, args.out, args.resume, args.runs, args.quiet)
-    except ValueError as e: raise SystemExit(f"error: {e}")
-    except Exception as e:
-        if type(e).__name__ == 'PapermillExecutionError': raise SystemExit(f"error: the notebook failed: {e.ename}: {e.evalue}\n(the executed notebook with the traceback is in the run folder; rerun with --resume to continue)")
-        raise
+    if args.shard and args.executor:
+        raise SystemExit("error: --shard I/N runs one share here; --executor submits all --shards: give one of them")
+    if (args.shards is None) != (args.executor is None):
+        raise SystemExit("error: --executor local|slurm and --shards N go together (N shard jobs, then a gather)")
+    if args.shard and not args.out:
+        raise SystemExit("error: --shard needs --out DIR: every shard writes into the same run folder")
+    try:
+        if args.executor:
+            submit_shards(args.name, args.preset, params, args.device, args.out, args.shards, args.executor,
+                          args.partition, args.gpus, args.time, args.array_parallelism, args.cpus, args.mem, args.runs)
+        else:
+            run_experiment(args.name, args.preset, params, args.device, args.out, args.resume, args.runs, args.quiet,
+                           shard=args.shard)
+    except PapermillExecutionError as e:
+        out, nb = getattr(e, 'run_dir', None), getattr(e, 'notebook', None)
+        raise SystemExit(failure_advice(e.ename, e.evalue, out, args, nb))
+    except (ValueError, RuntimeError) as e:
+        if not isinstance(e, ValueError) and getattr(e, 'run_dir', None) is not None:   # e.g. the kernel died (memory)
+            raise SystemExit(failure_advice(type(e).__name__, str(e), e.run_dir, args))
+        raise SystemExit(f"error: {e}")
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: finished units are kept; run the same command with --out RUN_FOLDER to continue")
+
+def flagged_lines(rows:list) -> list:
+    "One line per diverged unit or null final value of the ledger: no result, not in the means."
+    lines = set()
+    for r in flagged(rows):
+        key = ', '.join(f'{k}={v}' for k, v in sorted({**key_fields(r), 'seed': r.get('seed')}.items()))
+        diverged = r.get('status') == 'diverged'
+        what = f"diverged: {r.get('message', '')}" if diverged else f"{r['metric']} is {r['status']}"
+        lines.add(f"  {r['experiment']} {r['run_id']} ({key}): {what}")
+    return sorted(lines)
 
 def cmd_report(args):
+    import io, contextlib
     if args.experiment:
-        get_experiment(args.experiment)
-    print(report(args.runs, args.results, args.experiment, args.update_ledger))
+        get_experiment(args.experiment)                            # an unknown name: a clear error
+    try:
+        table = report(args.runs, args.results, args.experiment, args.update_ledger)
+        with contextlib.redirect_stderr(io.StringIO()):            # its warnings were printed once already
+            marked = flagged_lines(read_ledger(Path(args.results)/'ledger', args.experiment))
+    except Exception as e:                                         # never a traceback
+        raise SystemExit(f"error: localrules report failed: {type(e).__name__}: {e}")
+    print(table)
+    if marked:
+        print("units without results (diverged, or a value that is not finite; not in the means):")
+        print('\n'.join(marked))
 
 def cmd_docs(args):
     site = build_offline_docs(args.out)
     print(f"offline docs: {site}/index.html")
 
-def main(argv=None):
-    "Entry point of the `localrules` console command."
-    p = argparse.ArgumentParser(prog='localrules', description='Run and report the experiments of localrules.')
-    sub = p.add_subparsers(dest='cmd', required=True)
-    sub.add_parser('list', help='every experiment with its paper, figure/table and expected time').set_defaults(f=cmd_list)
-    r = sub.add_parser('run', help='run one experiment notebook with papermill')
+def _add_run_parser(sub):
+    r = sub.add_parser('run', help='run one experiment notebook with papermill (one share, or all shards as jobs)')
     r.add_argument('name'); r.add_argument('--preset', default='smoke', choices=['smoke', 'paper'])
     r.add_argument('-p', '--param', nargs=2, action='append', metavar=('KEY', 'VALUE'), help='override one parameter')
     r.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda' or 'cuda:N'")
@@ -157,7 +353,24 @@ def main(argv=None):
     r.add_argument('--resume', action='store_true', help='continue the latest unfinished run of this experiment and preset')
     r.add_argument('--runs', default='runs', help='root folder of run folders')
     r.add_argument('--quiet', action='store_true', help='do not stream the notebook output')
+    r.add_argument('--shard', default=None, metavar='I/N', help='train only share I of N of the units into --out')
+    r.add_argument('--executor', default=None, choices=['local', 'slurm'],
+                   help='submit --shards jobs with submitit, then a gather')
+    r.add_argument('--shards', type=int, default=None, metavar='N', help='number of shard jobs (with --executor)')
+    r.add_argument('--partition', default=None, help='SLURM partition')
+    r.add_argument('--gpus', type=int, default=None, help='GPUs per job (SLURM)')
+    r.add_argument('--time', type=int, default=60, metavar='MIN', help='time limit per job, minutes')
+    r.add_argument('--array-parallelism', type=int, default=None, metavar='K', help='at most K jobs at once (SLURM)')
+    r.add_argument('--cpus', type=int, default=None, help='CPUs per job (SLURM)')
+    r.add_argument('--mem', type=float, default=None, metavar='GB', help='memory per job in GB (SLURM)')
     r.set_defaults(f=cmd_run)
+
+def main(argv=None):
+    "Entry point of the `localrules` console command."
+    p = argparse.ArgumentParser(prog='localrules', description='Run and report the experiments of localrules.')
+    sub = p.add_subparsers(dest='cmd', required=True)
+    sub.add_parser('list', help='every experiment with its paper, figure/table and expected time').set_defaults(f=cmd_list)
+    _add_run_parser(sub)
     rp = sub.add_parser('report', help='paper-shaped tables of the results ledger, measured beside paper (only reads)')
     rp.add_argument('--runs', default='runs'); rp.add_argument('--results', default='results'); rp.set_defaults(f=cmd_report)
     rp.add_argument('--experiment', default=None, help='only this experiment')

@@ -66,7 +66,7 @@ def main(argv=None):
     args = parse(argv); out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     from localrules.core import seed_everything, provenance
     from localrules.data import get_dataset
-    from localrules.runs import atomic_torch_save, atomic_write
+    from localrules.runs import atomic_torch_save, atomic_write, load_checkpoint, dump_json
     from localrules.train import make_optimizer
     from localrules.clapp import ssl_images, pretrain, TwoViews
     rank, world, dev = setup(args.device)
@@ -100,20 +100,20 @@ def main(argv=None):
                     if args.steps_per_epoch and i >= args.steps_per_epoch: break
                     yield x.to(dev, non_blocking=True)
         save = lambda ck: atomic_torch_save(dict(ck, args=vars(args), world=world), ckpath) if rank == 0 else None
-        load = lambda: torch.load(ckpath, map_location=dev, weights_only=False) if ckpath.exists() else None
-        if ckpath.exists() and rank == 0: print(f"resuming from {ckpath} after epoch {torch.load(ckpath, weights_only=False)['epoch'] + 1}", flush=True)
+        load = lambda: load_checkpoint(ckpath, map_location=dev) if ckpath.exists() else None
+        if ckpath.exists() and rank == 0: print(f"resuming from {ckpath} after epoch {load_checkpoint(ckpath)['epoch'] + 1}", flush=True)
         t0 = time.time()
         log = pretrain(rule, opt, batches, args.epochs, checkpoint=(save, load),
                        sync=(lambda r: average_grads(r, world)) if world > 1 else None, progress=rank == 0)
         if world > 1: dist.barrier()
-        torch.save({k: v.cpu() for k, v in rule.state_dict().items()}, out/f'final_rank{rank}.pt')
+        atomic_torch_save({k: v.cpu() for k, v in rule.state_dict().items()}, out/f'final_rank{rank}.pt')
         if rank == 0:
-            atomic_write(out/'pretrain.json', json.dumps(dict(args=vars(args), world=world, log=log.rows, seconds=time.time() - t0, **provenance(dev)), indent=1))
+            atomic_write(out/'pretrain.json', dump_json(dict(args=vars(args), world=world, log=log.rows, seconds=time.time() - t0, **provenance(dev)), indent=1))
         if world > 1: dist.barrier(); dist.destroy_process_group()
     if rank == 0 and not args.no_probe:
         from localrules.data import NUM_CLASSES
         from localrules.clapp import linear_probe
-        ck = torch.load(ckpath, map_location=dev, weights_only=False)
+        ck = load_checkpoint(ckpath, map_location=dev)
         a = argparse.Namespace(**dict(ck['args'], fast_aug=ck['args']['fast_aug']))
         test_split = 'val' if ds == 'tiny_imagenet' else 'test'
         xtr, ytr = ssl_images(ds, 'train', args.data_root, args.download, limit=lim, device=dev)
@@ -122,7 +122,7 @@ def main(argv=None):
         res = linear_probe(rule, (xtr, ytr), (xte, yte), NUM_CLASSES.get(ds), args.probe_epochs,
                            batch_size=args.probe_batch_size, seed=args.seed, augment=args.probe_augment)
         res['pretrain_epochs'] = ck['epoch'] + 1
-        atomic_write(out/'probe.json', json.dumps(dict(res, args=vars(args), **provenance(dev)), indent=1))
+        atomic_write(out/'probe.json', dump_json(dict(res, args=vars(args), **provenance(dev)), indent=1))
         print(f"probe: test {res['probe_acc']:.2f}% (val {res['probe_val_acc']:.2f}%, epoch {res['probe_epoch']})", flush=True)
 
 if __name__ == '__main__':

@@ -80,3 +80,56 @@ def test_report_gathers_runs_into_ledger(tmp_path):
     ledger = [json.loads(l) for l in (results/'ledger'/'bp_vs_fa.jsonl').read_text().splitlines()]
     assert {r['rule'] for r in ledger if r['kind'] == 'final'} == {'bp', 'fa'}
     assert (results/'report.md').exists() and list((results/'figures'/'bp_vs_fa').glob('*.png'))
+
+def test_refused_or_failed_rerun_keeps_the_finished_run(tmp_path):
+    out = tmp_path/'run'
+    cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '1', '-p', 'milestones', '[]', check=True)
+    files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob('*') if p.is_file()}
+    t = time.time(); p = cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '2', '-p', 'milestones', '[]')        # other parameters
+    assert p.returncode != 0 and 'other parameters (epochs: 1 there, 2 here)' in p.output, p.output
+    assert time.time() - t < 30 and '--resume' not in p.output                   # refused before any kernel starts
+    unit = sorted((out/'units').glob('*.json'))[0]
+    unit.write_text(unit.read_text()[:50])                                        # a damaged (truncated) unit file
+    files[unit] = (unit.stat().st_mtime_ns, unit.read_bytes())
+    p = cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '1')      # same parameters: it fails reading it
+    assert p.returncode != 0 and f'{unit}: the unit result is damaged' in p.output, p.output[-2000:]
+    assert 'delete it and run again into the same folder' in p.output and 'Traceback' not in p.output
+    assert (out/'notebook.failed.ipynb').exists()
+    assert {q: (q.stat().st_mtime_ns, q.read_bytes()) for q in files} == files   # notebook.ipynb, results.jsonl...
+
+def test_crafted_pickle_checkpoint_is_refused(tmp_path):
+    from localrules.cli import get_experiment, check_params
+    from localrules.runs import Run
+    out, flag = tmp_path/'run', tmp_path/'pwned'
+    run = Run(out, 'bp_vs_fa', 'smoke', check_params(get_experiment('bp_vs_fa'), 'smoke', {'epochs': 1}))
+    ck = run.checkpoint(rule='bp', dataset='digits', seed=0)
+    class Evil:
+        def __reduce__(self): return (os.system, (f'touch {flag}',))
+    ck[0]({'rule': Evil()})                                     # written where the unit's checkpoint goes
+    p = cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '1')
+    path = out/'checkpoints'/'dataset=digits-rule=bp-seed=0.pt'
+    assert p.returncode != 0 and f'refused to load checkpoint {path}' in p.output, p.output[-2000:]
+    assert 'Delete it to restart that unit from scratch' in p.output and not flag.exists()
+
+def test_resume_refuses_a_latest_run_with_other_parameters(tmp_path):
+    from localrules.cli import get_experiment, check_params
+    from localrules.runs import Run
+    runs = tmp_path/'runs'
+    cfg = check_params(get_experiment('bp_vs_fa'), 'smoke', {'epochs': 1})
+    Run(runs/'bp_vs_fa'/'smoke-20990101-000000', 'bp_vs_fa', 'smoke', cfg)
+    p = cli('run', 'bp_vs_fa', '--runs', runs, '--resume', '-p', 'epochs', '2')
+    assert p.returncode != 0 and '--resume: the latest unfinished run' in p.output
+    assert 'epochs: 1 there, 2 here' in p.output
+
+def test_report_skips_bad_lines_and_lists_diverged_units(tmp_path):
+    from localrules.runs import Run
+    runs, results = tmp_path/'runs', tmp_path/'results'
+    run = Run(runs/'demo'/'smoke-1', 'demo', 'smoke', {'lr': 0.1})
+    run.record(dict(rule='bp', seed=0), {'test_acc': 90.})
+    run.record(dict(rule='bp', seed=1), {'test_acc': 12.}, diverged='loss became nan at epoch 3')
+    (results/'ledger').mkdir(parents=True)
+    (results/'ledger'/'other.jsonl').write_text('{"experiment": "other", "kind": "fin\n')
+    p = cli('report', '--runs', runs, '--results', results, check=True)
+    assert f"{results/'ledger'/'other.jsonl'}:1: not valid JSON" in p.output and 'Traceback' not in p.output
+    assert 'demo smoke-1 (rule=bp, seed=1): diverged: loss became nan at epoch 3' in p.output
+    assert '| 90 (n=1) |' in p.output or '| 90 |' in p.output, p.output                    # the mean leaves it out
