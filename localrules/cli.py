@@ -7,8 +7,8 @@ Docs: https://localrules.github.io/localrules/cli.html.md"""
 # %% auto #0
 __all__ = ['CLI_OWNED', 'project_root', 'experiments_dir', 'experiments', 'get_experiment', 'BadLiteral', 'parse_value',
            'check_params', 'latest_unfinished', 'run_conflict', 'run_experiment', 'shard_executor', 'submit_shards',
-           'build_offline_docs', 'cmd_list', 'rerun_command', 'failure_advice', 'cmd_run', 'flagged_lines',
-           'cmd_report', 'cmd_docs', 'main']
+           'build_offline_docs', 'paper_time', 'cmd_list', 'rerun_command', 'failure_advice', 'cmd_run',
+           'flagged_lines', 'cmd_report', 'cmd_docs', 'main']
 
 # %% ../nbs/05_cli.ipynb #fb3ab885
 import argparse, ast, json, os, sys, shutil, tempfile
@@ -254,13 +254,23 @@ def build_offline_docs(out='_site_offline', nbs=None) -> Path:
     return build_site(out, Path(nbs or project_root()/'nbs'))
 
 # %% ../nbs/05_cli.ipynb #83f55926
+def paper_time(e:dict, rates:dict) -> str:
+    "The paper preset's expected time: for MLP experiments from their arithmetic and a measured FLOP rate, else the notebook's own estimate."
+    from localrules.mlp_protocol import preset_times, fmt_duration
+    t = preset_times(e['PRESETS'].get('paper', {}), rates)
+    if not t: return e['EXPERIMENT'].get('time', {}).get('paper', '?')
+    here = f"{fmt_duration(t['here'])} here (measured, 1 CPU thread)" if 'here' in t else 'here: run benchmarks/population.py'
+    return f"{here}; {fmt_duration(t['h100'])} on one H100 at fp32 peak ({t['flop'] / 1e15:.1f} PFLOP, a floor)"
+
 def cmd_list(args):
+    from localrules.mlp_protocol import measured_flop_rate
     exps = experiments()
+    rates = measured_flop_rate(project_root()/'benchmarks'/'results'/'population-cpu.json')
     w = max(map(len, exps)) if exps else 10
     print(f"{'experiment':{w}}  paper        figure/table          smoke          paper preset")
     for n, e in exps.items():
-        m = e['EXPERIMENT']; t = m.get('time', {})
-        print(f"{n:{w}}  {m.get('paper', ''):12} {m.get('figure', ''):21} {t.get('smoke', '?'):14} {t.get('paper', '?')}")
+        m = e['EXPERIMENT']
+        print(f"{n:{w}}  {m.get('paper', ''):12} {m.get('figure', ''):21} {m.get('time', {}).get('smoke', '?'):14} {paper_time(e, rates)}")
 
 def rerun_command(args, out) -> str:
     "The `localrules run` command that continues the run in folder `out` with the same parameters."

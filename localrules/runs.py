@@ -579,7 +579,7 @@ class Run:
               ) -> list:
         "Finish unit `key`: write its final `metrics` ({name: value}) and `curves` (a MetricsLogger or rows), once."
         base = dict(experiment=self.experiment, preset=self.preset, run_id=self.meta['run_id'],
-                    **{k: self.meta[k] for k in ('commit', 'device', 'torch', 'date')},
+                    **{k: self.meta[k] for k in ('commit', 'device', 'torch', 'date')}, tf32=self.meta.get('tf32', False),
                     params=json.dumps(self.params, sort_keys=True), **key)
         base.setdefault('seed', None)
         if diverged is not None and not isinstance(diverged, str):
@@ -674,7 +674,7 @@ def forget_checkpoint(self:Run, **key):
     if path.exists(): path.unlink()
 
 # %% ../nbs/04_runs.ipynb #a9247d60
-ROW_FIELDS = ('experiment', 'preset', 'run_id', 'commit', 'device', 'torch', 'date', 'params', 'kind', 'step', 'metric',
+ROW_FIELDS = ('experiment', 'preset', 'run_id', 'commit', 'device', 'torch', 'date', 'tf32', 'params', 'kind', 'step', 'metric',
               'value', 'seed', 'status', 'message')
 
 def key_fields(row:dict) -> dict:
