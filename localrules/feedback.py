@@ -11,7 +11,7 @@ __all__ = ['MODES', 'INITS', 'USF_SCALES', 'DFA_POSITIONS', 'SUPPORTS', 'Feedbac
            'feedback_active', 'tiny_mlp', 'tiny_convnet', 'ShortcutA', 'BasicBlock', 'CifarResNet', 'resnet20',
            'check_convertible', 'FeedbackRule', 'FAAny', 'DFA', 'USF', 'BRSF', 'FRSF']
 
-# %% ../nbs/06_feedback.ipynb #dcc1796a
+# %% ../nbs/06_feedback.ipynb #92594125
 import math
 import warnings
 from contextlib import contextmanager
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .core import check_choice, check_range
 from .rules import LearningRule, register_rule, output_loss
 
-# %% ../nbs/06_feedback.ipynb #2327270f
+# %% ../nbs/06_feedback.ipynb #6d4f815c
 class FeedbackLinearFn(torch.autograd.Function):
     "y = x Wᵀ + b whose backward sends the error g to the input as g B (B in place of W); ∂W = gᵀ x, ∂b = Σ g."
     @staticmethod
@@ -44,7 +44,7 @@ def _linear_param_grads(ctx, g, x):
     gb = g2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return gw, gb
 
-# %% ../nbs/06_feedback.ipynb #1a9d33a9
+# %% ../nbs/06_feedback.ipynb #25536ebb
 def conv_grads(g, x, weight, stride, padding, dilation, groups:int, mask:list):
     "(∂x, ∂W, ∂b) of `conv2d(x, weight)` for output error `g`, from aten's convolution backward; `mask` picks which."
     bias_sizes = [weight.shape[0]] if mask[2] else None
@@ -68,7 +68,7 @@ class FeedbackConv2dFn(torch.autograd.Function):
         _, gw, gb = conv_grads(g, x, weight, *ctx.conf, [False, need[1], ctx.has_bias and need[2]])
         return gx, gw, gb, None, None, None, None, None
 
-# %% ../nbs/06_feedback.ipynb #3d859e14
+# %% ../nbs/06_feedback.ipynb #3703ac1a
 class OutputError:
     "Where `CaptureError` leaves the output error e = ∂loss/∂output of one forward pass, for that pass's DFA layers."
     def __init__(self):
@@ -93,7 +93,7 @@ class CaptureError(torch.autograd.Function):
         ctx.holder.e = g.detach()
         return g, None
 
-# %% ../nbs/06_feedback.ipynb #4d7c302c
+# %% ../nbs/06_feedback.ipynb #84b2f1b2
 class DFALinearFn(torch.autograd.Function):
     "y = x Wᵀ + b whose backward sends e B (output error e, B: K × in) to the input; ∂W = gᵀ x, ∂b = Σ g."
     @staticmethod
@@ -117,12 +117,12 @@ def _dfa_error(ctx, feedback):
     "The output error for this layer's DFA matrix, checked against its number of rows K."
     e = ctx.holder.get(ctx.layer)
     if e.ndim != 2 or e.shape[1] != feedback.shape[0]:
-        raise RuntimeError(f"dfa: layer {ctx.layer} has a feedback matrix for {feedback.shape[0]} outputs but the model's"
-                           f" output error has shape {tuple(e.shape)}; pass output_dim= to convert")
+        raise RuntimeError(f"dfa: layer {ctx.layer} has a feedback matrix for {feedback.shape[0]} outputs but the "
+                           f"model's output error has shape {tuple(e.shape)}; pass output_dim= to convert")
     return e
 
 class DFAConv2dFn(torch.autograd.Function):
-    "conv2d(x, W) + b whose backward sends to the input the transposed convolution (with B: K×C_in×kh×kw) of e broadcast over the output positions."
+    "conv2d(x, W) + b; backward: to the input, the transposed convolution (B: K×C_in×kh×kw) of e spread over positions."
     @staticmethod
     def forward(ctx, x, weight, bias, feedback, holder, layer, positions, stride, padding, dilation, groups):
         ctx.save_for_backward(x, weight, feedback)
@@ -144,7 +144,7 @@ class DFAConv2dFn(torch.autograd.Function):
         _, gw, gb = conv_grads(g, x, weight, stride, padding, dilation, groups, mask)
         return gx, gw, gb, None, None, None, None, None, None, None, None
 
-# %% ../nbs/06_feedback.ipynb #1c0054d5
+# %% ../nbs/06_feedback.ipynb #1824b002
 MODES = ('bp', 'fa', 'usf', 'brsf', 'frsf', 'dfa')
 INITS = ('xavier_uniform', 'he_uniform', 'torch')
 USF_SCALES = ('xavier', 'rms')
@@ -163,7 +163,7 @@ def draw_feedback(shape, init:str='xavier_uniform', generator=None, device='cpu'
     a = init_bound(shape, init)
     return (torch.rand(shape, generator=generator, device=device) * 2 - 1) * a
 
-# %% ../nbs/06_feedback.ipynb #2f280a57
+# %% ../nbs/06_feedback.ipynb #ad36ed3a
 class FeedbackState:
     "Shared by the converted layers of one model: the mode, whether feedback is on, and DFA's current output error."
     def __init__(self, mode:str, active:bool=True):
@@ -178,7 +178,8 @@ class FeedbackState:
     def holder(self, layer:str) -> OutputError:
         "The DFA output error holder of the current forward pass."
         if self.error is None:
-            raise RuntimeError(f"dfa: layer {layer} ran outside a forward of the converted model (call the model itself)")
+            raise RuntimeError(f"dfa: layer {layer} ran outside a forward of the converted model "
+                               "(call the model itself)")
         return self.error
 
 def _sign_feedback(layer, magnitude:torch.Tensor) -> torch.Tensor:
@@ -192,13 +193,15 @@ def layer_feedback(layer) -> torch.Tensor:
     if mode in ('fa', 'dfa'): return layer.feedback_weight
     if mode == 'frsf': return _sign_feedback(layer, layer.feedback_weight)
     if mode == 'brsf':
-        return layer.fb_scale * _sign_feedback(layer, draw_feedback(w.shape, layer.fb_init, device=w.device).to(w.dtype))
-    s = math.sqrt(2 / sum(nn.init._calculate_fan_in_and_fan_out(w))) if layer.fb_usf == 'xavier' else w.pow(2).mean().sqrt()
+        magnitude = draw_feedback(w.shape, layer.fb_init, device=w.device).to(w.dtype)
+        return layer.fb_scale * _sign_feedback(layer, magnitude)
+    if layer.fb_usf == 'xavier': s = math.sqrt(2 / sum(nn.init._calculate_fan_in_and_fan_out(w)))
+    else: s = w.pow(2).mean().sqrt()
     return layer.fb_scale * s * torch.sign(w)
 
-# %% ../nbs/06_feedback.ipynb #096c3824
+# %% ../nbs/06_feedback.ipynb #46307fd3
 class FeedbackLinear(nn.Linear):
-    "An `nn.Linear` converted by `convert`: same parameters and output; its backward sends the error through `feedback()`."
+    "An `nn.Linear` converted by `convert`: same parameters and output; backward sends the error through `feedback()`."
     def feedback(self) -> torch.Tensor: return layer_feedback(self)
 
     def forward(self, x):
@@ -206,7 +209,8 @@ class FeedbackLinear(nn.Linear):
         if not st.active: return F.linear(x, self.weight, self.bias)
         st.ran(self.fb_name)
         if st.mode == 'dfa':
-            return DFALinearFn.apply(x, self.weight, self.bias, self.feedback_weight, st.holder(self.fb_name), self.fb_name)
+            return DFALinearFn.apply(x, self.weight, self.bias, self.feedback_weight, st.holder(self.fb_name),
+                                     self.fb_name)
         return FeedbackLinearFn.apply(x, self.weight, self.bias, self.feedback())
 
 def _explicit_padding(conv:nn.Conv2d, x:torch.Tensor):
@@ -224,7 +228,7 @@ def _explicit_padding(conv:nn.Conv2d, x:torch.Tensor):
 def _pad_mode(conv): return 'constant' if conv.padding_mode == 'zeros' else conv.padding_mode
 
 class FeedbackConv2d(nn.Conv2d):
-    "An `nn.Conv2d` converted by `convert`: same parameters and output; its backward sends the error through `feedback()`."
+    "An `nn.Conv2d` converted by `convert`: same parameters and output; backward sends the error through `feedback()`."
     def feedback(self) -> torch.Tensor: return layer_feedback(self)
 
     def forward(self, x):
@@ -238,7 +242,7 @@ class FeedbackConv2d(nn.Conv2d):
                                      self.fb_name, st.dfa_positions, *conf)
         return FeedbackConv2dFn.apply(x, self.weight, self.bias, self.feedback(), *conf)
 
-# %% ../nbs/06_feedback.ipynb #5b0e06d6
+# %% ../nbs/06_feedback.ipynb #3c9ce27e
 class _NewError:
     "Forward pre-hook on a DFA model's root: a fresh output-error holder for each forward pass."
     def __init__(self, state:FeedbackState): self.state = state
@@ -255,7 +259,7 @@ class _CaptureOutput:
             raise TypeError(f"dfa needs a model whose output is one (batch, outputs) tensor; got {got}")
         return CaptureError.apply(out, self.state.error)
 
-# %% ../nbs/06_feedback.ipynb #54d1dae0
+# %% ../nbs/06_feedback.ipynb #20551b0d
 def convertible_layers(model:nn.Module) -> list:
     "(name, module) of every plain `nn.Linear` / `nn.Conv2d` (or already converted one) in `model`, in module order."
     kinds = (nn.Linear, nn.Conv2d, FeedbackLinear, FeedbackConv2d)
@@ -278,7 +282,7 @@ def _feedback_shape(m, mode:str, output_dim:int) -> tuple:
     if isinstance(m, nn.Linear): return (output_dim, m.in_features)
     return (output_dim, m.in_channels, *m.kernel_size)
 
-# %% ../nbs/06_feedback.ipynb #32a5047d
+# %% ../nbs/06_feedback.ipynb #7dab60df
 def convert(model:nn.Module, # any module built with nn.Linear / nn.Conv2d layers; converted in place
             mode:str, # one of MODES: 'bp', 'fa', 'usf', 'brsf', 'frsf', 'dfa'
             seed:int=None, # seed of the fixed feedback tensors (None: torch's global RNG)
@@ -286,7 +290,7 @@ def convert(model:nn.Module, # any module built with nn.Linear / nn.Conv2d layer
             feedback_scale:float=1., # multiplies every random or sign feedback
             usf_scale:str='xavier', # uSF's s: 'xavier' (√(2/(n_in+n_out))) or 'rms' (√mean W²)
             output_dim:int=None, # DFA: size K of the model output (default: out_features of the last nn.Linear)
-            dfa_positions:str='mean', # DFA on a conv: e broadcast to every output position / their number ('mean') or as is ('sum', biotorch)
+            dfa_positions:str='mean', # DFA, conv layers: e per output position / their number ('mean') or as is ('sum')
             active:bool=True, # start with feedback on (False: plain layers until `feedback_active`)
            ) -> nn.Module:
     "Give every `nn.Linear`/`nn.Conv2d` of `model` the feedback path of `mode` (in place); returns `model`."
@@ -321,7 +325,7 @@ def _convert_layer(m, name, st, K, gen, init, feedback_scale, usf_scale):
         B = feedback_scale * draw_feedback(_feedback_shape(m, st.mode, K), init, gen)
         m.register_buffer('feedback_weight', B.to(device=m.weight.device, dtype=m.weight.dtype))
 
-# %% ../nbs/06_feedback.ipynb #43175eed
+# %% ../nbs/06_feedback.ipynb #1dd58b6d
 def unconvert(model:nn.Module) -> nn.Module:
     "Undo `convert`: plain `nn.Linear`/`nn.Conv2d` again (same parameters), feedback buffers and hooks removed."
     st = getattr(model, 'fb_state', None)
@@ -344,17 +348,18 @@ def feedback_active(model:nn.Module, on:bool=True):
     try: yield model
     finally: st.active = was
 
-# %% ../nbs/06_feedback.ipynb #5eddb9ef
+# %% ../nbs/06_feedback.ipynb #505a2d1c
 def tiny_mlp(n_in:int=6, hidden:int=5, n_out:int=3) -> nn.Sequential:
     "Linear–tanh–Linear–ReLU–Linear, with biases."
-    return nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, n_out))
 
 def tiny_convnet(c_in:int=2, n_out:int=3) -> nn.Sequential:
     "Conv(3×3)–ReLU–MaxPool–Conv(3×3, stride 2)–Tanh–Flatten–Linear, for 8×8 inputs."
     return nn.Sequential(nn.Conv2d(c_in, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(4, 5, 3, stride=2, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(5 * 2 * 2, n_out))
 
-# %% ../nbs/06_feedback.ipynb #11fb047e
+# %% ../nbs/06_feedback.ipynb #44a0d415
 class ShortcutA(nn.Module):
     "Option-A shortcut: subsample by 2 and zero-pad the new channels (no parameters)."
     def __init__(self, planes:int):
@@ -402,7 +407,7 @@ def resnet20(num_classes:int=10, width:int=16, in_channels:int=3) -> CifarResNet
     "The CIFAR ResNet-20 (0.27 M parameters at width 16)."
     return CifarResNet(3, num_classes, width, in_channels)
 
-# %% ../nbs/06_feedback.ipynb #e620d0b6
+# %% ../nbs/06_feedback.ipynb #1dc4c305
 SUPPORTS = ('any nn.Module built with nn.Linear / nn.Conv2d layers (any activations, pooling, batch norm, residual '
             'connections), whose forward returns a (batch, outputs) tensor')
 
@@ -439,16 +444,16 @@ class FeedbackRule(LearningRule):
         return dict(loss=loss.item(), out=out.detach())
 
     def _check_layers_ran(self):
-        "First step: refuse a model that uses its layers' weights without calling them (their feedback would never act)."
+        "First step: refuse a model that uses its layers' weights without calling them (their feedback never acts)."
         st = self.model.fb_state
         if not st.seen:
             raise TypeError(f"rule {self.name!r} needs {SUPPORTS}, whose nn.Linear / nn.Conv2d modules are called; "
-                            f"{type(self.model).__name__} never called any of {st.layers} (it uses their weights directly,"
-                            " as localrules' MLP does: use its own rules, e.g. 'fa', for it)")
+                            f"{type(self.model).__name__} never called any of {st.layers} (it uses their weights "
+                            "directly, as localrules' MLP does: use its own rules, e.g. 'fa', for it)")
         missing = [n for n in st.layers if n not in st.seen]
-        if missing: warnings.warn(f"rule {self.name!r}: layers {missing} were not called in the forward pass and learn by BP")
+        if missing: warnings.warn(f"rule {self.name!r}: layers {missing} were not called in forward, so learn by BP")
 
-# %% ../nbs/06_feedback.ipynb #4da517de
+# %% ../nbs/06_feedback.ipynb #0db0a096
 @register_rule('fa_any')
 class FAAny(FeedbackRule):
     "Feedback alignment on any model: each layer sends its error down through a fixed random B of W's shape."
@@ -469,12 +474,12 @@ class DFA(FeedbackRule):
                  init:str='xavier_uniform', # how each B_l is drawn: one of INITS
                  feedback_scale:float=1., # B_l's multiplier
                  output_dim:int=None, # K (default: out_features of the last nn.Linear)
-                 positions:str='mean', # conv layers: e sent to every output position / their number ('mean') or as is ('sum', biotorch)
+                 positions:str='mean', # conv layers: e per output position / their number ('mean') or as is ('sum')
                  seed:int=None): # seed of the B_l (None: torch's global RNG)
         super().__init__(model, loss, init=init, feedback_scale=feedback_scale, output_dim=output_dim,
                          dfa_positions=positions, seed=seed)
 
-# %% ../nbs/06_feedback.ipynb #0e2186d2
+# %% ../nbs/06_feedback.ipynb #ab4f1eb3
 @register_rule('usf')
 class USF(FeedbackRule):
     "Uniform sign-concordant feedback (Liao et al. 2016): B = s·sign(W), recomputed from the current W every step."

@@ -1,4 +1,5 @@
-"Every converted-model rule (fa_any, dfa, usf, brsf, frsf) on models a user brings: a Sequential, a LeNet, torchvision's resnet18, a CIFAR ResNet-20."
+"""Every converted-model rule (fa_any, dfa, usf, brsf, frsf) on models a user brings: a Sequential, a LeNet,
+torchvision's resnet18 and a CIFAR ResNet-20."""
 import copy
 import time
 import pytest
@@ -30,7 +31,7 @@ MODELS = {
     'resnet20': lambda: resnet20(num_classes=10),
 }
 LR = {'sequential': 0.01, 'lenet': 0.02, 'resnet18': 0.01, 'resnet20': 0.02}
-DFA_LR = 0.1       # DFA's injected errors are larger than the true gradients (the biotorch benchmark runs it at 1/100 of BP's rate)
+DFA_LR = 0.1       # DFA's injected errors exceed the true gradients (biotorch's benchmark: DFA at 1/100 of BP's rate)
 
 def batch(n=2):
     g = torch.Generator().manual_seed(0)
@@ -63,7 +64,8 @@ def test_rule_on_user_model(name, model_name):
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads.values()), f'{name} on {model_name}'
     assert losses[-1] < losses[0], f'{name} on {model_name}: loss {losses}'
     again, grads2, _ = train(name, model_name)
-    assert again == losses and all(torch.equal(grads[n], grads2[n]) for n in grads), f'{name} on {model_name}: not deterministic'
+    same = again == losses and all(torch.equal(grads[n], grads2[n]) for n in grads)
+    assert same, f'{name} on {model_name}: not deterministic'
 
 @pytest.mark.parametrize('name', NAMES)
 def test_rule_differs_from_bp_below_the_output(name):
@@ -98,11 +100,12 @@ def _compiled_vs_eager(mode):
 
 @pytest.mark.parametrize('mode', ['fa', 'dfa', 'usf'])
 def test_torch_compile_gives_the_eager_updates(mode):
-    "torch.compile (inductor, CPU) of a converted tiny MLP: the same updates as eager (brSF draws from inductor's own RNG, so it is left out)."
+    "torch.compile (inductor, CPU) of a converted tiny MLP gives the eager updates (not brSF: inductor has its own RNG)."
     t = time.time()
     try: diffs = _compiled_vs_eager(mode)
     except Exception as e:          # inductor needs a working C++ toolchain on CPU
-        if 'compiler' in str(e).lower() or 'InvalidCxxCompiler' in type(e).__name__: pytest.skip(f'no C++ compiler for inductor: {e}')
+        no_cxx = 'compiler' in str(e).lower() or 'InvalidCxxCompiler' in type(e).__name__
+        if no_cxx: pytest.skip(f'no C++ compiler for inductor: {e}')
         raise
     assert max(diffs.values()) < 1e-6, diffs
     print(f'{mode}: compiled in {time.time() - t:.0f} s')
