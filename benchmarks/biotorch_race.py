@@ -43,7 +43,7 @@ def layers(model:nn.Module) -> list:
 
 def ours_convert(model:nn.Module, mode:str, bio:nn.Module) -> nn.Module:
     "`convert(model, mode)` with biotorch's feedback tensors copied in (fa, dfa, frsf: those it keeps fixed)."
-    convert(model, mode, dfa_positions='sum')
+    convert(model, mode, init='xavier_uniform', usf_scale='xavier', dfa_positions='sum')      # biotorch's conventions
     with torch.no_grad():
         for ours, theirs in zip(layers(model), layers(bio)):
             if 'feedback_weight' in ours._buffers: ours.feedback_weight.copy_(theirs.weight_backward)

@@ -11,7 +11,7 @@ __all__ = ['MODES', 'INITS', 'USF_SCALES', 'DFA_POSITIONS', 'SUPPORTS', 'Feedbac
            'feedback_active', 'tiny_mlp', 'tiny_convnet', 'ShortcutA', 'BasicBlock', 'CifarResNet', 'resnet20',
            'check_convertible', 'FeedbackRule', 'FAAny', 'DFA', 'USF', 'BRSF', 'FRSF']
 
-# %% ../nbs/06_feedback.ipynb #db7d7a8e
+# %% ../nbs/06_feedback.ipynb #469dda1b
 import math
 import warnings
 from contextlib import contextmanager
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .core import check_choice, check_range
 from .rules import LearningRule, register_rule, output_loss
 
-# %% ../nbs/06_feedback.ipynb #e620df8c
+# %% ../nbs/06_feedback.ipynb #3b1fa1b5
 class FeedbackLinearFn(torch.autograd.Function):
     "y = x Wᵀ + b whose backward sends the error g to the input as g B (B in place of W); ∂W = gᵀ x, ∂b = Σ g."
     @staticmethod
@@ -44,7 +44,7 @@ def _linear_param_grads(ctx, g, x):
     gb = g2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return gw, gb
 
-# %% ../nbs/06_feedback.ipynb #0744d2f4
+# %% ../nbs/06_feedback.ipynb #2d082c32
 def conv_grads(g, x, weight, stride, padding, dilation, groups:int, mask:list):
     "(∂x, ∂W, ∂b) of `conv2d(x, weight)` for output error `g`, from aten's convolution backward; `mask` picks which."
     bias_sizes = [weight.shape[0]] if mask[2] else None
@@ -68,7 +68,7 @@ class FeedbackConv2dFn(torch.autograd.Function):
         _, gw, gb = conv_grads(g, x, weight, *ctx.conf, [False, need[1], ctx.has_bias and need[2]])
         return gx, gw, gb, None, None, None, None, None
 
-# %% ../nbs/06_feedback.ipynb #39369304
+# %% ../nbs/06_feedback.ipynb #600da732
 class OutputError:
     "Where `CaptureError` leaves the output error e = ∂loss/∂output of one forward pass, for that pass's DFA layers."
     def __init__(self):
@@ -93,7 +93,7 @@ class CaptureError(torch.autograd.Function):
         ctx.holder.e = g.detach()
         return g, None
 
-# %% ../nbs/06_feedback.ipynb #e93e6c89
+# %% ../nbs/06_feedback.ipynb #74c1b170
 class DFALinearFn(torch.autograd.Function):
     "y = x Wᵀ + b whose backward sends e B (output error e, B: K × in) to the input; ∂W = gᵀ x, ∂b = Σ g."
     @staticmethod
@@ -144,26 +144,29 @@ class DFAConv2dFn(torch.autograd.Function):
         _, gw, gb = conv_grads(g, x, weight, stride, padding, dilation, groups, mask)
         return gx, gw, gb, None, None, None, None, None, None, None, None
 
-# %% ../nbs/06_feedback.ipynb #b3cf1177
+# %% ../nbs/06_feedback.ipynb #549ad200
 MODES = ('bp', 'fa', 'usf', 'brsf', 'frsf', 'dfa')
-INITS = ('xavier_uniform', 'he_uniform', 'torch')
+INITS = ('weight', 'xavier_uniform', 'he_uniform', 'torch')
 USF_SCALES = ('xavier', 'rms')
 DFA_POSITIONS = ('sum', 'mean')
 
-def init_bound(shape, init:str='xavier_uniform') -> float:
-    "Half-width a of the uniform U(±a) that `init` draws a tensor of `shape` from (fans as `nn.init` computes them)."
+def init_bound(shape, init:str='xavier_uniform', like:torch.Tensor=None) -> float:
+    "Half-width a of the uniform U(±a) that `init` draws a tensor of `shape` from ('weight': with `like`'s RMS)."
     check_choice('init', init, INITS)
+    if init == 'weight':
+        if like is None: raise ValueError("init='weight' needs the layer's weight (like=...) to take its RMS from")
+        return math.sqrt(3) * like.detach().float().pow(2).mean().sqrt().item()
     fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(torch.empty(shape, device='meta'))
     if init == 'xavier_uniform': return math.sqrt(6 / (fan_in + fan_out))
     if init == 'he_uniform': return math.sqrt(6 / fan_in)
     return 1 / math.sqrt(fan_in)
 
-def draw_feedback(shape, init:str='xavier_uniform', generator=None, device='cpu') -> torch.Tensor:
+def draw_feedback(shape, init:str='xavier_uniform', generator=None, device='cpu', like=None) -> torch.Tensor:
     "A random tensor U(±a) of `shape`, a from `init_bound`; from `generator` (or torch's global RNG when None)."
-    a = init_bound(shape, init)
+    a = init_bound(shape, init, like)
     return (torch.rand(shape, generator=generator, device=device) * 2 - 1) * a
 
-# %% ../nbs/06_feedback.ipynb #354faaa6
+# %% ../nbs/06_feedback.ipynb #b98e0585
 class FeedbackState:
     "Shared by the converted layers of one model: the mode, whether feedback is on, and DFA's current output error."
     def __init__(self, mode:str, active:bool=True):
@@ -193,13 +196,13 @@ def layer_feedback(layer) -> torch.Tensor:
     if mode in ('fa', 'dfa'): return layer.feedback_weight
     if mode == 'frsf': return _sign_feedback(layer, layer.feedback_weight)
     if mode == 'brsf':
-        magnitude = draw_feedback(w.shape, layer.fb_init, device=w.device).to(w.dtype)
+        magnitude = draw_feedback(w.shape, layer.fb_init, device=w.device, like=w).to(w.dtype)
         return layer.fb_scale * _sign_feedback(layer, magnitude)
     if layer.fb_usf == 'xavier': s = math.sqrt(2 / sum(nn.init._calculate_fan_in_and_fan_out(w)))
     else: s = w.pow(2).mean().sqrt()
     return layer.fb_scale * s * torch.sign(w)
 
-# %% ../nbs/06_feedback.ipynb #f1d21367
+# %% ../nbs/06_feedback.ipynb #4519b280
 class FeedbackLinear(nn.Linear):
     "An `nn.Linear` converted by `convert`: same parameters and output; backward sends the error through `feedback()`."
     def feedback(self) -> torch.Tensor: return layer_feedback(self)
@@ -242,7 +245,7 @@ class FeedbackConv2d(nn.Conv2d):
                                      self.fb_name, st.dfa_positions, *conf)
         return FeedbackConv2dFn.apply(x, self.weight, self.bias, self.feedback(), *conf)
 
-# %% ../nbs/06_feedback.ipynb #c268a825
+# %% ../nbs/06_feedback.ipynb #e556c807
 class _NewError:
     "Forward pre-hook on a DFA model's root: a fresh output-error holder for each forward pass."
     def __init__(self, state:FeedbackState): self.state = state
@@ -259,7 +262,7 @@ class _CaptureOutput:
             raise TypeError(f"dfa needs a model whose output is one (batch, outputs) tensor; got {got}")
         return CaptureError.apply(out, self.state.error)
 
-# %% ../nbs/06_feedback.ipynb #5cf4b879
+# %% ../nbs/06_feedback.ipynb #f8bb22d0
 def convertible_layers(model:nn.Module) -> list:
     "(name, module) of every plain `nn.Linear` / `nn.Conv2d` (or already converted one) in `model`, in module order."
     kinds = (nn.Linear, nn.Conv2d, FeedbackLinear, FeedbackConv2d)
@@ -282,19 +285,20 @@ def _feedback_shape(m, mode:str, output_dim:int) -> tuple:
     if isinstance(m, nn.Linear): return (output_dim, m.in_features)
     return (output_dim, m.in_channels, *m.kernel_size)
 
-# %% ../nbs/06_feedback.ipynb #61c1b04f
+# %% ../nbs/06_feedback.ipynb #d1fb15db
 def convert(model:nn.Module, # any module built with nn.Linear / nn.Conv2d layers; converted in place
             mode:str, # one of MODES: 'bp', 'fa', 'usf', 'brsf', 'frsf', 'dfa'
             seed:int=None, # seed of the fixed feedback tensors (None: torch's global RNG)
-            init:str='xavier_uniform', # how random feedback is drawn: one of INITS
+            init:str=None, # how random feedback is drawn, one of INITS (None: 'weight'; DFA 'xavier_uniform')
             feedback_scale:float=1., # multiplies every random or sign feedback
-            usf_scale:str='xavier', # uSF's s: 'xavier' (√(2/(n_in+n_out))) or 'rms' (√mean W²)
+            usf_scale:str='rms', # uSF's s: 'rms' (√mean W²) or 'xavier' (√(2/(n_in+n_out)))
             output_dim:int=None, # DFA: size K of the model output (default: out_features of the last nn.Linear)
             dfa_positions:str='mean', # DFA, conv layers: e per output position / their number ('mean') or as is ('sum')
             active:bool=True, # start with feedback on (False: plain layers until `feedback_active`)
            ) -> nn.Module:
     "Give every `nn.Linear`/`nn.Conv2d` of `model` the feedback path of `mode` (in place); returns `model`."
     check_choice('mode', mode, MODES)
+    init = init or ('xavier_uniform' if mode == 'dfa' else 'weight')
     check_choice('init', init, INITS)
     check_choice('usf_scale', usf_scale, USF_SCALES)
     check_range('feedback_scale', feedback_scale, lo=0)
@@ -322,10 +326,10 @@ def _convert_layer(m, name, st, K, gen, init, feedback_scale, usf_scale):
     m.__class__ = FeedbackLinear if isinstance(m, nn.Linear) else FeedbackConv2d
     m.fb_state, m.fb_name, m.fb_init, m.fb_scale, m.fb_usf = st, name, init, feedback_scale, usf_scale
     if st.mode in ('fa', 'frsf', 'dfa'):
-        B = feedback_scale * draw_feedback(_feedback_shape(m, st.mode, K), init, gen)
+        B = feedback_scale * draw_feedback(_feedback_shape(m, st.mode, K), init, gen, like=m.weight.detach().cpu())
         m.register_buffer('feedback_weight', B.to(device=m.weight.device, dtype=m.weight.dtype))
 
-# %% ../nbs/06_feedback.ipynb #62df8171
+# %% ../nbs/06_feedback.ipynb #a773397b
 def unconvert(model:nn.Module) -> nn.Module:
     "Undo `convert`: plain `nn.Linear`/`nn.Conv2d` again (same parameters), feedback buffers and hooks removed."
     st = getattr(model, 'fb_state', None)
@@ -335,7 +339,7 @@ def unconvert(model:nn.Module) -> nn.Module:
         m.__class__ = nn.Linear if isinstance(m, nn.Linear) else nn.Conv2d
         if 'feedback_weight' in m._buffers: del m._buffers['feedback_weight']
         for a in ('fb_state', 'fb_name', 'fb_init', 'fb_scale', 'fb_usf'): m.__dict__.pop(a, None)
-    del model.fb_state
+    model.__dict__.pop('fb_state', None)              # already gone if the model itself was a converted layer
     return model
 
 @contextmanager
@@ -348,7 +352,7 @@ def feedback_active(model:nn.Module, on:bool=True):
     try: yield model
     finally: st.active = was
 
-# %% ../nbs/06_feedback.ipynb #30069824
+# %% ../nbs/06_feedback.ipynb #bdecf920
 def tiny_mlp(n_in:int=6, hidden:int=5, n_out:int=3) -> nn.Sequential:
     "Linear–tanh–Linear–ReLU–Linear, with biases."
     return nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.ReLU(),
@@ -359,7 +363,7 @@ def tiny_convnet(c_in:int=2, n_out:int=3) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(4, 5, 3, stride=2, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(5 * 2 * 2, n_out))
 
-# %% ../nbs/06_feedback.ipynb #0ef4c874
+# %% ../nbs/06_feedback.ipynb #dd0ca526
 class ShortcutA(nn.Module):
     "Option-A shortcut: subsample by 2 and zero-pad the new channels (no parameters)."
     def __init__(self, planes:int):
@@ -407,7 +411,7 @@ def resnet20(num_classes:int=10, width:int=16, in_channels:int=3) -> CifarResNet
     "The CIFAR ResNet-20 (0.27 M parameters at width 16)."
     return CifarResNet(3, num_classes, width, in_channels)
 
-# %% ../nbs/06_feedback.ipynb #faac8cd8
+# %% ../nbs/06_feedback.ipynb #d90f61d6
 SUPPORTS = ('any nn.Module built with nn.Linear / nn.Conv2d layers (any activations, pooling, batch norm, residual '
             'connections), whose forward returns a (batch, outputs) tensor')
 
@@ -453,14 +457,14 @@ class FeedbackRule(LearningRule):
         missing = [n for n in st.layers if n not in st.seen]
         if missing: warnings.warn(f"rule {self.name!r}: layers {missing} were not called in forward, so learn by BP")
 
-# %% ../nbs/06_feedback.ipynb #f9bb6461
+# %% ../nbs/06_feedback.ipynb #2b475391
 @register_rule('fa_any')
 class FAAny(FeedbackRule):
     "Feedback alignment on any model: each layer sends its error down through a fixed random B of W's shape."
     mode = 'fa'
     def __init__(self, model:nn.Module, # any nn.Module with nn.Linear / nn.Conv2d layers (converted in place)
                  loss:str='ce', # 'ce' or 'mse' (see `output_loss`)
-                 init:str='xavier_uniform', # how B is drawn: one of INITS
+                 init:str='weight', # how B is drawn: one of INITS ('weight': with the RMS of W)
                  feedback_scale:float=1., # B's multiplier
                  seed:int=None): # seed of B (None: torch's global RNG)
         super().__init__(model, loss, init=init, feedback_scale=feedback_scale, seed=seed)
@@ -479,14 +483,14 @@ class DFA(FeedbackRule):
         super().__init__(model, loss, init=init, feedback_scale=feedback_scale, output_dim=output_dim,
                          dfa_positions=positions, seed=seed)
 
-# %% ../nbs/06_feedback.ipynb #2eede682
+# %% ../nbs/06_feedback.ipynb #0f20c082
 @register_rule('usf')
 class USF(FeedbackRule):
     "Uniform sign-concordant feedback (Liao et al. 2016): B = s·sign(W), recomputed from the current W every step."
     mode = 'usf'
     def __init__(self, model:nn.Module, # any nn.Module with nn.Linear / nn.Conv2d layers
                  loss:str='ce', # 'ce' or 'mse'
-                 scale:str='xavier', # s: 'xavier' √(2/(n_in+n_out)) (biotorch) or 'rms' √mean W²
+                 scale:str='rms', # s: 'rms' √mean W² (‖B‖ = ‖W‖) or 'xavier' √(2/(n_in+n_out)) (biotorch)
                  feedback_scale:float=1.): # multiplies s
         super().__init__(model, loss, usf_scale=scale, feedback_scale=feedback_scale)
 
@@ -496,7 +500,7 @@ class BRSF(FeedbackRule):
     mode = 'brsf'
     def __init__(self, model:nn.Module, # any nn.Module with nn.Linear / nn.Conv2d layers
                  loss:str='ce', # 'ce' or 'mse'
-                 init:str='xavier_uniform', # how M is drawn (torch's global RNG, each forward): one of INITS
+                 init:str='weight', # how M is drawn (torch's global RNG, each forward): one of INITS
                  feedback_scale:float=1.): # B's multiplier
         super().__init__(model, loss, init=init, feedback_scale=feedback_scale)
 
@@ -506,7 +510,7 @@ class FRSF(FeedbackRule):
     mode = 'frsf'
     def __init__(self, model:nn.Module, # any nn.Module with nn.Linear / nn.Conv2d layers
                  loss:str='ce', # 'ce' or 'mse'
-                 init:str='xavier_uniform', # how M is drawn: one of INITS
+                 init:str='weight', # how M is drawn: one of INITS
                  feedback_scale:float=1., # B's multiplier
                  seed:int=None): # seed of M (None: torch's global RNG)
         super().__init__(model, loss, init=init, feedback_scale=feedback_scale, seed=seed)

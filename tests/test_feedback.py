@@ -100,7 +100,7 @@ def _compiled_vs_eager(mode):
 
 @pytest.mark.parametrize('mode', ['fa', 'dfa', 'usf'])
 def test_torch_compile_gives_the_eager_updates(mode):
-    "torch.compile (inductor, CPU) of a converted tiny MLP gives the eager updates (not brSF: inductor has its own RNG)."
+    "torch.compile (inductor, CPU) of a converted tiny MLP gives the eager updates (not brSF: inductor's own RNG)."
     t = time.time()
     try: diffs = _compiled_vs_eager(mode)
     except Exception as e:          # inductor needs a working C++ toolchain on CPU
@@ -118,3 +118,29 @@ def test_deepcopy_of_a_converted_model_has_its_own_state():
     x, y = batch()
     F.cross_entropy(b(x), y).backward()
     assert all(p.grad is not None for p in b.parameters()) and all(p.grad is None for p in a.parameters())
+
+@pytest.mark.parametrize('model_name', list(MODELS))
+def test_grad_alignment_on_every_model(model_name):
+    "grad_alignment compares the rule's update with BP's on the same (plain) network: one row per parameter tensor."
+    seed_everything(0)
+    rule = get_rule('fa_any', MODELS[model_name]())
+    rows = grad_alignment(rule, *batch())
+    assert len(rows) == sum(1 for p in rule.model.parameters() if p.requires_grad)
+    assert all(-1 <= r['cos'] <= 1 for r in rows) and rows[-2]['cos'] > 1 - 1e-5      # the output layer's weight
+
+def test_feedback_survives_a_state_dict_round_trip():
+    "A checkpoint restores the fixed feedback: a model converted with another seed gets the saved B."
+    a = convert(LeNet(), 'fa', seed=0)
+    b = convert(LeNet(), 'fa', seed=1)
+    assert not torch.equal(a.fc1.feedback_weight, b.fc1.feedback_weight)
+    b.load_state_dict(a.state_dict())
+    assert all(torch.equal(u, v) for u, v in zip(a.state_dict().values(), b.state_dict().values()))
+
+def test_a_single_layer_model_converts_and_unconverts():
+    from localrules.feedback import unconvert
+    lin = convert(nn.Linear(4, 3), 'usf')
+    x = torch.randn(5, 4)
+    lin(x).sum().backward()
+    assert lin.weight.grad is not None and lin.fb_state.mode == 'usf'
+    unconvert(lin)
+    assert type(lin) is nn.Linear and not hasattr(lin, 'fb_state') and lin(x).shape == (5, 3)
