@@ -11,7 +11,7 @@ __all__ = ['MODES', 'INITS', 'USF_SCALES', 'DFA_POSITIONS', 'SUPPORTS', 'Feedbac
            'feedback_active', 'tiny_mlp', 'tiny_convnet', 'ShortcutA', 'BasicBlock', 'CifarResNet', 'resnet20',
            'check_convertible', 'FeedbackRule', 'FAAny', 'DFA', 'USF', 'BRSF', 'FRSF']
 
-# %% ../nbs/06_feedback.ipynb #469dda1b
+# %% ../nbs/06_feedback.ipynb #f1331433
 import math
 import warnings
 from contextlib import contextmanager
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .core import check_choice, check_range
 from .rules import LearningRule, register_rule, output_loss
 
-# %% ../nbs/06_feedback.ipynb #3b1fa1b5
+# %% ../nbs/06_feedback.ipynb #888d55f2
 class FeedbackLinearFn(torch.autograd.Function):
     "y = x Wᵀ + b whose backward sends the error g to the input as g B (B in place of W); ∂W = gᵀ x, ∂b = Σ g."
     @staticmethod
@@ -44,7 +44,7 @@ def _linear_param_grads(ctx, g, x):
     gb = g2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return gw, gb
 
-# %% ../nbs/06_feedback.ipynb #2d082c32
+# %% ../nbs/06_feedback.ipynb #3ecacb10
 def conv_grads(g, x, weight, stride, padding, dilation, groups:int, mask:list):
     "(∂x, ∂W, ∂b) of `conv2d(x, weight)` for output error `g`, from aten's convolution backward; `mask` picks which."
     bias_sizes = [weight.shape[0]] if mask[2] else None
@@ -68,7 +68,7 @@ class FeedbackConv2dFn(torch.autograd.Function):
         _, gw, gb = conv_grads(g, x, weight, *ctx.conf, [False, need[1], ctx.has_bias and need[2]])
         return gx, gw, gb, None, None, None, None, None
 
-# %% ../nbs/06_feedback.ipynb #600da732
+# %% ../nbs/06_feedback.ipynb #d9bd592d
 class OutputError:
     "Where `CaptureError` leaves the output error e = ∂loss/∂output of one forward pass, for that pass's DFA layers."
     def __init__(self):
@@ -93,7 +93,7 @@ class CaptureError(torch.autograd.Function):
         ctx.holder.e = g.detach()
         return g, None
 
-# %% ../nbs/06_feedback.ipynb #74c1b170
+# %% ../nbs/06_feedback.ipynb #cf528b93
 class DFALinearFn(torch.autograd.Function):
     "y = x Wᵀ + b whose backward sends e B (output error e, B: K × in) to the input; ∂W = gᵀ x, ∂b = Σ g."
     @staticmethod
@@ -144,7 +144,7 @@ class DFAConv2dFn(torch.autograd.Function):
         _, gw, gb = conv_grads(g, x, weight, stride, padding, dilation, groups, mask)
         return gx, gw, gb, None, None, None, None, None, None, None, None
 
-# %% ../nbs/06_feedback.ipynb #549ad200
+# %% ../nbs/06_feedback.ipynb #d7afa221
 MODES = ('bp', 'fa', 'usf', 'brsf', 'frsf', 'dfa')
 INITS = ('weight', 'xavier_uniform', 'he_uniform', 'torch')
 USF_SCALES = ('xavier', 'rms')
@@ -166,7 +166,7 @@ def draw_feedback(shape, init:str='xavier_uniform', generator=None, device='cpu'
     a = init_bound(shape, init, like)
     return (torch.rand(shape, generator=generator, device=device) * 2 - 1) * a
 
-# %% ../nbs/06_feedback.ipynb #b98e0585
+# %% ../nbs/06_feedback.ipynb #4dfcb876
 class FeedbackState:
     "Shared by the converted layers of one model: the mode, whether feedback is on, and DFA's current output error."
     def __init__(self, mode:str, active:bool=True):
@@ -202,7 +202,7 @@ def layer_feedback(layer) -> torch.Tensor:
     else: s = w.pow(2).mean().sqrt()
     return layer.fb_scale * s * torch.sign(w)
 
-# %% ../nbs/06_feedback.ipynb #4519b280
+# %% ../nbs/06_feedback.ipynb #4d7c0a06
 class FeedbackLinear(nn.Linear):
     "An `nn.Linear` converted by `convert`: same parameters and output; backward sends the error through `feedback()`."
     def feedback(self) -> torch.Tensor: return layer_feedback(self)
@@ -245,7 +245,7 @@ class FeedbackConv2d(nn.Conv2d):
                                      self.fb_name, st.dfa_positions, *conf)
         return FeedbackConv2dFn.apply(x, self.weight, self.bias, self.feedback(), *conf)
 
-# %% ../nbs/06_feedback.ipynb #e556c807
+# %% ../nbs/06_feedback.ipynb #08a40427
 class _NewError:
     "Forward pre-hook on a DFA model's root: a fresh output-error holder for each forward pass."
     def __init__(self, state:FeedbackState): self.state = state
@@ -262,7 +262,7 @@ class _CaptureOutput:
             raise TypeError(f"dfa needs a model whose output is one (batch, outputs) tensor; got {got}")
         return CaptureError.apply(out, self.state.error)
 
-# %% ../nbs/06_feedback.ipynb #f8bb22d0
+# %% ../nbs/06_feedback.ipynb #d29e5949
 def convertible_layers(model:nn.Module) -> list:
     "(name, module) of every plain `nn.Linear` / `nn.Conv2d` (or already converted one) in `model`, in module order."
     kinds = (nn.Linear, nn.Conv2d, FeedbackLinear, FeedbackConv2d)
@@ -285,7 +285,7 @@ def _feedback_shape(m, mode:str, output_dim:int) -> tuple:
     if isinstance(m, nn.Linear): return (output_dim, m.in_features)
     return (output_dim, m.in_channels, *m.kernel_size)
 
-# %% ../nbs/06_feedback.ipynb #d1fb15db
+# %% ../nbs/06_feedback.ipynb #e32ce2b7
 def convert(model:nn.Module, # any module built with nn.Linear / nn.Conv2d layers; converted in place
             mode:str, # one of MODES: 'bp', 'fa', 'usf', 'brsf', 'frsf', 'dfa'
             seed:int=None, # seed of the fixed feedback tensors (None: torch's global RNG)
@@ -329,7 +329,7 @@ def _convert_layer(m, name, st, K, gen, init, feedback_scale, usf_scale):
         B = feedback_scale * draw_feedback(_feedback_shape(m, st.mode, K), init, gen, like=m.weight.detach().cpu())
         m.register_buffer('feedback_weight', B.to(device=m.weight.device, dtype=m.weight.dtype))
 
-# %% ../nbs/06_feedback.ipynb #a773397b
+# %% ../nbs/06_feedback.ipynb #35438192
 def unconvert(model:nn.Module) -> nn.Module:
     "Undo `convert`: plain `nn.Linear`/`nn.Conv2d` again (same parameters), feedback buffers and hooks removed."
     st = getattr(model, 'fb_state', None)
@@ -352,7 +352,7 @@ def feedback_active(model:nn.Module, on:bool=True):
     try: yield model
     finally: st.active = was
 
-# %% ../nbs/06_feedback.ipynb #bdecf920
+# %% ../nbs/06_feedback.ipynb #1bb8bafe
 def tiny_mlp(n_in:int=6, hidden:int=5, n_out:int=3) -> nn.Sequential:
     "Linear–tanh–Linear–ReLU–Linear, with biases."
     return nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.ReLU(),
@@ -363,7 +363,7 @@ def tiny_convnet(c_in:int=2, n_out:int=3) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(4, 5, 3, stride=2, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(5 * 2 * 2, n_out))
 
-# %% ../nbs/06_feedback.ipynb #dd0ca526
+# %% ../nbs/06_feedback.ipynb #c7884448
 class ShortcutA(nn.Module):
     "Option-A shortcut: subsample by 2 and zero-pad the new channels (no parameters)."
     def __init__(self, planes:int):
@@ -411,7 +411,7 @@ def resnet20(num_classes:int=10, width:int=16, in_channels:int=3) -> CifarResNet
     "The CIFAR ResNet-20 (0.27 M parameters at width 16)."
     return CifarResNet(3, num_classes, width, in_channels)
 
-# %% ../nbs/06_feedback.ipynb #d90f61d6
+# %% ../nbs/06_feedback.ipynb #d85f89f3
 SUPPORTS = ('any nn.Module built with nn.Linear / nn.Conv2d layers (any activations, pooling, batch norm, residual '
             'connections), whose forward returns a (batch, outputs) tensor')
 
@@ -457,7 +457,7 @@ class FeedbackRule(LearningRule):
         missing = [n for n in st.layers if n not in st.seen]
         if missing: warnings.warn(f"rule {self.name!r}: layers {missing} were not called in forward, so learn by BP")
 
-# %% ../nbs/06_feedback.ipynb #2b475391
+# %% ../nbs/06_feedback.ipynb #f5ae9442
 @register_rule('fa_any')
 class FAAny(FeedbackRule):
     "Feedback alignment on any model: each layer sends its error down through a fixed random B of W's shape."
@@ -483,7 +483,7 @@ class DFA(FeedbackRule):
         super().__init__(model, loss, init=init, feedback_scale=feedback_scale, output_dim=output_dim,
                          dfa_positions=positions, seed=seed)
 
-# %% ../nbs/06_feedback.ipynb #0f20c082
+# %% ../nbs/06_feedback.ipynb #f8a3bc20
 @register_rule('usf')
 class USF(FeedbackRule):
     "Uniform sign-concordant feedback (Liao et al. 2016): B = s·sign(W), recomputed from the current W every step."
