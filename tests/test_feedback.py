@@ -106,7 +106,7 @@ HAS_CXX = any(shutil.which(c) for c in ('g++', 'c++', 'clang++'))
 @pytest.mark.skipif(not HAS_CXX, reason='torch.compile (inductor) on CPU needs a C++ compiler')
 @pytest.mark.parametrize('mode,conv', [('fa', False), ('dfa', False), ('usf', False), ('dfa', True)])
 def test_torch_compile_gives_the_eager_updates(mode, conv):
-    "torch.compile (inductor, CPU) of a converted tiny MLP / conv net: the eager updates (not brSF: inductor's own RNG)."
+    "torch.compile (inductor, CPU) of a converted tiny MLP / conv net: the eager updates (not brSF: own RNG)."
     t = time.time()
     diffs = _compiled_vs_eager(mode, conv)
     assert max(diffs.values()) < 1e-6, diffs
