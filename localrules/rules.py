@@ -52,10 +52,15 @@ def available_rules() -> list:
     _discover(); return sorted(RULES)
 
 def get_rule(name:str, model:nn.Module, **kwargs) -> LearningRule:
-    "The learning rule `name` wrapped around `model`; `kwargs` go to the rule."
+    "The learning rule `name` wrapped around `model`; `kwargs` go to the rule. A rule written for the `MLP` that has a twin for any model (`any_model`, e.g. 'fa' → 'fa_any') hands other models to it."
     if name not in RULES: _discover()
     check_choice('rule', name, RULES)
-    return RULES[name](model, **kwargs)
+    cls = RULES[name]
+    twin = getattr(cls, 'any_model', None)
+    if twin and not isinstance(model, MLP):
+        if twin not in RULES: _discover()
+        cls = RULES.get(twin, cls)
+    return cls(model, **kwargs)
 
 # %% ../nbs/02_rules.ipynb #bf3838a6
 def _i32(v:int) -> int:
@@ -261,6 +266,7 @@ def _fa_feedback(shape, init:str, generator=None) -> torch.Tensor:
 @register_rule('fa')
 class FA(LearningRule):
     "Feedback alignment on an `MLP`: fixed random feedback `B_l` (init like W, scaled by `feedback_scale`) replaces W_lᵀ."
+    any_model = 'fa_any'          # other models: localrules.feedback's FA, by the same name
     def __init__(self, model:MLP, loss:str='ce', init:str='he_uniform', feedback_scale:float=1., seed:int=None):
         super().__init__(model)
         self.loss = check_choice('loss', loss, ['ce', 'mse'])

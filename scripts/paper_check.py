@@ -17,6 +17,7 @@ TINY_THEORY = dict(n_images=64, max_iter=20, rounds=1)
 TINY_SSL = dict(dataset=C10, width=0.0625, epochs=1, steps_per_epoch=4, limit=256, num_workers=2)
 SHRINK = {
     'bp_vs_fa': dict(epochs=1, milestones=[], seeds=[0]),
+    'byom_resnet': dict(epochs=1, milestones=[], seeds=[0], limit=5000, n_val=500),
     'clapp_fig2_theorem31': TINY_THEORY,
     'clapp_fig3a_widths_dfb': TINY_THEORY,
     'clapp_fig3b_mlp_mnist': dict(n_train=2000, n_test=500, epochs=1, eval_batches=4),
