@@ -146,3 +146,12 @@ def test_a_single_layer_model_converts_and_unconverts():
     assert lin.weight.grad is not None and lin.fb_state.mode == 'usf'
     unconvert(lin)
     assert type(lin) is nn.Linear and not hasattr(lin, 'fb_state') and lin(x).shape == (5, 3)
+
+
+def test_fa_on_any_model_goes_to_its_twin():
+    "get_rule('fa', ...) keeps the MLP rule for an MLP and hands any other model to FA for any model."
+    from localrules.rules import get_rule, MLP, FA
+    seq = nn.Sequential(nn.Flatten(), nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 5))
+    rule = get_rule('fa', seq)
+    assert not isinstance(rule, FA) and rule.name == 'fa_any'
+    assert isinstance(get_rule('fa', MLP([20, 16, 5])), FA)
