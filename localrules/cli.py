@@ -302,6 +302,7 @@ def failure_advice(ename:str, evalue:str, out, args, notebook=None) -> str:
 def cmd_run(args):
     from papermill.exceptions import PapermillExecutionError
     params = {k: parse_value(v) for k, v in (args.param or [])}
+    if args.tf32: os.environ['LOCALRULES_TF32'] = '1'            # the kernel and the shard jobs inherit it
     if args.shard and args.executor:
         raise SystemExit("error: --shard I/N runs one share here; --executor submits all --shards: give one of them")
     if (args.shards is None) != (args.executor is None):
@@ -373,6 +374,7 @@ def _add_run_parser(sub):
     r.add_argument('--array-parallelism', type=int, default=None, metavar='K', help='at most K jobs at once (SLURM)')
     r.add_argument('--cpus', type=int, default=None, help='CPUs per job (SLURM)')
     r.add_argument('--mem', type=float, default=None, metavar='GB', help='memory per job in GB (SLURM)')
+    r.add_argument('--tf32', action='store_true', help='allow TF32 matrix products on CUDA (recorded in every result; default: fp32)')
     r.set_defaults(f=cmd_run)
 
 def main(argv=None):
