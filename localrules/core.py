@@ -109,8 +109,9 @@ class MetricsLogger:
                 if many and m in self.diverged: continue
                 row = dict(self.tags, step=step, metric=k, value=float(x))
                 self.rows.append(dict(row, member=m) if many else row)
-                if self.path:
-                    with open(self.path, 'a') as f: f.write(json.dumps(self.rows[-1]) + '\n')
+                if self.path:                            # valid JSON: a non-finite value is written as null
+                    row = dict(self.rows[-1], value=row['value'] if math.isfinite(row['value']) else None)
+                    with open(self.path, 'a') as f: f.write(json.dumps(row, allow_nan=False) + '\n')
     def member(self, m:int) -> 'MetricsLogger':
         "The rows of population member `m`, as a logger of one network (no `member` tag)."
         out = MetricsLogger(**self.tags)
