@@ -328,13 +328,14 @@ def preset_flops(p:dict, batch:int=64):
 
 # %% ../nbs/16_mlp_protocol.ipynb #2037a174
 def measured_flop_rate(path) -> dict:
-    "{rule: FLOP/s} of the largest population in a `benchmarks/population.py` JSON (a per-step cost measured on that machine), or {}."
+    "{rule: FLOP/s} of the fastest population in a `benchmarks/population.py` JSON (a per-step cost measured on that machine), or {}."
     try: bench = json.loads(open(path).read())
     except (OSError, ValueError): return {}
-    best = {}
+    rates = {}
     for r in bench.get('results', []):
-        if r['members'] >= best.get(r['rule'], {}).get('members', 0): best[r['rule']] = r
-    return {rule: r['flops_per_member_step'] / r['step_s_per_member'] for rule, r in best.items()}
+        rate = r['flops_per_member_step'] / r['step_s_per_member']
+        rates[r['rule']] = max(rates.get(r['rule'], 0.), rate)
+    return rates
 
 def fmt_duration(s:float) -> str:
     "Seconds as '40 s', '12 min' or '3.2 h'."
