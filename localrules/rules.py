@@ -82,7 +82,8 @@ def sub_seed(seed:int, name:str) -> int:
 
 def counter_uniform(seeds:torch.Tensor, counter:int, stream:int, shape:tuple) -> torch.Tensor:
     "Uniform [0, 1) floats (24 random bits) of `shape` for each seed in the int32 tensor `seeds` (shape `seeds.shape + shape`)."
-    key = hash32(hash32(hash32(seeds) ^ _i32(counter)) ^ _i32(stream + 0x9E3779B9))
+    counter = counter.to(torch.int32) if torch.is_tensor(counter) else _i32(counter)     # a device tensor: no recompiles
+    key = hash32(hash32(hash32(seeds) ^ counter) ^ _i32(stream + 0x9E3779B9))
     pos = hash32(torch.arange(math.prod(shape), dtype=torch.int32, device=seeds.device) + _i32(0x632BE5AB))
     bits = (hash32(key.unsqueeze(-1) ^ pos) >> 8) & 0xFFFFFF
     return (bits.to(torch.float32) * 2 ** -24).reshape(*seeds.shape, *shape)
@@ -173,7 +174,7 @@ class MLP(nn.Module):
         self.members = len(seed) if isinstance(seed, (list, tuple)) else None
         self.seeds = None if seed is None else [check_range('seed', s, lo=0, integer=True) for s in (seed if self.members else [seed])]
         if self.members == 0: raise ValueError("seed=[] gives a population of no members; pass at least one seed")
-        self._draws = 0
+        self.register_buffer('draws', torch.zeros((), dtype=torch.int64))       # the draw counter: part of the state
         if self.seeds is not None: self.register_buffer('seed_values', seed_tensor(self.seeds if self.members else self.seeds[0]), persistent=False)
         pairs = list(zip(sizes[:-1], sizes[1:]))
         if self.members: self.layers = nn.ModuleList(MemberLinear(self.members, a, b, bias) for a, b in pairs)
@@ -197,11 +198,9 @@ class MLP(nn.Module):
             sample = torch.randn if normal else torch.rand
             return [sample(*shape, device=self.layers[0].weight.device) for shape in shapes]
         sample = counter_normal if normal else counter_uniform
-        out = [sample(self.seed_values, self._draws, stream, tuple(shape)) for stream, shape in enumerate(shapes)]
-        self._draws += 1
+        out = [sample(self.seed_values, self.draws, stream, tuple(shape)) for stream, shape in enumerate(shapes)]
+        self.draws += 1                                       # on the device: no host sync, and torch.compile keeps one graph
         return out
-    def get_extra_state(self): return torch.tensor(self._draws)
-    def set_extra_state(self, state): self._draws = int(state)
 
     @property
     def act(self): return ACTIVATIONS[self.act_name]

@@ -86,14 +86,14 @@ def evaluate(rule:LearningRule, x, y, batch_size:int=1000) -> dict:
     return {k: v.tolist() for k, v in res.items()}         # one host read per evaluation
 
 # %% ../nbs/03_train.ipynb #d0f8a10d
-def train_epoch(rule:LearningRule, opt, loader, epoch:int=0, progress:bool=False) -> dict:
+def train_epoch(rule:LearningRule, opt, loader, epoch:int=0, progress:bool=False, compiled=None) -> dict:
     "One epoch: for each batch zero grads, let `rule` fill them, step `opt`, call `rule.after_step()`; returns mean loss, train accuracy and the first step with a non-finite loss (-1: none), as device tensors (one per member in a population)."
     rule.train()
     rule.on_epoch_start(epoch)
     tot, n, correct, first_bad = 0., 0, 0, None
     for step, (x, y) in enumerate(tqdm(loader, desc=f'epoch {epoch}', leave=False, disable=not progress)):
         opt.zero_grad(set_to_none=True)
-        m = rule(x, y)
+        m = (rule if compiled is None else compiled)(x, y)         # `compiled`: the rule through torch.compile
         opt.step()
         rule.after_step()
         loss = torch.as_tensor(m['loss']).detach()               # stays on the device: no host sync in the step
@@ -156,7 +156,8 @@ def fit(rule:LearningRule, # the rule around a model: one network or a populatio
         checkpoint=None, # (save, load) callables: resume from the last finished epoch
         progress:bool=True,
         every=None, # every(rule, epoch) -> {metric: value or [value per member]} logged after each epoch
-        unit:str=None # the unit's name in messages (divergence)
+        unit:str=None, # the unit's name in messages (divergence)
+        compile:bool=False # run the rule's step through torch.compile (one graph per batch shape; worth it on a GPU)
        ) -> MetricsLogger:
     "Train `rule` with `opt` on tensors `train=(x, y)` for `epochs`; log train loss/acc and test metrics per epoch (per member in a population)."
     check_range('epochs', epochs, lo=0, integer=True)
@@ -167,9 +168,10 @@ def fit(rule:LearningRule, # the rule around a model: one network or a populatio
     if checkpoint is not None and (ck := checkpoint[1]()) is not None: start = _restore(ck, rule, opt, sched, loader, log)
     if start == 0 and test is not None: log.log(step=0, **{f'test_{k}': v for k, v in evaluate(rule, *test).items()})
     members = getattr(rule.model, 'members', None) or 1
+    compiled = torch.compile(rule, dynamic=False) if compile else None
     for ep in tqdm(range(start, epochs), desc=type(rule).__name__, disable=not progress, initial=start, total=epochs):
         if len(log.diverged) == members: break
-        m = train_epoch(rule, opt, loader, ep)
+        m = train_epoch(rule, opt, loader, ep, compiled=compiled)
         if sched is not None: sched.step()
         _check_finite(rule, m, ep, log, unit)
         m = {k: v.tolist() for k, v in m.items()}                # one host read per epoch

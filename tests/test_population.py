@@ -46,3 +46,20 @@ def test_killed_population_resumes_exactly(data):
     _, whole = train_population(ss, data, [3, 4])
     assert resumed.rows == whole.rows
     assert resumed.series('test_acc', member=0) != resumed.series('test_acc', member=1)
+
+
+def test_compiled_population_equals_eager(data):
+    "fit(compile=True) runs the rule's step through torch.compile (one graph: the draw counter is a device tensor) with the eager numbers."
+    pytest.importorskip('torch._inductor')
+    import shutil
+    if not (shutil.which('g++') or shutil.which('c++') or shutil.which('clang++')): pytest.skip('torch.compile on CPU needs a C++ compiler')
+    from localrules.rules import MLP, get_rule
+    from localrules.train import make_optimizer, fit
+    (xtr, ytr), te = data
+    logs = []
+    for compiled in (False, True):
+        rule = get_rule('pepita', MLP([64, 32, 10], dropout=0.2, seed=[0, 1]), F_scale=[3., 5.])
+        opt = make_optimizer(rule.parameters(), lr=[0.05, 0.1], momentum=0.9)
+        logs.append(fit(rule, opt, (xtr[:256], ytr[:256]), te, epochs=2, batch_size=64, progress=False, compile=compiled))
+    for metric in ('train_loss', 'test_acc'):
+        assert logs[1].series(metric) == pytest.approx(logs[0].series(metric), abs=1e-3 if metric == 'train_loss' else 0.3)
