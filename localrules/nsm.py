@@ -70,12 +70,13 @@ import warnings
 class NotConvergedWarning(RuntimeWarning):
     "The NSM dynamics stopped at `max_iter` with a fixed-point residual above `tol`."
 
-def convergence_summary(trace:list, prefix:str='') -> dict:
-    "Summary of dynamics calls (`model.trace` entries): count, fraction converged, residual max/median, iterations max/mean, smallest γ."
+def convergence_summary(trace:list, prefix:str='', tol:float=None) -> dict:
+    "Summary of dynamics calls (`model.trace` entries): count, fraction converged (residual ≤ `tol` if given, else as traced), residual max/median, iterations max/mean, smallest γ."
     if not trace: return {}
+    conv = [t['residual'] <= tol for t in trace] if tol is not None else [bool(t['converged']) for t in trace]
     r = torch.tensor([t['residual'] for t in trace], dtype=torch.float64)
     it = torch.tensor([t['iters'] for t in trace], dtype=torch.float64)
-    out = dict(calls=len(trace), frac_converged=sum(bool(t['converged']) for t in trace) / len(trace),
+    out = dict(calls=len(trace), frac_converged=sum(conv) / len(trace),
                residual_max=r.max().item(), residual_median=r.median().item(),
                iters_max=it.max().item(), iters_mean=it.mean().item(),
                gamma_min=min(t['gamma'] for t in trace))
