@@ -28,6 +28,8 @@ SHRINK = {
     'fig2_pepita_afa_alignment': TINY_MLP,
     'fig2b_ode_theory': dict(t_max=50.0, n_points=5, checkpoints=[10.0, 50.0], n_mc=2000, seeds=[0]),
     'fig3_depth_init_wd_angle': dict(TINY_MLP, dataset=C10, premirror_epochs=1),
+    'sm_cifar_study': dict(n_train=300, n_test=200, filters=[20], rates=[[0.05, 0.5]], dynamics=['converged'], extra=[],
+                           nsm_patches=5000, epochs=1, zca_patches=5000, kmeans_patches=5000, readout_iter=100),
     'sm_depth_speed': dict(dataset=C10, depths=[1, 2], n_images=40, ref_n_images=2, repeats=1),
     'sm_kmeans_baseline': dict(dataset=C10, n_train=500, n_test=200, filters=[50], kmeans_extra=[], n_patches=10000,
                                epochs=1, readout_iter=100),
