@@ -1,4 +1,4 @@
-"""Evaluation tools for the similarity-matching experiments (2308.02427): quadrant pooling, a logistic-regression read-out, the Coates & Ng K-means features, a random-filter baseline, LeNet-5 with pre-trained filters, filter stability, and filter images.
+"""Evaluation tools for the similarity-matching experiments (2308.02427): quadrant pooling, a logistic-regression read-out, patch preprocessing ([−1, 1], per-patch normalisation, ZCA) as a layer, the Coates & Ng K-means features, a random-filter baseline, LeNet-5 with pre-trained filters, filter stability, and filter images.
 
 Docs: https://localrules.github.io/localrules/sm_eval.html.md"""
 
