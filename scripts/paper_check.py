@@ -31,7 +31,7 @@ SHRINK = {
     'sm_cifar_study': dict(n_train=300, n_test=200, filters=[20], rates=[[0.05, 0.5]], dynamics=['converged'], extra=[],
                            nsm_patches=5000, epochs=1, zca_patches=5000, kmeans_patches=5000, readout_iter=100),
     'sm_depth_speed': dict(dataset=C10, depths=[1, 2], n_images=40, ref_n_images=2, repeats=1),
-    'sm_kmeans_baseline': dict(dataset=C10, n_train=500, n_test=200, filters=[50], kmeans_extra=[], n_patches=10000,
+    'sm_kmeans_baseline': dict(dataset=C10, n_train=500, n_test=200, filters=[50], kmeans_extra=[], n_patches=10000, nsm_patches=10000,
                                epochs=1, readout_iter=100),
     'sm_pretraining': dict(dataset=C10, n_train=500, n_test=200, pre_epochs=1, ft_epochs=1, seeds=[0]),
     'sm_scalability': dict(dataset=C10, n_train=500, n_test=200, ref_n_train=4, epochs=1, readout_iter=100),
