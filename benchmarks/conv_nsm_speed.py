@@ -2,8 +2,11 @@
 implementation vs pynsm 1.0.1, on the same data, weights and fixed point, in one run.
 
 Config (pynsm's MNIST demo): K=50 filters of 6x6, 28x28 one-channel images (sklearn digits upsampled, pynsm's
-Normalize(0.5, 0.5)), 40 fixed iterations of y <- ReLU(Wx - (M - I)y), batch 100. One training step = dynamics +
-local updates + SGD step. Reported: time per image and ratios, agreement of the maps and of the updates.
+Normalize(0.5, 0.5)), batch 100. One training step = dynamics + local updates + SGD step. The comparison with pynsm
+and the conventional code uses the PYNSM-EQUAL FIXED COUNT: 40 iterations of y <- ReLU(Wx - (M - I)y) (gamma = 1,
+tol = 0, no convergence test; its residual is reported), which is not the library's default. The library's default,
+converged dynamics (gamma='auto', tol 1e-4, at most 1000 iterations), is timed alongside with its iteration count.
+Reported: time per image and ratios, agreement of the maps and of the updates.
 
     .venv/bin/python benchmarks/conv_nsm_speed.py [--device cpu|cuda|auto] [--threads 1] [--batch 100] [--ref-images 4]
 
@@ -57,7 +60,7 @@ def main():
     P = (28 - k + 1) ** 2
 
     # a non-trivial M: 20 warm-up training steps of the batched model (M = I converges in one step)
-    m = ConvNSM(1, K, k, tol=0., max_iter=T).to(dev)
+    m = ConvNSM(1, K, k, gamma=1., tol=0., max_iter=T).to(dev)     # pynsm-equal fixed count
     rule, opt = get_rule('conv_nsm', m, tau=a.tau), torch.optim.SGD(m.parameters(), lr=a.lr)
     xall, _ = load_tensors('digits', 'train', limit=1000)
     xall = ((F.interpolate(xall, size=(28, 28), mode='bilinear', align_corners=False) - 0.5) / 0.5).to(dev)
@@ -77,6 +80,14 @@ def main():
     y_batched, gW, gM = st['features'], m.W.grad.clone(), m.M.grad.clone()
     conv_delta = m.last_delta
 
+    # 1b. the library's default, converged dynamics (gamma='auto', a tolerance), same weights and batch
+    mc = ConvNSM(1, K, k, gamma='auto', tol=1e-4, max_iter=1000).to(dev); rc = get_rule('conv_nsm', mc, tau=a.tau)
+    oc = torch.optim.SGD(mc.parameters(), lr=a.lr)
+    def step_converged():
+        reset(mc.W, mc.M); oc.zero_grad(set_to_none=True); rc(xb); oc.step()
+    reset(mc.W, mc.M); st_c = rc(xb)
+    conv_iters, conv_resid, conv_gamma = mc.last_iters, mc.last_delta, mc.step_size()
+
     # 2. conventional: NumPy, loop over samples and patches (float32, same weights, same images)
     nref = min(a.ref_images, B)
     Wn, Mn, xn = W0.cpu().numpy(), M0.cpu().numpy(), x[:nref].numpy()
@@ -89,7 +100,7 @@ def main():
                     float(np.abs(gM_small - (Mn - Cyy) / a.tau).max() / np.abs((Mn - Cyy) / a.tau).max()))
 
     # 2b. per-sample torch (loop over images, patches batched): separates the two loops' costs
-    m1 = ConvNSM(1, K, k, tol=0., max_iter=T).to(dev); r1 = get_rule('conv_nsm', m1, tau=a.tau)
+    m1 = ConvNSM(1, K, k, gamma=1., tol=0., max_iter=T).to(dev); r1 = get_rule('conv_nsm', m1, tau=a.tau)
     o1 = torch.optim.SGD(m1.parameters(), lr=a.lr)
     def step_per_sample():
         reset(m1.W, m1.M)
@@ -97,7 +108,7 @@ def main():
             o1.zero_grad(set_to_none=True); r1(xb[i:i+1]); o1.step()
 
     # 3. pynsm 1.0.1 on the same weights and batch
-    res_pynsm, fns = {}, dict(batched=(step_batched, B), conventional=(step_conventional, nref),
+    res_pynsm, fns = {}, dict(batched=(step_batched, B), converged=(step_converged, B), conventional=(step_conventional, nref),
                               per_sample=(step_per_sample, B))
     try:
         import pynsm
@@ -134,7 +145,7 @@ def main():
         for _ in range(200): torch.mm(ya, Aa, out=ob)
     t_mm = timed_rounds(dict(mm=(bare_mm, 1)), dev, a.repeats)['mm']['min']
     peak = 200 * 2 * 4096 * K * K / t_mm
-    res = dict(config=dict(K=K, kernel=k, image=28, iterations=T, batch=B, tau=a.tau, lr=a.lr, ref_images=nref,
+    res = dict(config=dict(K=K, kernel=k, image=28, iterations=T, dynamics=f'pynsm-equal fixed count: {T} iterations at gamma=1, tol=0', batch=B, tau=a.tau, lr=a.lr, ref_images=nref,
                            threads=torch.get_num_threads(), data='sklearn digits upsampled to 28x28, (x-0.5)/0.5'),
                timing='seconds per image, min over interleaved rounds (medians alongside)',
                batched=dict(s_per_image=t_batched, s_per_image_median=tm['batched']['median'], gflops=flop_total / t_batched / 1e9),
@@ -142,6 +153,9 @@ def main():
                speedup_ceiling_vs_conventional=t_ref / (flop_total / peak),
                conventional=dict(s_per_image=t_ref, s_per_image_median=tm['conventional']['median'],
                                  max_rel_diff_maps=d_maps_ref, max_rel_diff_updates=d_upd_ref),
+               converged_default=dict(s_per_image=tm['converged']['min'], s_per_image_median=tm['converged']['median'],
+                                      iterations=conv_iters, residual=conv_resid, gamma=conv_gamma, tol=1e-4,
+                                      note="library default: gamma='auto', tol 1e-4, max_iter 1000; not pynsm-equal"),
                per_sample_torch=dict(s_per_image=t_per_sample, s_per_image_median=tm['per_sample']['median']),
                pynsm=res_pynsm,
                speedup_vs_conventional=t_ref / t_batched,
@@ -150,9 +164,10 @@ def main():
                flop_per_image=flop, flop_per_image_total=flop_total,
                last_max_dy_after_40_iters=conv_delta, M_eigenvalue_range=[eig_M[0], eig_M[-1]], provenance=provenance(dev))
 
-    print(f"conv NSM training step, K={K}, {k}x{k}, 28x28, {T} iterations, batch {B}, {torch.get_num_threads()} threads, {dev}")
+    print(f"conv NSM training step, K={K}, {k}x{k}, 28x28, pynsm-equal fixed count of {T} iterations (γ = 1), batch {B}, {torch.get_num_threads()} threads, {dev}")
     print(f"{'implementation':38s} {'ms/image':>9s} {'vs batched':>11s}")
-    rows = [('batched einops (localrules)', t_batched), ('conventional (NumPy, per sample+patch)', t_ref),
+    rows = [('batched einops (localrules)', t_batched),
+            (f'  same, converged ({conv_iters} it, γ={conv_gamma:.2f})', tm['converged']['min']), ('conventional (NumPy, per sample+patch)', t_ref),
             ('per-sample torch (patches batched)', t_per_sample)]
     if res_pynsm: rows.append((f"pynsm {res_pynsm['pynsm_version']}", res_pynsm['s_per_image']))
     for name, t in rows: print(f"{name:38s} {1e3 * t:9.3f} {t / t_batched:10.1f}x")

@@ -46,12 +46,15 @@ class ConvNSMRule(NSMRule):
 # %% ../nbs/21_conv_nsm.ipynb #80993ddb
 def conv_nsm_reference(x:np.ndarray, W:np.ndarray, M:np.ndarray, n_iter:int=40, tol:float=0., gamma:float=1.,
                        stride:int=1, padding:int=0) -> tuple:
-    "Per-sample, per-patch NumPy convolutional NSM: returns (maps (B,K,H',W'), ⟨y xᵀ⟩ shaped like W, ⟨y yᵀ⟩)."
+    "Per-sample, per-patch NumPy convolutional NSM (`gamma` a number or 'auto'; `tol` > 0 stops each patch on its own): returns (maps (B,K,H',W'), ⟨y xᵀ⟩ shaped like W, ⟨y yᵀ⟩)."
     x, W, M = np.asarray(x), np.asarray(W), np.asarray(M)
     K, C, k, _ = W.shape
     if padding: x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     B, _, H, Wd = x.shape
     Ho, Wo = (H - k) // stride + 1, (Wd - k) // stride + 1
+    if gamma == 'auto':                                   # as localrules.nsm.auto_step: min(1, 1/λ_max(M))
+        lam = float(np.linalg.eigvalsh((M + M.T) / 2).max())
+        gamma = min(1., 1. / lam) if lam > 0 else 1.
     Wf, A = W.reshape(K, -1), np.eye(K, dtype=M.dtype) - gamma * M
     Y = np.zeros((B, K, Ho, Wo), dtype=W.dtype)
     Cyx, Cyy = np.zeros_like(Wf), np.zeros((K, K), dtype=W.dtype)

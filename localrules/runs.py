@@ -62,7 +62,7 @@ def param_spec(name:str, presets:dict, spec:dict=None, choices:dict=None) -> dic
 def describe_spec(s:dict) -> str:
     "What rule `s` allows, in words."
     kind = s['type']
-    if kind == 'list':
+    if kind == 'list' and 'of' in s:                     # a list of lists: the inner lists are checked by their notebook
         n_lo, n_hi = s.get('len_lo', 1), s.get('len_hi')
         size = f"{n_lo} to {n_hi} entries" if n_hi is not None else f"at least {n_lo} entries" if n_lo else 'any length'
         extra = [w for w in ('distinct', 'strictly increasing') if s.get(w.split()[-1])]
@@ -76,7 +76,7 @@ def describe_spec(s:dict) -> str:
         bounds = [s.get(k) for k in ('lo', 'hi', 'lo_open', 'hi_open')]
         words = 'an integer' if kind == 'int' else 'a finite number'
         if bounds[:2] != [None, None]: words += ' ' + describe_range(*bounds[:2], bool(bounds[2]), bool(bounds[3]))
-    else: words = {'bool': 'True or False', 'str': 'a string'}[kind]
+    else: words = {'bool': 'True or False', 'str': 'a string', 'list': 'a list'}[kind]
     return words + (' or None' if s.get('none') else '')
 
 def _entry_rule(s:dict) -> dict:

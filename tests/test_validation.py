@@ -12,7 +12,7 @@ EXPS = experiments()
 
 def _bad_scalars(kind:str, s:dict) -> list:
     "Values that break a scalar rule `s` of type `kind`: a wrong type, each bound crossed, an unknown choice, non-finite."
-    out = list({'int': ['ten', 2.5, True], 'float': ['ten', True], 'str': [3], 'bool': ['yes', 1]}[kind])
+    out = list({'int': ['ten', 2.5, True], 'float': ['ten', True], 'str': [3], 'bool': ['yes', 1], 'list': ['ten', 3]}[kind])
     if 'choices' in s: out.append('no_such_choice' if kind == 'str' else 10**6)
     step = 1 if kind == 'int' else 1e-3
     if kind in ('int', 'float') and s.get('lo') is not None: out.append(s['lo'] if s.get('lo_open') else s['lo'] - step)
