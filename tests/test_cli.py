@@ -91,7 +91,7 @@ def test_refused_or_failed_rerun_keeps_the_finished_run(tmp_path):
     unit = sorted((out/'units').glob('*.json'))[0]
     unit.write_text(unit.read_text()[:50])                                        # a damaged (truncated) unit file
     files[unit] = (unit.stat().st_mtime_ns, unit.read_bytes())
-    p = cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '1')      # same parameters: it fails reading it
+    p = cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '1', '-p', 'milestones', '[]')      # same parameters: it fails reading it
     assert p.returncode != 0 and f'{unit}: the unit result is damaged' in p.output, p.output[-2000:]
     assert 'delete it and run again into the same folder' in p.output and 'Traceback' not in p.output
     assert (out/'notebook.failed.ipynb').exists()
@@ -101,12 +101,12 @@ def test_crafted_pickle_checkpoint_is_refused(tmp_path):
     from localrules.cli import get_experiment, check_params
     from localrules.runs import Run
     out, flag = tmp_path/'run', tmp_path/'pwned'
-    run = Run(out, 'bp_vs_fa', 'smoke', check_params(get_experiment('bp_vs_fa'), 'smoke', {'epochs': 1}))
+    run = Run(out, 'bp_vs_fa', 'smoke', check_params(get_experiment('bp_vs_fa'), 'smoke', {'epochs': 1, 'milestones': []}))
     ck = run.checkpoint(rule='bp', dataset='digits', seed=0)
     class Evil:
         def __reduce__(self): return (os.system, (f'touch {flag}',))
     ck[0]({'rule': Evil()})                                     # written where the unit's checkpoint goes
-    p = cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '1')
+    p = cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '1', '-p', 'milestones', '[]')
     path = out/'checkpoints'/'dataset=digits-rule=bp-seed=0.pt'
     assert p.returncode != 0 and f'refused to load checkpoint {path}' in p.output, p.output[-2000:]
     assert 'Delete it to restart that unit from scratch' in p.output and not flag.exists()
@@ -115,9 +115,9 @@ def test_resume_refuses_a_latest_run_with_other_parameters(tmp_path):
     from localrules.cli import get_experiment, check_params
     from localrules.runs import Run
     runs = tmp_path/'runs'
-    cfg = check_params(get_experiment('bp_vs_fa'), 'smoke', {'epochs': 1})
+    cfg = check_params(get_experiment('bp_vs_fa'), 'smoke', {'epochs': 1, 'milestones': []})
     Run(runs/'bp_vs_fa'/'smoke-20990101-000000', 'bp_vs_fa', 'smoke', cfg)
-    p = cli('run', 'bp_vs_fa', '--runs', runs, '--resume', '-p', 'epochs', '2')
+    p = cli('run', 'bp_vs_fa', '--runs', runs, '--resume', '-p', 'epochs', '2', '-p', 'milestones', '[]')
     assert p.returncode != 0 and '--resume: the latest unfinished run' in p.output
     assert 'epochs: 1 there, 2 here' in p.output
 
@@ -129,7 +129,7 @@ def test_report_skips_bad_lines_and_lists_diverged_units(tmp_path):
     run.record(dict(rule='bp', seed=1), {'test_acc': 12.}, diverged='loss became nan at epoch 3')
     (results/'ledger').mkdir(parents=True)
     (results/'ledger'/'other.jsonl').write_text('{"experiment": "other", "kind": "fin\n')
-    p = cli('report', '--runs', runs, '--results', results, check=True)
+    p = cli('report', '--update-ledger', '--runs', runs, '--results', results, check=True)
     assert f"{results/'ledger'/'other.jsonl'}:1: not valid JSON" in p.output and 'Traceback' not in p.output
     assert 'demo smoke-1 (rule=bp, seed=1): diverged: loss became nan at epoch 3' in p.output
     assert '| 90 (n=1) |' in p.output or '| 90 |' in p.output, p.output                    # the mean leaves it out
