@@ -320,11 +320,13 @@ def final_figure(df, title:str, first=()):
     metrics = _metrics(d, first)
     fig, axes = _grid(len(metrics))
     hue = 'setting' if d['setting'].notna().any() else None
+    levels = sorted(d['setting'].dropna().unique()) if hue else None
     with sns.axes_style('whitegrid'):
         for ax, m in zip(axes, metrics):
             dm = d[d['metric'] == m]
-            sns.pointplot(data=dm, x=x, y='value', hue=hue, errorbar='sd', dodge=0.4 if hue else False,
-                          linestyle='none', capsize=0.1, markersize=4, err_kws={'linewidth': 1}, ax=ax)
+            sns.pointplot(data=dm, x=x, y='value', hue=hue, hue_order=levels, errorbar='sd',
+                          dodge=0.4 if hue and len(levels) > 1 else False, linestyle='none', capsize=0.1,
+                          markersize=4, err_kws={'linewidth': 1}, ax=ax)
             ax.set(title=m, ylabel=m, xlabel=x if x != 'all' else '')
             ax.tick_params(axis='x', labelrotation=30, labelsize=7)
     _legend(fig, axes)
@@ -348,6 +350,7 @@ def curve_figure(df, title:str, first=CURVE_FIRST):
     metrics = _metrics(d, first, limit=4)
     fig, axes = _grid(len(metrics))
     hue = 'setting' if d['setting'].notna().any() else None
+    levels = sorted(d['setting'].dropna().unique()) if hue else None
     with sns.axes_style('whitegrid'):
         for ax, m in zip(axes, metrics):
             dm = d[d['metric'] == m]
@@ -355,7 +358,8 @@ def curve_figure(df, title:str, first=CURVE_FIRST):
             pos = steps[steps > 0]
             log = not _integer_steps(steps) and len(pos) and pos.max() / pos.min() > 100
             dm = dm[dm['step'] > 0] if log else dm
-            sns.lineplot(data=dm, x='step', y='value', hue=hue, style=style, errorbar='sd', linewidth=1, ax=ax)
+            sns.lineplot(data=dm, x='step', y='value', hue=hue, hue_order=levels, style=style, errorbar='sd', linewidth=1,
+                         ax=ax)
             if log:
                 ax.set_xscale('log')
             elif _integer_steps(steps):
