@@ -453,7 +453,11 @@ def save_ledger_figures(results='results', experiment:str=None, force:bool=False
         for fname, fig in figs.items():
             save_figure(fig, folder/fname, dpi=dpi)
             plt.close(fig)
-        source['ledger'] = dict(digest=digest, rows=len(rows), figures=sorted(figs))
+        preset, shown = shown_rows(rows)
+        runs = sorted(tidy(shown)['run_id'].unique()) if shown else []
+        commits = sorted({r['commit'][:10] for r in shown if r['run_id'] in runs})
+        source['ledger'] = dict(digest=digest, rows=len(rows), figures=sorted(figs), preset=preset, runs=runs,
+                                commits=commits)
         _write_source(folder, source)
         redrawn.append(name)
     return redrawn
@@ -669,12 +673,18 @@ def figure_rows(results='results', experiments:dict=None, ledger_rows:list=None)
     "One row per figure under results/figures: experiment, paper figure, file, the run it came from (preset, commit)."
     out = []
     for d in sorted(Path(results, 'figures').glob('*')):
-        recorded = (d/'SOURCE.json').exists()
-        src = json.loads((d/'SOURCE.json').read_text()) if recorded else _inferred_source(d.name, ledger_rows)
+        recorded = _source(d)
+        src = recorded if recorded.get('run_id') else _inferred_source(d.name, ledger_rows)
+        led = recorded.get('ledger', {})
+        from_ledger = dict(run_id=', '.join(led.get('runs', [])) + ' (ledger)', preset=led.get('preset'),
+                           commit=', '.join(led.get('commits', [])))
         meta = (experiments or {}).get(d.name, {}).get('EXPERIMENT', {})
         for f in sorted(d.glob('*.png')):
-            out.append(dict(experiment=d.name, figure=meta.get('figure', ''), file=f.name, preset=src.get('preset'),
-                            run_id=src.get('run_id'), commit=(src.get('commit') or '')[:10], path=f))
+            drawn = f.stem in led.get('figures', [])
+            s = from_ledger if drawn else src
+            commit = s.get('commit') or ''
+            out.append(dict(experiment=d.name, figure=meta.get('figure', ''), file=f.name, preset=s.get('preset'),
+                            run_id=s.get('run_id'), commit=commit if drawn else commit[:10], path=f))
     return out
 
 # %% ../nbs/07_report.ipynb #cbad354e
