@@ -186,8 +186,12 @@ def _publish(tmp:Path, path:Path):
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
+# no creation date in the vector files: the same figure gives the same bytes (no churn in git)
+_NO_DATE = {'pdf': {'CreationDate': None}, 'svg': {'Date': None}}
+
 def save_figure(fig, path, dpi:int=300, formats=('pdf', 'svg')) -> list:
     "Save matplotlib `fig` as `path`.png (at `dpi` >= 200) and one file per vector format beside it; returns the paths."
+    import matplotlib
     if dpi < 200:
         raise ValueError(f'dpi={dpi} is too low for a paper figure; use dpi >= 200')
     bad = [f for f in formats if f not in ('pdf', 'svg', 'eps')]
@@ -200,7 +204,9 @@ def save_figure(fig, path, dpi:int=300, formats=('pdf', 'svg')) -> list:
     for ext in ('png',) + tuple(formats):
         dst = path.with_name(f'{path.name}.{ext}')
         tmp = dst.with_name(f'.{dst.name}.tmp.{ext}')
-        fig.savefig(tmp, dpi=dpi if ext == 'png' else None, bbox_inches='tight', format=ext)
+        with matplotlib.rc_context({'svg.hashsalt': 'localrules'}):          # fixed SVG element ids
+            fig.savefig(tmp, dpi=dpi if ext == 'png' else None, bbox_inches='tight', format=ext,
+                        metadata=_NO_DATE.get(ext))
         _publish(tmp, dst)
         out.append(dst)
     return out
