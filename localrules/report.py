@@ -9,12 +9,12 @@ __all__ = ['BAD_STATUS', 'SELECTORS', 'STANDS_IN_FOR', 'LEDGER_TAG', 'X_FIELDS',
            'FIGURE_NAMES', 'REPORT_HEAD', 'SUBSTITUTES', 'SMOKE_STAND_INS', 'OFFLINE_MISSING', 'STATUSES', 'PAPERS',
            'SCALE_KEYS', 'FIGURE_CHECKS', 'SITE_CSS', 'row_problem', 'protocol', 'match_reference', 'aggregate',
            'fmt_value', 'paper_table', 'report_tables', 'save_figure', 'results_dir', 'ledger_digest', 'tidy',
-           'shown_rows', 'final_figure', 'curve_figure', 'ledger_figures', 'experiment_results', 'report_markdown',
-           'save_ledger_figures', 'stale_pages', 'copy_figures', 'report', 'tolerance', 'reproduces', 'not_run_reason',
-           'status_rows', 'status_counts', 'paper_label', 'status_markdown', 'figure_rows', 'scale_of',
-           'check_depth_keeps_accuracy', 'check_sm_filters_stable', 'figure_checks', 'tex_to_mathml', 'protect_math',
-           'page_name', 'render_markdown', 'cell_directives', 'render_cells', 'page_html', 'site_structure',
-           'ledger_section', 'ledger_cells', 'execute_ledger_cells', 'build_site']
+           'shown_rows', 'indexed_metrics', 'final_figure', 'curve_figure', 'ledger_figures', 'experiment_results',
+           'report_markdown', 'save_ledger_figures', 'stale_pages', 'copy_figures', 'report', 'tolerance', 'reproduces',
+           'not_run_reason', 'status_rows', 'status_counts', 'paper_label', 'status_markdown', 'figure_rows',
+           'scale_of', 'check_depth_keeps_accuracy', 'check_sm_filters_stable', 'figure_checks', 'tex_to_mathml',
+           'protect_math', 'page_name', 'render_markdown', 'cell_directives', 'render_cells', 'page_html',
+           'site_structure', 'ledger_section', 'ledger_cells', 'execute_ledger_cells', 'build_site']
 
 # %% ../nbs/07_report.ipynb #6c85ab18
 import json, math, os, re, shutil, statistics, tempfile
@@ -296,6 +296,8 @@ def _metrics(df, first=(), limit:int=MAX_PANELS) -> list:
     return sorted(ms, key=order)[:limit]
 
 def _legend(fig, axes):
+    if not axes:
+        return
     handles, labels = axes[0].get_legend_handles_labels()
     for ax in axes:
         if ax.get_legend():
@@ -312,6 +314,38 @@ def _grid(n:int, w:float=3.4, h:float=2.7):
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
 
+_INDEXED = re.compile(r'^(.*?)(_?)(\d+)$')
+
+def indexed_metrics(metrics) -> dict:
+    "{family: (x label, {n: metric})} of metrics numbered alike (`cos_layer1`, `cos_layer2`, ...; 3 or more)."
+    fams = {}
+    for m in metrics:
+        hit = _INDEXED.match(m)
+        if hit and hit.group(1):
+            words = re.findall('[A-Za-z]+', hit.group(1))
+            label = 'index' if hit.group(2) or not words else words[-1]
+            fams.setdefault(hit.group(1), (label, {}))[1][int(hit.group(3))] = m
+    return {f: (lab, dict(sorted(ix.items()))) for f, (lab, ix) in sorted(fams.items()) if len(ix) >= 3}
+
+def _family_panel(ax, d, family:str, label:str, index:dict, vary:list):
+    "One panel of a metric family against its number: a line per setting, mean ± sd over seeds as error bars."
+    import seaborn as sns
+    from matplotlib.ticker import MaxNLocator
+    n_of = {m: n for n, m in index.items()}
+    dm = d[d['metric'].isin(list(index.values()))]
+    dm = dm.assign(n=dm['metric'].map(n_of), line=_hue(dm, vary) if vary else None)
+    hue = 'line' if vary else None
+    sns.lineplot(data=dm, x='n', y='value', hue=hue, marker='o', markersize=4, errorbar='sd', err_style='bars',
+                 linewidth=1, ax=ax)
+    ns = sorted(index)
+    if ns[0] > 0 and ns[-1] / ns[0] > 100:
+        ax.set_xscale('log')
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(title=f'{family}N', xlabel=f'{label} N', ylabel=f'{family}N')
+    if ax.get_legend():
+        ax.legend(fontsize=6, title=None)
+
 def final_figure(df, title:str, first=()):
     "Points (mean ± sd over seeds) of each final metric of tidy frame `df` against its varying setting; or None."
     import seaborn as sns
@@ -325,8 +359,15 @@ def final_figure(df, title:str, first=()):
     if x is None:
         d = d.assign(all='all')
         x = 'all'
-    metrics = _metrics(d, first)
-    fig, axes = _grid(len(metrics))
+    families = indexed_metrics(d['metric'].unique())
+    in_family = {m for _, ix in families.values() for m in ix.values()}
+    fams = list(families)[:MAX_PANELS]
+    metrics = _metrics(d[~d['metric'].isin(in_family)], first, limit=MAX_PANELS - len(fams))
+    fig, all_axes = _grid(len(fams) + len(metrics))
+    with sns.axes_style('whitegrid'):
+        for ax, f in zip(all_axes, fams):
+            _family_panel(ax, d, f, *families[f], vary)
+    axes = all_axes[len(fams):]
     hue = 'setting' if d['setting'].notna().any() else None
     levels = sorted(d['setting'].dropna().unique()) if hue else None
     with sns.axes_style('whitegrid'):
