@@ -61,13 +61,16 @@ def _group_key(r:dict) -> tuple:
     proto = protocol(r['params'], list(key))
     return (r['experiment'], r['preset'], proto, json.dumps(key, sort_keys=True), r['metric'])
 
-def match_reference(reference:list, experiment:str, metric:str, key:dict, aliases:dict=None):
+def match_reference(reference:list, experiment:str, metric:str, key:dict, aliases:dict=None, seeds=()):
     "The reference row of `experiment`/`metric` whose key fields equal `key`'s (`aliases`: {field: {ours: paper's}})."
     aliases = aliases or {}
     for ref in reference:
         if ref['experiment'] != experiment or ref['metric'] != metric:
             continue
         want = dict(kv.split('=', 1) for kv in ref['key'].split(';') if kv)
+        if 'seed' in want and 'seed' not in key:                  # a paper number of one seed: measured on that seed
+            if want.pop('seed') not in map(str, seeds):
+                continue
         got = {a: aliases.get(a, {}).get(str(key.get(a)), str(key.get(a))) for a in want}
         if got == want:
             return ref
@@ -96,7 +99,8 @@ def aggregate(ledger_rows:list, reference:list=None) -> list:
             groups.setdefault(_group_key(r), []).append(r)
     out = [_summary(g, rs) for g, rs in sorted(groups.items())]
     for s in out:
-        ref = match_reference(reference or [], s['experiment'], s['metric'], s['key'], {'dataset': STANDS_IN_FOR})
+        ref = match_reference(reference or [], s['experiment'], s['metric'], s['key'], {'dataset': STANDS_IN_FOR},
+                              s['seeds'])
         s['paper'], s['paper_std'] = (ref['value'], ref['std']) if ref else (None, None)
         s['source'] = ref['source'] if ref else None
     return out
