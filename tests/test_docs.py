@@ -30,6 +30,13 @@ def test_pages_have_no_directives_prompts_or_cdn(site):
         assert not re.search(r'(?m)^\s*#\|', text) and 'In&nbsp;[' not in html and 'In [ ]' not in html, p.name
         assert not re.search(r'<script[^>]+src="https?:', html) and 'cdn.' not in html and 'mathjax' not in html.lower(), p.name
 
+def test_experiment_pages_show_ledger_results_without_errors(site):
+    "Every experiment page carries its executed ledger cell: a table and a figure, no error output."
+    for nb in sorted((ROOT/'nbs'/'experiments').glob('*.ipynb')):
+        html = (site/f'experiments-{nb.stem}.html').read_text()
+        assert 'Results in the ledger' in html and 'class="output error"' not in html, nb.stem
+        assert '<table' in html and '<img src="data:image/png' in html, nb.stem
+
 def test_links_between_pages_resolve(site):
     broken = []
     for p in sorted(site.glob('*.html')):
@@ -65,7 +72,9 @@ def test_navigate_from_home_to_api_and_experiment_pages(site, shots):
         page.click('nav.sidebar a[href="experiments-table1_mlp_1hl.html"]')       # an experiment page
         page.wait_for_load_state('load')
         text = page.inner_text('main')
-        assert 'Results from the committed ledger' in text
+        assert 'Results in the ledger' in text                                 # the executed `ledger` cell
+        figs = page.eval_on_selector_all('main img', 'els => els.map(e => [e.complete, e.naturalWidth])')
+        assert figs and all(ok and w > 100 for ok, w in figs), figs
         heads = page.eval_on_selector_all('main table', 'ts => ts.map(t => Array.from(t.querySelectorAll("th")).map(h => h.innerText))')
         cells = page.eval_on_selector_all('main table td', 'ds => ds.map(d => d.innerText)')
         page.screenshot(path=str(shots/'experiment.png'), full_page=True)
