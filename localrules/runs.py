@@ -290,7 +290,7 @@ def load_checkpoint(path, map_location=None):
         first = str(e).splitlines()[0][:200]
         raise RunFileError(f"refused to load checkpoint {path}: it holds objects other than tensors and plain "
                            f"containers, which could run code when unpickled ({first}). Delete it to restart that unit "
-                           "from scratch; load it yourself with weights_only=False only if you trust its "
+                           "from scratch; open it yourself with full unpickling only if you trust its "
                            "origin") from None
     except (RuntimeError, EOFError, ValueError, OSError) as e:
         first = str(e).splitlines()[0][:200]
