@@ -200,10 +200,6 @@ def print_unit(key:dict, s:dict, log):
     result = f"DIVERGED ({log.diverged[0]})" if log.diverged else f"{log.last('test_acc'):.2f}%"
     print(f"{tags}: {result}  (lr {s['lr']}, wd {s['wd']}, decay ×{s['gamma']} at {s['milestones']})", flush=True)
 
-def _claim(run, key:dict) -> bool:
-    "Whether this worker should train unit `key` now (claimed when the run supports claims)."
-    return run.claim(**key) if hasattr(run, 'claim') else not run.done(**key)
-
 def train_units(run, # the `Run` that records the units
                 units:list, # [(key, settings, seed)]: a key is the unit's tags, e.g. dict(rule=..., dataset=..., seed=...)
                 data:tuple, # (train, test) tensors on the device
@@ -214,7 +210,7 @@ def train_units(run, # the `Run` that records the units
                 progress:bool=False,
                 on_done=print_unit): # on_done(key, settings, log) after each member is recorded
     "Train and record every unit of `units` not yet done, as populations."
-    todo = [u for u in units if _claim(run, u[0])]
+    todo = [u for u in units if run.claim(**u[0])]          # claimed for this worker (shards, concurrent runs)
     for group in group_units(todo, max_members):
         keys = [k for k, _, _ in group]
         tag = hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]

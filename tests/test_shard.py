@@ -103,14 +103,18 @@ def _slow_holder(d, go, done):
     run.record(dict(seed=0), {'acc': 7.})
     done.set()
 
-def test_unsharded_workers_wait_for_each_other(tmp_path):
-    "A second unsharded worker skips the unit another live worker trains, and waits for it before reading results."
+def _holder_started(tmp_path):
+    "(process, run, done): another worker holding unit seed=0, and this worker's view of the run."
     ctx = multiprocessing.get_context('fork')
     go, done = ctx.Event(), ctx.Event()
     p = ctx.Process(target=_slow_holder, args=(tmp_path, go, done))
     p.start()
     assert go.wait(30)
-    run = Run(tmp_path, 'demo', 'smoke', {'lr': 0.1})
+    return p, Run(tmp_path, 'demo', 'smoke', {'lr': 0.1}), done
+
+def test_unsharded_workers_wait_for_each_other(tmp_path):
+    "A second unsharded worker skips the unit another live worker trains, and waits for it before reading results."
+    p, run, done = _holder_started(tmp_path)
     assert not run.claim(seed=0)                                  # held by a live worker
     assert run.claim(seed=1)
     run.record(dict(seed=1), {'acc': 8.})
@@ -119,12 +123,7 @@ def test_unsharded_workers_wait_for_each_other(tmp_path):
     p.join(30)
 
 def test_waiting_for_a_worker_that_died_says_what_to_do(tmp_path):
-    ctx = multiprocessing.get_context('fork')
-    go, done = ctx.Event(), ctx.Event()
-    p = ctx.Process(target=_slow_holder, args=(tmp_path, go, done))
-    p.start()
-    assert go.wait(30)
-    run = Run(tmp_path, 'demo', 'smoke', {'lr': 0.1})
+    p, run, done = _holder_started(tmp_path)
     assert not run.claim(seed=0)
     p.kill()
     p.join(30)
