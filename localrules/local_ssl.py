@@ -34,10 +34,13 @@ def score(z:torch.Tensor, c:torch.Tensor, W:torch.Tensor=None) -> torch.Tensor:
 def local_ssl_loss(z_pos, z_neg, c_pos, c_neg=None, W=None, f:str='hinge', loss_type:int=2, margin:float=None,
                    reduction:str='mean') -> torch.Tensor:
     "Type-1 `f(u⁺ − u⁻)` or type-2 `f(u⁺) + f(−u⁻)` local-SSL loss with scores `u = zᵀ W c` and detached references."
-    check_choice('loss_type', loss_type, LOSS_TYPES); check_choice('reduction', reduction, ('mean', 'sum', 'none'))
-    c_pos = c_pos.detach(); c_neg = c_pos if c_neg is None else c_neg.detach()
+    check_choice('loss_type', loss_type, LOSS_TYPES)
+    check_choice('reduction', reduction, ('mean', 'sum', 'none'))
+    c_pos = c_pos.detach()
+    c_neg = c_pos if c_neg is None else c_neg.detach()
     u_pos, u_neg = score(z_pos, c_pos, W), score(z_neg, c_neg, W)
-    l = contrast_f(u_pos - u_neg, f, margin) if loss_type == 1 else contrast_f(u_pos, f, margin) + contrast_f(-u_neg, f, margin)
+    l = contrast_f(u_pos - u_neg, f, margin) if loss_type == 1 else contrast_f(u_pos, f, margin) + contrast_f(-u_neg, f,
+                                                                                                              margin)
     return l.mean() if reduction == 'mean' else l.sum() if reduction == 'sum' else l
 
 # %% ../nbs/30_local_ssl.ipynb #d153cf98
@@ -47,7 +50,9 @@ class Predictor(nn.Module):
     "Prediction matrix `W` (dz × dc) of the score `u = zᵀ W c`: learned (optionally low-rank `U Vᵀ`), identity or fixed random."
     def __init__(self, dz:int, dc:int, mode:str='learned', rank:int=None, init_std:float=None):
         super().__init__()
-        check_choice('mode', mode, PREDICTOR_MODES); check_range('dz', dz, lo=1, integer=True); check_range('dc', dc, lo=1, integer=True)
+        check_choice('mode', mode, PREDICTOR_MODES)
+        check_range('dz', dz, lo=1, integer=True)
+        check_range('dc', dc, lo=1, integer=True)
         if mode == 'identity' and dz != dc: raise ValueError(f"mode='identity' needs dz == dc, got dz={dz}, dc={dc}")
         if rank is not None:
             check_range('rank', rank, lo=1, hi=min(dz, dc), integer=True)
@@ -71,11 +76,14 @@ class Predictor(nn.Module):
 
 # %% ../nbs/30_local_ssl.ipynb #fe16a2ba
 class LocalSSLLoss(nn.Module):
-    "Local-SSL loss of one layer for two stacked views: positive = other view's detached reference, negative = the next sample."
+    """Local-SSL loss of one layer for two stacked views: positive = other view's detached reference, negative = the
+    next sample."""
     def __init__(self, dz:int, dc:int, f:str='hinge', loss_type:int=2, mode:str='learned', rank:int=None,
                  asymmetric:bool=True, lam:float=0., margin:float=None):
         super().__init__()
-        check_choice('f', f, F_NAMES); check_choice('loss_type', loss_type, LOSS_TYPES); check_range('lam', lam, lo=0)
+        check_choice('f', f, F_NAMES)
+        check_choice('loss_type', loss_type, LOSS_TYPES)
+        check_range('lam', lam, lo=0)
         self.f, self.loss_type, self.lam, self.margin, self.asymmetric = f, loss_type, lam, margin, asymmetric
         self.preds = nn.ModuleList(Predictor(dz, dc, mode, rank) for _ in range(2 if asymmetric else 1))
     def project(self, z):
@@ -85,10 +93,13 @@ class LocalSSLLoss(nn.Module):
         return torch.cat([self.preds[0].project(z[:B]), self.preds[1].project(z[B:])])
     def forward(self, z, c):
         "Mean loss over the 2B rows (plus the L2 regulariser if `lam > 0`)."
-        if z.shape[0] % 2 or c.shape[0] != z.shape[0]: raise ValueError(f"z and c need the same even number of rows (two stacked views), got {z.shape[0]} and {c.shape[0]}")
+        if z.shape[0] % 2 or c.shape[0] != z.shape[0]:
+            raise ValueError(f"z and c need the same even number of rows (two stacked views), got {z.shape[0]} and "
+                             f"{c.shape[0]}")
         B = z.shape[0] // 2
         ref = torch.cat([c[B:], c[:B]]).detach()
-        pz = self.project(z.flatten(1)); ref = ref.flatten(1)
+        pz = self.project(z.flatten(1))
+        ref = ref.flatten(1)
         u_pos, u_neg = (pz * ref).sum(-1), (pz.roll(-1, 0) * ref).sum(-1)
         if self.loss_type == 1: l = contrast_f(u_pos - u_neg, self.f, self.margin)
         else: l = contrast_f(u_pos, self.f, self.margin) + contrast_f(-u_neg, self.f, self.margin)

@@ -22,15 +22,24 @@ from .train import make_optimizer, step_decay, fit
 
 # %% ../nbs/16_mlp_protocol.ipynb #d96e96d2
 HPARAMS = {
-    1: {'mnist':    {'lr': {'bp': 0.1,  'fa': 0.1,  'drtp': 0.01,  'pepita': 0.1},  'wd': 1e-5, 'decay': 0.1, 'wm_lr': 0.1,   'wm_wd': 0.0},
-        'cifar10':  {'lr': {'bp': 0.01, 'fa': 0.01, 'drtp': 0.001, 'pepita': 0.01}, 'wd': 1e-4, 'decay': 0.1, 'wm_lr': 0.001, 'wm_wd': 0.1},
-        'cifar100': {'lr': {'bp': 0.1,  'fa': 0.01, 'drtp': 0.001, 'pepita': 0.01}, 'wd': 1e-5, 'decay': 0.1, 'wm_lr': 0.1,   'wm_wd': 0.5}},
-    2: {'mnist':    {'lr': {'bp': 0.1,  'fa': 0.1,  'drtp': 0.001, 'pepita': 0.1},  'wd': 1e-5, 'decay': 0.1, 'wm_lr': 1e-5,  'wm_wd': 0.0},
-        'cifar10':  {'lr': {'bp': 0.01, 'fa': 0.01, 'drtp': 0.001, 'pepita': 0.01}, 'wd': 1e-4, 'decay': 0.1, 'wm_lr': 1.0,   'wm_wd': 0.1},
-        'cifar100': {'lr': {'bp': 0.1,  'fa': 0.01, 'drtp': 0.001, 'pepita': 0.01}, 'wd': 1e-5, 'decay': 0.1, 'wm_lr': 1.0,   'wm_wd': 0.1}},
-    3: {'mnist':    {'lr': {'bp': 0.1,  'fa': 0.01, 'drtp': 0.001, 'pepita': 0.001}, 'wd': 1e-5, 'decay': 0.1, 'wm_lr': 0.1,  'wm_wd': 0.001},
-        'cifar10':  {'lr': {'bp': 0.01, 'fa': 0.001,'drtp': 0.001, 'pepita': 0.01}, 'wd': 1e-4, 'decay': 0.1, 'wm_lr': 0.001, 'wm_wd': 0.1},
-        'cifar100': {'lr': {'bp': 0.1,  'fa': 0.01, 'drtp': 0.001, 'pepita': 0.01}, 'wd': 1e-4, 'decay': 0.1, 'wm_lr': 0.001, 'wm_wd': 0.1}},
+    1: {'mnist':    {'lr': {'bp': 0.1,  'fa': 0.1,  'drtp': 0.01,  'pepita': 0.1},  'wd': 1e-5, 'decay': 0.1,
+                     'wm_lr': 0.1,   'wm_wd': 0.0},
+        'cifar10':  {'lr': {'bp': 0.01, 'fa': 0.01, 'drtp': 0.001, 'pepita': 0.01}, 'wd': 1e-4, 'decay': 0.1,
+                     'wm_lr': 0.001, 'wm_wd': 0.1},
+        'cifar100': {'lr': {'bp': 0.1,  'fa': 0.01, 'drtp': 0.001, 'pepita': 0.01}, 'wd': 1e-5, 'decay': 0.1,
+                     'wm_lr': 0.1,   'wm_wd': 0.5}},
+    2: {'mnist':    {'lr': {'bp': 0.1,  'fa': 0.1,  'drtp': 0.001, 'pepita': 0.1},  'wd': 1e-5, 'decay': 0.1,
+                     'wm_lr': 1e-5,  'wm_wd': 0.0},
+        'cifar10':  {'lr': {'bp': 0.01, 'fa': 0.01, 'drtp': 0.001, 'pepita': 0.01}, 'wd': 1e-4, 'decay': 0.1,
+                     'wm_lr': 1.0,   'wm_wd': 0.1},
+        'cifar100': {'lr': {'bp': 0.1,  'fa': 0.01, 'drtp': 0.001, 'pepita': 0.01}, 'wd': 1e-5, 'decay': 0.1,
+                     'wm_lr': 1.0,   'wm_wd': 0.1}},
+    3: {'mnist':    {'lr': {'bp': 0.1,  'fa': 0.01, 'drtp': 0.001, 'pepita': 0.001}, 'wd': 1e-5, 'decay': 0.1,
+                     'wm_lr': 0.1,  'wm_wd': 0.001},
+        'cifar10':  {'lr': {'bp': 0.01, 'fa': 0.001,'drtp': 0.001, 'pepita': 0.01}, 'wd': 1e-4, 'decay': 0.1,
+                     'wm_lr': 0.001, 'wm_wd': 0.1},
+        'cifar100': {'lr': {'bp': 0.1,  'fa': 0.01, 'drtp': 0.001, 'pepita': 0.01}, 'wd': 1e-4, 'decay': 0.1,
+                     'wm_lr': 0.001, 'wm_wd': 0.1}},
 }
 NORM_HPARAMS = {
     'mnist':    {'lr': {'pepita': 100.0}, 'wd': 0.0, 'decay': 0.5, 'wm_lr': 0.001, 'wm_wd': 0.1},
@@ -59,14 +68,19 @@ def variant_features(variant:str) -> set:
 
 def settings(rule:str, dataset:str, depth:int=1, variant:str='base', **overrides) -> dict:
     "All hyperparameters of the unit (rule, dataset, depth, variant) from Sup. Tables 4-5, with `overrides` applied."
-    check_choice('dataset', dataset, HP_COLUMN); check_range('depth', depth, lo=1, integer=True)
+    check_choice('dataset', dataset, HP_COLUMN)
+    check_range('depth', depth, lo=1, integer=True)
     feats, col, fam = variant_features(variant), HP_COLUMN[dataset], _family(rule)
-    if feats - {'wd'} and fam != 'pepita': raise ValueError(f"variant={variant!r} is defined for the PEPITA family only; rule={rule!r} allows 'base' or 'wd'")
+    if feats - {'wd'} and fam != 'pepita':
+        raise ValueError(f"variant={variant!r} is defined for the PEPITA family only; rule={rule!r} allows 'base' or "
+                         f"'wd'")
     if 'norm' in feats:
-        hp = NORM_HPARAMS[col]          # Table 4 gives normalised settings for 1 hidden layer; deeper nets (Sup. Fig. 8) reuse them
+        # Table 4 gives normalised settings for 1 hidden layer; deeper nets (Sup. Fig. 8) reuse them
+        hp = NORM_HPARAMS[col]
     else:
         hp = HPARAMS[min(depth, 3)][col]
-    if fam not in hp['lr'] and 'lr' not in overrides: raise ValueError(f"rule={rule!r} has no learning rate in the paper's tables; pass lr=...")
+    if fam not in hp['lr'] and 'lr' not in overrides:
+        raise ValueError(f"rule={rule!r} has no learning rate in the paper's tables; pass lr=...")
     wd = hp['wd'] if 'wd' in feats else 0.
     if 'wm' in feats and [col, depth] in WM_WITH_WD and depth > 1: wd = 1e-4
     s = dict(rule=rule, dataset=dataset, depth=depth, variant=variant, lr=hp['lr'].get(fam), wd=wd, gamma=hp['decay'],
@@ -116,7 +130,8 @@ def build(s:dict, in_dim:int, n_classes:int, device='cpu', seed:int=0):
 
 # %% ../nbs/16_mlp_protocol.ipynb #5aa4064f
 def load_data(dataset:str, root='data', device='cpu', download:bool=False, limit:int=None) -> tuple:
-    "((x_train, y_train), (x_test, y_test)) of `dataset`, flattened, on `device`; `limit`: a fixed random subset of the training set."
+    """((x_train, y_train), (x_test, y_test)) of `dataset`, flattened, on `device`; `limit`: a fixed random subset of
+    the training set."""
     tr = load_tensors(dataset, 'train', root, device, flatten=True, download=download)
     if limit:                                    # random, not the first `limit` (some copies are sorted by class)
         idx = torch.randperm(len(tr[0]), generator=torch.Generator().manual_seed(0))[:limit].to(tr[0].device)
@@ -132,7 +147,8 @@ def _train(built:tuple, s:dict, data:tuple, seed, checkpoint, every, progress:bo
     rule, opt, sched = built
     n = torch.get_num_threads()
     if xtr.device.type == 'cpu' and cpu_threads: torch.set_num_threads(cpu_threads)
-    torch.set_flush_denormal(True)     # CPU: subnormal floats (softmax tails) slow matmuls up to 50x; flushing them changes nothing measurable
+    # CPU: subnormal floats (softmax tails) slow matmuls up to 50x; flushing them changes nothing measurable
+    torch.set_flush_denormal(True)
     try:
         log = fit(rule, opt, (xtr, ytr), test, s['epochs'], s['batch_size'], sched, seed=seed, checkpoint=checkpoint,
                   progress=progress, every=every, unit=unit)
@@ -141,7 +157,8 @@ def _train(built:tuple, s:dict, data:tuple, seed, checkpoint, every, progress:bo
         torch.set_flush_denormal(False)
     return rule, log
 
-def train_unit(s:dict, data:tuple, seed:int=0, device='cpu', checkpoint=None, every=None, progress:bool=False, cpu_threads:int=1, unit:str=None):
+def train_unit(s:dict, data:tuple, seed:int=0, device='cpu', checkpoint=None, every=None, progress:bool=False,
+               cpu_threads:int=1, unit:str=None):
     "Build the unit of settings `s` and train it on `data=(train, test)`; returns (rule, MetricsLogger)."
     (xtr, ytr), _ = data
     built = build(s, xtr.shape[1], _n_classes(s, ytr), device, seed)
@@ -163,14 +180,17 @@ def structure(s:dict) -> dict:
 
 def build_population(ss:list, seeds:list, in_dim:int, n_classes:int, device='cpu'):
     "(rule, optimizer, scheduler) of a population: member i has settings `ss[i]` and seed `seeds[i]`."
-    if len(ss) != len(seeds) or not ss: raise ValueError(f"a population needs one seed per settings dict; got {len(ss)} settings and {len(seeds)} seeds")
+    if len(ss) != len(seeds) or not ss:
+        raise ValueError(f"a population needs one seed per settings dict; got {len(ss)} settings and {len(seeds)} seeds")
     pairs = [json.dumps([s, seed], sort_keys=True) for s, seed in zip(ss, seeds)]
     if len(set(pairs)) < len(pairs):
         raise ValueError(f"seeds={seeds}: two members with the same settings and seed would be identical")
     base = structure(ss[0])
     for s in ss[1:]:
         diff = sorted(k for k in base if structure(s).get(k) != base[k])
-        if diff: raise ValueError(f"units with different {diff} cannot share a population (only {list(MEMBER_SETTINGS)} may differ)")
+        if diff:
+            raise ValueError(f"units with different {diff} cannot share a population (only {list(MEMBER_SETTINGS)} "
+                             f"may differ)")
     s0 = ss[0]
     model = _model(s0, in_dim, n_classes, list(seeds))
     opts = rule_options(s0['rule'], s0)
@@ -256,7 +276,8 @@ def compare_table(finals:list, reference:list, entries:list, datasets:list, metr
         for d in datasets:
             m, sd, n = mean_std(finals, metric, rule=rule, variant=variant, dataset=d, **fixed)
             pv, ps, col = paper_value(reference, metric, rule=rule, dataset=d, **fixed, variant=variant)
-            out.append(dict(entry=e, rule=rule, variant=variant, dataset=d, mean=m, std=sd, n=n, paper=pv, paper_std=ps, column=col, **fixed))
+            out.append(dict(entry=e, rule=rule, variant=variant, dataset=d, mean=m, std=sd, n=n, paper=pv, paper_std=ps,
+                            column=col, **fixed))
     return out
 
 def _fmt(v, s, digits=2):
@@ -265,7 +286,8 @@ def _fmt(v, s, digits=2):
 
 def format_table(trows:list, digits:int=2) -> str:
     "A text table: entry × dataset, 'measured (paper)'."
-    ds = list(dict.fromkeys(r['dataset'] for r in trows)); es = list(dict.fromkeys(r['entry'] for r in trows))
+    ds = list(dict.fromkeys(r['dataset'] for r in trows))
+    es = list(dict.fromkeys(r['entry'] for r in trows))
     cols = {d: next(r['column'] for r in trows if r['dataset'] == d) for d in ds}
     head = ['entry'] + [f"{d}" + (f" (paper: {cols[d]})" if cols[d] != d else '') for d in ds]
     lines = [' | '.join(head)]
@@ -273,7 +295,8 @@ def format_table(trows:list, digits:int=2) -> str:
         cells = [e]
         for d in ds:
             r = next(r for r in trows if r['entry'] == e and r['dataset'] == d)
-            cells.append(f"{_fmt(r['mean'], r['std'], digits)} (n={r['n']}) | paper {_fmt(r['paper'], r['paper_std'], digits)}")
+            cells.append(f"{_fmt(r['mean'], r['std'], digits)} (n={r['n']}) | paper "
+                         f"{_fmt(r['paper'], r['paper_std'], digits)}")
         lines.append(' | '.join(cells))
     return '\n'.join(lines)
 
@@ -281,14 +304,18 @@ def plot_table(ax, trows:list, dataset:str, ylabel:str='test accuracy (%)', chan
     "Bars of measured mean ± std per entry for `dataset`, with the paper's value as a black mark."
     rs = [r for r in trows if r['dataset'] == dataset]
     xs = range(len(rs))
-    ax.bar(xs, [r['mean'] if r['n'] else 0 for r in rs], yerr=[r['std'] if r['n'] else 0 for r in rs], color='tab:blue', alpha=.7, label='measured')
+    ax.bar(xs, [r['mean'] if r['n'] else 0 for r in rs], yerr=[r['std'] if r['n'] else 0 for r in rs], color='tab:blue',
+           alpha=.7, label='measured')
     px = [i for i, r in enumerate(rs) if r['paper'] is not None]
-    ax.scatter(px, [rs[i]['paper'] for i in px], marker='_', s=300, color='k', zorder=3, label=f"paper ({rs[0]['column'] if rs else ''})")
+    ax.scatter(px, [rs[i]['paper'] for i in px], marker='_', s=300, color='k', zorder=3,
+               label=f"paper ({rs[0]['column'] if rs else ''})")
     for i, r in enumerate(rs):
         if not r['n']: ax.text(i, 0, 'not run', rotation=90, ha='center', va='bottom', fontsize=8, color='tab:red')
     if chance is not None: ax.axhline(chance, color='gray', ls=':', label='chance')
-    ax.set_xticks(list(xs)); ax.set_xticklabels([r['entry'] for r in rs], rotation=60, ha='right', fontsize=8)
-    ax.set(ylabel=ylabel, title=dataset); ax.legend(fontsize=7)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([r['entry'] for r in rs], rotation=60, ha='right', fontsize=8)
+    ax.set(ylabel=ylabel, title=dataset)
+    ax.legend(fontsize=7)
 
 # %% ../nbs/16_mlp_protocol.ipynb #8486ede4
 TRAIN_SIZE = {'mnist': 60000, 'fashion_mnist': 60000, 'mnist5k': 4000, 'digits': 1437,
@@ -308,7 +335,8 @@ def step_flops(rule:str, sizes:list, batch:int=64) -> float:
     return 2. * macs
 
 def preset_flops(p:dict, batch:int=64):
-    "FLOP of every unit of an MLP experiment preset `p` (its datasets, rows, depths, seeds, epochs); None if `p` is not one."
+    """FLOP of every unit of an MLP experiment preset `p` (its datasets, rows, depths, seeds, epochs); None if `p` is
+    not one."""
     datasets = p.get('datasets') or ([p['dataset']] if 'dataset' in p else None)
     if not datasets or 'epochs' not in p or 'hidden' not in p or any(d not in TRAIN_SIZE for d in datasets): return None
     rules = [parse_entry(e)[0] for e in p.get('entries') or p.get('rules') or ['pepita']]
@@ -324,7 +352,8 @@ def preset_flops(p:dict, batch:int=64):
 
 # %% ../nbs/16_mlp_protocol.ipynb #2037a174
 def measured_flop_rate(path) -> dict:
-    "{rule: FLOP/s} of the fastest population in a `benchmarks/population.py` JSON (a per-step cost measured on that machine), or {}."
+    """{rule: FLOP/s} of the fastest population in a `benchmarks/population.py` JSON (a per-step cost measured on that
+    machine), or {}."""
     try: bench = json.loads(open(path).read())
     except (OSError, ValueError): return {}
     rates = {}
@@ -340,7 +369,8 @@ def fmt_duration(s:float) -> str:
     return f"{s / 3600:.1f} h"
 
 def preset_times(p:dict, rates:dict=None) -> dict:
-    "Expected time of an MLP preset `p`: `here` from measured FLOP rates (BP's for rules not benchmarked), `h100` the fp32-peak floor."
+    """Expected time of an MLP preset `p`: `here` from measured FLOP rates (BP's for rules not benchmarked), `h100` the
+    fp32-peak floor."""
     f = preset_flops(p)
     if f is None: return {}
     out = dict(flop=f, h100=f / H100_FP32_FLOPS)

@@ -34,14 +34,16 @@ def I2(C):
 
 def I3(C, A, B, Cc):
     "I₃[a,b,c] = E[g'(γa) γb g(γc)] for a in A, b in B, c in Cc (index lists into covariance C)."
-    A, B, Cc = (np.asarray(i)[s] for i, s in zip((A, B, Cc), (np.s_[:, None, None], np.s_[None, :, None], np.s_[None, None, :])))
+    A, B, Cc = (np.asarray(i)[s] for i, s in zip((A, B, Cc),
+                                                 (np.s_[:, None, None], np.s_[None, :, None], np.s_[None, None, :])))
     caa, ccc, cac = C[A, A], C[Cc, Cc], C[A, Cc]
     lam3 = (1 + caa) * (1 + ccc) - cac ** 2
     return (2 / np.pi) * (C[B, Cc] * (1 + caa) - C[A, B] * cac) / ((1 + caa) * np.sqrt(lam3))
 
 def I4(C, A, B, Cc, Dd):
     "I₄[a,b,c,d] = E[g'(γa) g'(γb) g(γc) g(γd)] for a in A, b in B, c in Cc, d in Dd."
-    sl = [np.s_[:, None, None, None], np.s_[None, :, None, None], np.s_[None, None, :, None], np.s_[None, None, None, :]]
+    sl = [np.s_[:, None, None, None], np.s_[None, :, None, None], np.s_[None, None, :, None],
+          np.s_[None, None, None, :]]
     a, b, c, d = (np.asarray(i)[s] for i, s in zip((A, B, Cc, Dd), sl))
     caa, cbb, ccc, cdd = C[a, a], C[b, b], C[c, c], C[d, d]
     cab, cac, cad, cbc, cbd, ccd = C[a, b], C[a, c], C[a, d], C[b, c], C[b, d], C[c, d]
@@ -84,7 +86,8 @@ def rhs(s:dict, eta:float) -> dict:
     f = s['f']
     dQ = -eta * f[:, None] * A[:, :K]
     dQ = dQ + dQ.T + eta ** 2 * np.outer(f, f) * B
-    return dict(Q=dQ, R=-eta * f[:, None] * A[:, K:K + M], W2=-eta * (I2(O[:K + M, :K + M])[:K] @ v), f=-eta * f * A[:, -1])
+    return dict(Q=dQ, R=-eta * f[:, None] * A[:, K:K + M], W2=-eta * (I2(O[:K + M, :K + M])[:K] @ v),
+                f=-eta * f * A[:, -1])
 
 # %% ../nbs/13_ts_theory.ipynb #c51e9eeb
 def _pack(s): return np.concatenate([np.ravel(s[k]) for k in STATE_KEYS])
@@ -92,7 +95,9 @@ def _pack(s): return np.concatenate([np.ravel(s[k]) for k in STATE_KEYS])
 def _unpack(y, K, M, const):
     s, i = dict(const), 0
     for k, shape in zip(STATE_KEYS, ((K, K), (K, M), (K,), (K,))):
-        n = int(np.prod(shape)); s[k] = y[i:i + n].reshape(shape); i += n
+        n = int(np.prod(shape))
+        s[k] = y[i:i + n].reshape(shape)
+        i += n
     return s
 
 def _bounded(fun, max_evals:int, t_end:float):
@@ -101,27 +106,34 @@ def _bounded(fun, max_evals:int, t_end:float):
     def f(t, y):
         calls[0] += 1
         if calls[0] > max_evals:
-            raise RuntimeError(f"ODE integration stopped at t={t:.4g} of {t_end:g}: max_evals={max_evals} right-hand-side "
+            raise RuntimeError(f"ODE integration stopped at t={t:.4g} of {t_end:g}: max_evals={max_evals} "
+                               f"right-hand-side "
                                "evaluations spent (the step size collapsed: eta too large or the state diverging); "
                                "lower eta or the last time of t_eval, or raise max_evals")
-        if not np.isfinite(y).all(): raise RuntimeError(f"ODE state is not finite at t={t:.4g}: the dynamics diverge; lower eta")
+        if not np.isfinite(y).all():
+            raise RuntimeError(f"ODE state is not finite at t={t:.4g}: the dynamics diverge; lower eta")
         return fun(t, y)
     return f
 
-def integrate(s0:dict, eta:float, t_eval, rule:str='afa', n_mc:int=100_000, mc_seed:int=0, rtol:float=1e-7, atol:float=1e-10,
+def integrate(s0:dict, eta:float, t_eval, rule:str='afa', n_mc:int=100_000, mc_seed:int=0, rtol:float=1e-7,
+              atol:float=1e-10,
               max_evals:int=20_000) -> dict:
-    "Integrate the ODEs of `rule` ('afa' closed form, 'pepita' Monte Carlo) from state `s0`, in at most `max_evals` right-hand-side evaluations; returns {'t', 'Q', 'R', 'W2', 'f', 'eg'} over t_eval."
-    check_range('eta', eta, lo=0); check_choice('rule', rule, ('afa', 'pepita'))
+    """Integrate the ODEs of `rule` ('afa' closed form, 'pepita' Monte Carlo) from state `s0`, in at most `max_evals`
+    right-hand-side evaluations; returns {'t', 'Q', 'R', 'W2', 'f', 'eg'} over t_eval."""
+    check_range('eta', eta, lo=0)
+    check_choice('rule', rule, ('afa', 'pepita'))
     check_range('max_evals', max_evals, lo=1, integer=True)
     t_eval = np.asarray(t_eval, dtype=float)
     K, M = np.shape(s0['R'])
     const = {k: np.asarray(s0[k], dtype=float) for k in CONST_KEYS}
     if rule == 'afa': fun = lambda t, y: _pack(rhs(_unpack(y, K, M, const), eta))
     else:
-        z = np.random.default_rng(mc_seed).standard_normal((n_mc, K + M + 1)); z = np.concatenate([z, -z])
+        z = np.random.default_rng(mc_seed).standard_normal((n_mc, K + M + 1))
+        z = np.concatenate([z, -z])
         fun = lambda t, y: _pack(rhs_pepita(_unpack(y, K, M, const), eta, z))
         rtol, atol = max(rtol, 1e-6), max(atol, 1e-9)
-    sol = solve_ivp(_bounded(fun, max_evals, float(t_eval[-1])), (0., float(t_eval[-1])), _pack({k: np.asarray(s0[k], float) for k in STATE_KEYS}),
+    sol = solve_ivp(_bounded(fun, max_evals, float(t_eval[-1])), (0., float(t_eval[-1])),
+                    _pack({k: np.asarray(s0[k], float) for k in STATE_KEYS}),
                     t_eval=t_eval, rtol=rtol, atol=atol, method='RK45')
     if not sol.success: raise RuntimeError(f"ODE integration failed: {sol.message}")
     states = [_unpack(y, K, M, const) for y in sol.y.T]
@@ -129,22 +141,26 @@ def integrate(s0:dict, eta:float, t_eval, rule:str='afa', n_mc:int=100_000, mc_s
     return dict(t=sol.t, eg=np.array([eg(st) for st in states]), **out)
 
 # %% ../nbs/13_ts_theory.ipynb #7529d387
-def init_weights(D:int, K:int=2, M:int=2, q0:float=1., w2_teacher=None, w2_init:float=0., f_align:float=0., seed:int=0) -> dict:
+def init_weights(D:int, K:int=2, M:int=2, q0:float=1., w2_teacher=None, w2_init:float=0., f_align:float=0.,
+                 seed:int=0) -> dict:
     "Teacher, student and feedback weights (numpy) for the teacher-student AFA setting."
     for n, v in (('D', D), ('K', K), ('M', M)): check_range(n, v, lo=1, integer=True)
-    check_range('f_align', f_align, lo=-1, hi=1); check_range('q0', q0, lo=0)
+    check_range('f_align', f_align, lo=-1, hi=1)
+    check_range('q0', q0, lo=0)
     rng = np.random.default_rng(seed)
     W1t = rng.normal(size=(M, D))
     W2t = np.ones(M) if w2_teacher is None else np.asarray(w2_teacher, dtype=float)
     if W2t.shape != (M,): raise ValueError(f"w2_teacher must have M={M} entries, got shape {W2t.shape}")
     W1 = math.sqrt(q0) * rng.normal(size=(K, D))
     W2 = w2_init * rng.normal(size=K)
-    u = W1.sum(0); u = u * math.sqrt(D) / np.linalg.norm(u)
+    u = W1.sum(0)
+    u = u * math.sqrt(D) / np.linalg.norm(u)
     F = math.sqrt(1 - f_align ** 2) * rng.normal(size=D) + f_align * u
     return dict(W1=W1, W2=W2, W1t=W1t, W2t=W2t, F=F)
 
 def order_params(w:dict) -> dict:
-    "The order parameters (state dict for `rhs`/`integrate`/`eg`) of weights `w` (arrays may carry a leading seed axis)."
+    """The order parameters (state dict for `rhs`/`integrate`/`eg`) of weights `w` (arrays may carry a leading seed
+    axis)."""
     W1, W1t, F = w['W1'], w['W1t'], w['F']
     D = W1.shape[-1]
     tr = lambda a: np.swapaxes(a, -1, -2)
@@ -155,12 +171,14 @@ def order_params(w:dict) -> dict:
 # %% ../nbs/13_ts_theory.ipynb #444166e4
 def simulate(w0:dict, eta:float, t_eval, seeds=(0,), rule:str='afa', chunk:int=2048) -> dict:
     "Simulate online AFA/PEPITA from weights `w0` for each data seed; returns order parameters and ε_g at `t_eval` (arrays [t, seed, ...])."
-    check_choice('rule', rule, ('afa', 'pepita')); check_range('eta', eta, lo=0)
+    check_choice('rule', rule, ('afa', 'pepita'))
+    check_range('eta', eta, lo=0)
     t_eval = np.asarray(t_eval, dtype=float)
     if np.any(np.diff(t_eval) < 0) or t_eval[0] < 0: raise ValueError("t_eval must be non-negative and increasing")
     S, (K, D) = len(seeds), w0['W1'].shape
     sq = math.sqrt(D)
-    W1 = np.repeat(w0['W1'][None], S, 0).copy(); W2 = np.repeat(np.asarray(w0['W2'], float)[None], S, 0).copy()
+    W1 = np.repeat(w0['W1'][None], S, 0).copy()
+    W2 = np.repeat(np.asarray(w0['W2'], float)[None], S, 0).copy()
     W1t, W2t, F = w0['W1t'], np.asarray(w0['W2t'], float), w0['F']
     rngs = [np.random.default_rng([1234, s]) for s in seeds]
     steps = np.round(t_eval * D).astype(int)
@@ -170,7 +188,9 @@ def simulate(w0:dict, eta:float, t_eval, seeds=(0,), rule:str='afa', chunk:int=2
         for k in STATE_KEYS: rec[k].append(op[k].copy())
         rec['eg'].append([eg({k: v[i] if k in STATE_KEYS else v for k, v in op.items()}) for i in range(S)])
     mu, j = 0, 0
-    while j < len(steps) and steps[j] <= 0: record(); j += 1
+    while j < len(steps) and steps[j] <= 0:
+        record()
+        j += 1
     while j < len(steps):
         n = min(chunk, steps[-1] - mu)
         X = np.stack([r.standard_normal((n, D)) for r in rngs], 1)           # (n, S, D)
@@ -191,9 +211,12 @@ def simulate(w0:dict, eta:float, t_eval, seeds=(0,), rule:str='afa', chunk:int=2
                 W2 -= (eta / D) * e[:, None] * hm
             W1 -= d1
             mu += 1
-            while j < len(steps) and steps[j] == mu: record(); j += 1
+            while j < len(steps) and steps[j] == mu:
+                record()
+                j += 1
         if not (np.isfinite(W1).all() and np.isfinite(W2).all()):
-            raise FloatingPointError(f"simulation diverged by t={mu / D:g}: the student weights are not finite; lower eta={eta}")
+            raise FloatingPointError(f"simulation diverged by t={mu / D:g}: the student weights are not finite; lower "
+                                     f"eta={eta}")
     out = {k: np.array(v) for k, v in rec.items()}
     return dict(t=steps / D, **out)
 

@@ -32,17 +32,20 @@ SHRINK = {
     'sm_cifar_study': dict(n_train=300, n_test=200, filters=[20], rates=[[0.05, 0.5]], dynamics=['converged'], extra=[],
                            nsm_patches=5000, epochs=1, zca_patches=5000, kmeans_patches=5000, readout_iter=100),
     'sm_depth_speed': dict(dataset=C10, depths=[1, 2], n_images=40, ref_n_images=2, repeats=1),
-    'sm_kmeans_baseline': dict(dataset=C10, n_train=500, n_test=200, filters=[50], kmeans_extra=[], n_patches=10000, nsm_patches=10000,
+    'sm_kmeans_baseline': dict(dataset=C10, n_train=500, n_test=200, filters=[50], kmeans_extra=[], n_patches=10000,
+                               nsm_patches=10000,
                                epochs=1, readout_iter=100),
     'sm_pretraining': dict(dataset=C10, n_train=500, n_test=200, pre_epochs=1, ft_epochs=1, seeds=[0]),
     'sm_scalability': dict(dataset=C10, n_train=500, n_test=200, ref_n_train=4, epochs=1, readout_iter=100),
-    'sm_supervision': dict(dataset=C10, n_train=500, n_test=200, alphas=[0.0, 1.0], epochs=1, mlp_epochs=1, readout_iter=100),
+    'sm_supervision': dict(dataset=C10, n_train=500, n_test=200, alphas=[0.0, 1.0], epochs=1, mlp_epochs=1,
+                           readout_iter=100),
     'supfig4_time_local': dict(TINY_MLP, dataset=C10),
     'supfig5_goodness': dict(dataset=C10, epochs=2, milestones=[1], snapshots=[0, 1, 2], limit=2000),
     'supfig6_pepita_afa_cifar': dict(TINY_MLP, datasets=[C10]),
     'supfig7_feedback_norm': dict(t_max=50.0, n_points=5, init_seeds=[0], seeds=[0]),
     'supfig8_depth_norm': dict(TINY_MLP, datasets=['mnist', C10], depths=[1, 5]),
-    'supfig9_10_angles': dict(TINY_MLP, fig9_datasets=['mnist'], fig10_dataset=C10, fig10_depths=[1, 2], premirror_epochs=1),
+    'supfig9_10_angles': dict(TINY_MLP, fig9_datasets=['mnist'], fig10_dataset=C10, fig10_depths=[1, 2],
+                              premirror_epochs=1),
     'table1_mlp_1hl': dict(TINY_MLP, datasets=['mnist', C10]),
     'table2_mlp_deep': dict(TINY_MLP, datasets=['mnist', C10]),
     'table3_slowness': dict(TINY_MLP, datasets=['mnist', C10], epochs=3, milestones=[2], window=3, premirror_epochs=1),
@@ -67,11 +70,14 @@ def main():
         if name not in exps: sys.exit(f'unknown experiment {name!r}; available: {", ".join(sorted(exps))}')
         over = dict(SHRINK[name])
         if 'data_root' in exps[name]['params']: over.update(data_root=a.data_root, download=False)
-        out = Path(a.out)/name; shutil.rmtree(out, ignore_errors=True)
+        out = Path(a.out)/name
+        shutil.rmtree(out, ignore_errors=True)
         cmd = ['localrules', 'run', name, '--preset', 'paper', '--device', a.device, '--out', str(out), '--quiet']
         for k, v in over.items(): cmd += ['-p', k, repr(v) if not isinstance(v, str) else v]
         t = time.time()
-        try: p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout); rc, log = p.returncode, p.stdout + p.stderr
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
+            rc, log = p.returncode, p.stdout + p.stderr
         except subprocess.TimeoutExpired: rc, log = 'timeout', ''
         ok = rc == 0 and (out/'DONE').exists()
         err = '' if ok else next((l for l in reversed(log.splitlines()) if 'Error' in l or 'error' in l), log[-300:])

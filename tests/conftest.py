@@ -8,9 +8,11 @@ LOCALRULES = str(Path(sys.executable).parent/'localrules')   # the installed con
 def cli(*args, cwd=None, timeout=600, check=False):
     "Run the `localrules` console command; returns the CompletedProcess (stdout+stderr merged)."
     env = dict(os.environ, MPLBACKEND='Agg', PYTHONUNBUFFERED='1')
-    p = subprocess.run([LOCALRULES, *map(str, args)], cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    p = subprocess.run([LOCALRULES, *map(str, args)], cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout,
+                       env=env)
     p.output = p.stdout + p.stderr
-    if check and p.returncode: raise AssertionError(f"localrules {' '.join(map(str, args))} failed:\n{p.output[-4000:]}")
+    if check and p.returncode:
+        raise AssertionError(f"localrules {' '.join(map(str, args))} failed:\n{p.output[-4000:]}")
     return p
 
 @pytest.fixture

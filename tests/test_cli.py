@@ -22,7 +22,8 @@ def test_run_writes_notebook_figures_results(tmp_path):
 
 def test_parameter_override_takes_effect(tmp_path):
     out = tmp_path/'run'
-    cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '2', '-p', 'milestones', '[]', '-p', 'rules', "['fa']", check=True)
+    cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '2', '-p', 'milestones', '[]', '-p', 'rules',
+        "['fa']", check=True)
     meta = json.loads((out/'run.json').read_text())
     assert meta['params']['epochs'] == 2 and meta['params']['rules'] == ['fa']
     rows = [json.loads(l) for l in (out/'results.jsonl').read_text().splitlines()]
@@ -36,7 +37,8 @@ def test_parameter_override_takes_effect(tmp_path):
     (['--device', 'tpu'], "device='tpu'"),
 ])
 def test_bad_parameters_fail_at_once(tmp_path, args, msg):
-    t = time.time(); p = cli('run', 'bp_vs_fa', '--out', tmp_path/'r', *args)
+    t = time.time()
+    p = cli('run', 'bp_vs_fa', '--out', tmp_path/'r', *args)
     assert p.returncode != 0 and msg in p.output, p.output
     assert time.time() - t < 30 and not (tmp_path/'r'/'notebook.ipynb').exists()   # before any kernel starts
 
@@ -47,19 +49,22 @@ def test_unknown_experiment():
 def test_killed_run_keeps_finished_units_and_resumes(tmp_path):
     out = tmp_path/'run'
     args = ['run', 'bp_vs_fa', '--out', str(out), '--quiet', '-p', 'epochs', '60', '-p', 'seeds', '[0, 1]']
-    proc = subprocess.Popen([LOCALRULES, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen([LOCALRULES, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     try:
         deadline = time.time() + 300
         while time.time() < deadline and len(list((out/'units').glob('*.json'))) < 2: time.sleep(0.2)
         assert len(list((out/'units').glob('*.json'))) >= 2, 'no unit finished in time'
     finally:
-        os.killpg(proc.pid, signal.SIGKILL); proc.wait()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     assert not (out/'DONE').exists()
     first = {p.name: p.stat().st_mtime_ns for p in (out/'units').glob('*.json')}
     cli(*args, check=True)                                                   # same folder: resume
     after = {p.name: p.stat().st_mtime_ns for p in (out/'units').glob('*.json')}
     assert len(after) == 4 and all(after[n] == t for n, t in first.items())  # finished work untouched
-    meta = json.loads((out/'run.json').read_text()); assert meta['resumed'] >= 1
+    meta = json.loads((out/'run.json').read_text())
+    assert meta['resumed'] >= 1
     assert (out/'DONE').exists()
 
 def test_resume_refuses_other_parameters(tmp_path):
@@ -71,9 +76,11 @@ def test_resume_refuses_other_parameters(tmp_path):
 def test_report_gathers_runs_into_ledger(tmp_path):
     runs, results = tmp_path/'runs', tmp_path/'results'
     cli('run', 'bp_vs_fa', '--runs', runs, '--quiet', '-p', 'epochs', '1', '-p', 'milestones', '[]', check=True)
-    (results).mkdir(); (results/'paper_reference.csv').write_text((ROOT/'results'/'paper_reference.csv').read_text())
+    (results).mkdir()
+    (results/'paper_reference.csv').write_text((ROOT/'results'/'paper_reference.csv').read_text())
     out = cli('report', '--runs', runs, '--results', results, check=True).output
-    assert not (results/'ledger').exists() and not (results/'report.md').exists()      # without --update-ledger it only reads
+    # without --update-ledger it only reads
+    assert not (results/'ledger').exists() and not (results/'report.md').exists()
     out = cli('report', '--runs', runs, '--results', results, '--update-ledger', check=True).output
     assert 'bp_vs_fa' in out and '**test_acc**' in out and 'smoke preset' in out
     assert cli('report', '--results', results, '--experiment', 'bp_vs_fa', check=True).output.startswith('## bp_vs_fa')
@@ -85,13 +92,16 @@ def test_refused_or_failed_rerun_keeps_the_finished_run(tmp_path):
     out = tmp_path/'run'
     cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '1', '-p', 'milestones', '[]', check=True)
     files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob('*') if p.is_file()}
-    t = time.time(); p = cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '2', '-p', 'milestones', '[]')        # other parameters
+    t = time.time()
+    # other parameters
+    p = cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '2', '-p', 'milestones', '[]')
     assert p.returncode != 0 and 'other parameters (epochs: 1 there, 2 here)' in p.output, p.output
     assert time.time() - t < 30 and '--resume' not in p.output                   # refused before any kernel starts
     unit = sorted((out/'units').glob('*.json'))[0]
     unit.write_text(unit.read_text()[:50])                                        # a damaged (truncated) unit file
     files[unit] = (unit.stat().st_mtime_ns, unit.read_bytes())
-    p = cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '1', '-p', 'milestones', '[]')      # same parameters: it fails reading it
+    # same parameters: it fails reading it
+    p = cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '1', '-p', 'milestones', '[]')
     assert p.returncode != 0 and f'{unit}: the unit result is damaged' in p.output, p.output[-2000:]
     assert 'delete it and run again into the same folder' in p.output and 'Traceback' not in p.output
     assert (out/'notebook.failed.ipynb').exists()
@@ -101,7 +111,8 @@ def test_crafted_pickle_checkpoint_is_refused(tmp_path):
     from localrules.cli import get_experiment, check_params
     from localrules.runs import Run
     out, flag = tmp_path/'run', tmp_path/'pwned'
-    run = Run(out, 'bp_vs_fa', 'smoke', check_params(get_experiment('bp_vs_fa'), 'smoke', {'epochs': 1, 'milestones': []}))
+    run = Run(out, 'bp_vs_fa', 'smoke', check_params(get_experiment('bp_vs_fa'), 'smoke',
+                                                     {'epochs': 1, 'milestones': []}))
     ck = run.checkpoint(rule='bp', dataset='digits', seed=0)
     class Evil:
         def __reduce__(self): return (os.system, (f'touch {flag}',))

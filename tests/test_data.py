@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest, torch
 from localrules.data import get_dataset, load_tensors, DatasetNotFoundError, DEBIAN_FASHION, SPLITS, TensorLoader
 
-@pytest.mark.parametrize('name,split', [('mnist', 'train'), ('fashion_mnist', 'test'), ('cifar10', 'train'), ('cifar100', 'test'),
+@pytest.mark.parametrize('name,split', [('mnist', 'train'), ('fashion_mnist', 'test'), ('cifar10', 'train'),
+                                        ('cifar100', 'test'),
                                         ('stl10', 'unlabeled'), ('tiny_imagenet', 'val'), ('cifar10-jpeg', 'train')])
 def test_missing_files_error_names_dataset_folder_and_remedy(tmp_path, name, split, monkeypatch):
     import localrules.data as d
@@ -20,7 +21,8 @@ def test_failed_download_says_so(tmp_path, monkeypatch):
     with pytest.raises(DatasetNotFoundError, match='download failed: RuntimeError: network unreachable'):
         get_dataset('mnist', root=tmp_path, download=True)
 
-@pytest.mark.parametrize('bad', [dict(name='imagenet'), dict(name='stl10', split='val'), dict(name='digits', split='unlabeled')])
+@pytest.mark.parametrize('bad', [dict(name='imagenet'), dict(name='stl10', split='val'),
+                                 dict(name='digits', split='unlabeled')])
 def test_bad_names_and_splits(bad):
     with pytest.raises(ValueError) as e: get_dataset(**bad)
     assert list(bad)[-1] in str(e.value)
@@ -44,14 +46,17 @@ def _idx(path, arr):
     "Write `arr` (uint8) as a gzip-compressed IDX file."
     import gzip, struct, numpy as np
     arr = np.asarray(arr, dtype=np.uint8)
-    with gzip.open(path, 'wb') as f: f.write(struct.pack('>I', 0x0800 + arr.ndim) + struct.pack(f'>{arr.ndim}I', *arr.shape) + arr.tobytes())
+    with gzip.open(path, 'wb') as f:
+        f.write(struct.pack('>I', 0x0800 + arr.ndim) + struct.pack(f'>{arr.ndim}I', *arr.shape) + arr.tobytes())
 
 def test_debian_fashion_copy_is_used_even_when_download_is_on(tmp_path, monkeypatch):
     "The experiments pass download=True: the Debian copy must still be found first, with no network attempt."
     import numpy as np, torchvision, localrules.data as d
-    src = tmp_path/'debian'; src.mkdir()
+    src = tmp_path/'debian'
+    src.mkdir()
     for pre, n in [('train', 6), ('t10k', 4)]:
-        _idx(src/f'{pre}-images-idx3-ubyte.gz', np.full((n, 28, 28), 7)); _idx(src/f'{pre}-labels-idx1-ubyte.gz', np.arange(n))
+        _idx(src/f'{pre}-images-idx3-ubyte.gz', np.full((n, 28, 28), 7))
+        _idx(src/f'{pre}-labels-idx1-ubyte.gz', np.arange(n))
     monkeypatch.setattr(d._debian_fashion, '__defaults__', (src,))
     def boom(*a, **k): raise RuntimeError('network unreachable')
     monkeypatch.setattr(torchvision.datasets.mnist, 'download_and_extract_archive', boom)
@@ -75,7 +80,8 @@ def _count_jpeg(root): return len(get_dataset('cifar10-jpeg', root=root, split='
 def test_jpeg_copy_extracts_safely_with_concurrent_runs_and_stale_leftovers(tmp_path):
     from concurrent.futures import ProcessPoolExecutor
     _make_jpeg_archive(tmp_path)
-    stale = tmp_path/'cifar10-jpeg.partial'/'train'/'zzz_stale'; stale.mkdir(parents=True)   # an interrupted older run
+    stale = tmp_path/'cifar10-jpeg.partial'/'train'/'zzz_stale'
+    stale.mkdir(parents=True)   # an interrupted older run
     (stale/'x.jpg').write_bytes(b'not a jpeg')
     with ProcessPoolExecutor(4) as ex: counts = list(ex.map(_count_jpeg, [tmp_path] * 4))
     assert counts == [80] * 4                           # every run sees the whole copy, never a half-extracted one

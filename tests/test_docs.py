@@ -1,4 +1,5 @@
-"The offline docs site (`localrules docs`): every notebook a page, navigable from the home page, math rendered without network, measured-vs-paper tables with numbers."
+"""The offline docs site (`localrules docs`): every notebook a page, navigable from the home page, math rendered without
+network, measured-vs-paper tables with numbers."""
 import re, shutil
 from pathlib import Path
 import pytest
@@ -28,7 +29,8 @@ def test_pages_have_no_directives_prompts_or_cdn(site):
         html = p.read_text()
         text = re.sub(r'<[^>]+>', '', html)
         assert not re.search(r'(?m)^\s*#\|', text) and 'In&nbsp;[' not in html and 'In [ ]' not in html, p.name
-        assert not re.search(r'<script[^>]+src="https?:', html) and 'cdn.' not in html and 'mathjax' not in html.lower(), p.name
+        assert not re.search(r'<script[^>]+src="https?:',
+                             html) and 'cdn.' not in html and 'mathjax' not in html.lower(), p.name
 
 def test_experiment_pages_show_ledger_results_without_errors(site):
     "Every experiment page carries its executed ledger cell: a table and a figure, no error output."
@@ -45,7 +47,8 @@ def test_links_between_pages_resolve(site):
     assert not broken, broken[:10]
 
 def _browser(p):
-    return p.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox', '--disable-gpu', '--disable-background-networking'])
+    return p.chromium.launch(executable_path=CHROMIUM,
+                             args=['--no-sandbox', '--disable-gpu', '--disable-background-networking'])
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_navigate_from_home_to_api_and_experiment_pages(site, shots):
@@ -75,7 +78,9 @@ def test_navigate_from_home_to_api_and_experiment_pages(site, shots):
         assert 'Results in the ledger' in text                                 # the executed `ledger` cell
         figs = page.eval_on_selector_all('main img', 'els => els.map(e => [e.complete, e.naturalWidth])')
         assert figs and all(ok and w > 100 for ok, w in figs), figs
-        heads = page.eval_on_selector_all('main table', 'ts => ts.map(t => Array.from(t.querySelectorAll("th")).map(h => h.innerText))')
+        heads = page.eval_on_selector_all('main table',
+                                          'ts => ts.map(t => Array.from(t.querySelectorAll("th")).map(h => '
+                                          'h.innerText))')
         cells = page.eval_on_selector_all('main table td', 'ds => ds.map(d => d.innerText)')
         page.screenshot(path=str(shots/'experiment.png'), full_page=True)
         b.close()
@@ -90,10 +95,12 @@ def test_status_page_counts_and_measured_vs_paper(site, shots):
         page = b.new_page()
         page.goto((site/'status.html').as_uri())
         text = page.inner_text('main')
-        rows = page.eval_on_selector_all('main table tr', 'rs => rs.map(r => Array.from(r.cells).map(c => c.innerText))')
+        rows = page.eval_on_selector_all('main table tr',
+                                         'rs => rs.map(r => Array.from(r.cells).map(c => c.innerText))')
         page.screenshot(path=str(shots/'status.png'), full_page=True)
         b.close()
-    m = re.search(r'(\d+) paper numbers: (\d+) reproduced, (\d+) off, (\d+) no result, (\d+) smoke only, (\d+) not run', text)
+    m = re.search(r'(\d+) paper numbers: (\d+) reproduced, (\d+) off, (\d+) no result, (\d+) smoke only, (\d+) not run',
+                  text)
     assert m, text[:500]
     total, parts = int(m.group(1)), [int(x) for x in m.group(2, 3, 4, 5, 6)]
     assert total == sum(parts) == len((ROOT/'results'/'paper_reference.csv').read_text().strip().splitlines()) - 1
@@ -108,11 +115,14 @@ def test_results_page_renders_tables_and_figures(site, shots):
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         b = _browser(p)
-        page = b.new_page(); page.goto((site/'results.html').as_uri()); page.wait_for_load_state('load')
+        page = b.new_page()
+        page.goto((site/'results.html').as_uri())
+        page.wait_for_load_state('load')
         text = page.inner_text('body')
         assert 'measured' in text and 'paper' in text and 'bp_vs_fa' in text
         n_tables = page.locator('table').count()
-        imgs = page.eval_on_selector_all('main img', 'els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])')
+        imgs = page.eval_on_selector_all('main img',
+                                         'els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])')
         page.screenshot(path=str(shots/'results.png'), full_page=True)
         b.close()
     assert n_tables >= 1

@@ -1,4 +1,5 @@
-"A member of a population equals the same configuration trained alone: every fully connected rule, 3 epochs with dropout."
+"""A member of a population equals the same configuration trained alone: every fully connected rule, 3 epochs with
+dropout."""
 import pytest, torch
 from localrules.data import load_tensors
 from localrules.mlp_protocol import settings, train_unit, train_population
@@ -6,7 +7,8 @@ from localrules.mlp_protocol import settings, train_unit, train_population
 SEEDS, LRS = [0, 1, 2], [0.05, 0.1, 0.02]
 CASES = [('bp', 'base', {}), ('fa', 'base', {}), ('drtp', 'base', {}), ('pepita', 'base', {}),
          ('pepita_hebbian', 'base', {}), ('pepita_timelocal', 'base', {}), ('afa', 'base', {}),
-         ('pepita', 'wm_prem', dict(premirror_epochs=1)), ('pepita', 'norm', dict(lr=1.)), ('ff', 'base', dict(lr=0.05))]
+         ('pepita', 'wm_prem', dict(premirror_epochs=1)), ('pepita', 'norm', dict(lr=1.)), ('ff', 'base',
+                                                                                            dict(lr=0.05))]
 
 @pytest.fixture(scope='module')
 def data():
@@ -29,16 +31,19 @@ def test_member_equals_alone(data, rule, variant, extra):
         one, log = train_unit(s, data, seed)
         member = plog.member(i)
         for metric in ('test_acc', 'train_loss'):
-            assert member.series(metric) == pytest.approx(log.series(metric), abs=0.15 if metric == 'test_acc' else 1e-3), (metric, i)
+            assert member.series(metric) == pytest.approx(log.series(metric), abs=0.15 if metric == 'test_acc'
+                                                          else 1e-3), (metric, i)
         for a, b in zip(_weights(pop, i), _weights(one)): torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-3)
         curves.append(member.series('train_loss'))
     assert len({tuple(c) for c in curves}) == 3, 'the members must differ from each other'
 
 
 def test_killed_population_resumes_exactly(data):
-    "A population stopped after its first epoch and resumed from the checkpoint ends with exactly the uninterrupted numbers."
+    """A population stopped after its first epoch and resumed from the checkpoint ends with exactly the uninterrupted
+    numbers."""
     import copy
-    ss = [settings('pepita', 'digits', 1, v, hidden=32, epochs=3, milestones=[2], dropout=0.3) for v in ('base', 'wd', 'wm')[:2]]
+    ss = [settings('pepita', 'digits', 1, v, hidden=32, epochs=3, milestones=[2], dropout=0.3)
+          for v in ('base', 'wd', 'wm')[:2]]
     store = {}
     ck = (lambda state: store.update(ck=copy.deepcopy(state)), lambda: store.get('ck'))
     train_population([dict(s, epochs=1) for s in ss], data, [3, 4], checkpoint=ck)
@@ -49,10 +54,12 @@ def test_killed_population_resumes_exactly(data):
 
 
 def test_compiled_population_equals_eager(data):
-    "fit(compile=True) runs the rule's step through torch.compile (one graph: the draw counter is a device tensor) with the eager numbers."
+    """fit(compile=True) runs the rule's step through torch.compile (one graph: the draw counter is a device tensor)
+    with the eager numbers."""
     pytest.importorskip('torch._inductor')
     import shutil
-    if not (shutil.which('g++') or shutil.which('c++') or shutil.which('clang++')): pytest.skip('torch.compile on CPU needs a C++ compiler')
+    if not (shutil.which('g++') or shutil.which('c++') or shutil.which('clang++')):
+        pytest.skip('torch.compile on CPU needs a C++ compiler')
     from localrules.rules import MLP, get_rule
     from localrules.train import make_optimizer, fit
     (xtr, ytr), te = data
@@ -60,6 +67,8 @@ def test_compiled_population_equals_eager(data):
     for compiled in (False, True):
         rule = get_rule('pepita', MLP([64, 32, 10], dropout=0.2, seed=[0, 1]), F_scale=[3., 5.])
         opt = make_optimizer(rule.parameters(), lr=[0.05, 0.1], momentum=0.9)
-        logs.append(fit(rule, opt, (xtr[:256], ytr[:256]), te, epochs=2, batch_size=64, progress=False, compile=compiled))
+        logs.append(fit(rule, opt, (xtr[:256], ytr[:256]), te, epochs=2, batch_size=64, progress=False,
+                        compile=compiled))
     for metric in ('train_loss', 'test_acc'):
-        assert logs[1].series(metric) == pytest.approx(logs[0].series(metric), abs=1e-3 if metric == 'train_loss' else 0.3)
+        assert logs[1].series(metric) == pytest.approx(logs[0].series(metric), abs=1e-3 if metric == 'train_loss'
+                                                       else 0.3)

@@ -8,28 +8,33 @@ BIN = Path(sys.executable).parent
 
 def _copy(tmp_path):
     "A copy of the tracked and new (not ignored) files of the checkout."
-    files = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard'], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard'], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
     dst = tmp_path/'repo'
     for f in files:
         src = ROOT/f
         if src.is_file() and not src.is_symlink():
-            (dst/f).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(src, dst/f)
+            (dst/f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst/f)
         elif src.is_symlink():
-            (dst/f).parent.mkdir(parents=True, exist_ok=True); (dst/f).symlink_to(src.readlink())
+            (dst/f).parent.mkdir(parents=True, exist_ok=True)
+            (dst/f).symlink_to(src.readlink())
     return dst
 
 def _snapshot(d, pattern):
     return {p.relative_to(d).as_posix(): p.read_text() for p in sorted(d.glob(pattern)) if p.is_file()}
 
 def test_every_module_in_sync_with_its_notebook(tmp_path):
-    d = _copy(tmp_path); before = _snapshot(d, 'localrules/*.py')
+    d = _copy(tmp_path)
+    before = _snapshot(d, 'localrules/*.py')
     subprocess.run([BIN/'nbdev-export'], cwd=d, check=True, capture_output=True)
     after = _snapshot(d, 'localrules/*.py')
     stale = [f for f in set(before) | set(after) if before.get(f) != after.get(f)]
     assert not stale, f'out of sync with nbs/ (edit the notebook, run nbdev-export): {stale}'
 
 def test_notebooks_are_clean_and_keep_parameters_tags(tmp_path):
-    d = _copy(tmp_path); before = _snapshot(d, 'nbs/**/*.ipynb')
+    d = _copy(tmp_path)
+    before = _snapshot(d, 'nbs/**/*.ipynb')
     subprocess.run([BIN/'nbdev-clean'], cwd=d, check=True, capture_output=True)
     after = _snapshot(d, 'nbs/**/*.ipynb')
     assert before == after, f'not clean (run nbdev-clean): {[f for f in before if before[f] != after.get(f)]}'
@@ -41,7 +46,8 @@ def test_environment_yml_matches_pyproject():
     proj = tomllib.loads((ROOT/'pyproject.toml').read_text())['project']
     want = sorted(s.replace(' ', '') for s in proj['dependencies'] + proj['optional-dependencies']['dev'])
     yml = (ROOT/'environment.yml').read_text()
-    pip = [l.strip()[2:] for l in yml.split('- pip:')[1].splitlines() if l.strip().startswith('- ') and not l.strip().startswith('- -e')]
+    pip = [l.strip()[2:] for l in yml.split('- pip:')[1].splitlines() if l.strip().startswith('- ')
+           and not l.strip().startswith('- -e')]
     got = sorted(s.replace(' ', '') for s in pip)
     assert got == want, f'environment.yml and pyproject.toml disagree: {set(got) ^ set(want)}'
     assert re.search(r'- python=3\.11', yml) and '- -e .' in yml
@@ -62,11 +68,13 @@ def test_quarto_config_is_the_top_level_one():
     assert link.is_symlink() and link.resolve() == (ROOT/'_quarto.yml').resolve()
 
 def test_title_cells_have_no_list_lines():
-    "nbdev reads '- key: value' lines of a notebook's first markdown cell as YAML front matter: a bullet list there breaks the page."
+    """nbdev reads '- key: value' lines of a notebook's first markdown cell as YAML front matter: a bullet list there
+    breaks the page."""
     import json
     bad = []
     for p in sorted((ROOT/'nbs').rglob('*.ipynb')):
         if '.ipynb_checkpoints' in p.parts: continue
         cells = [c for c in json.loads(p.read_text())['cells'] if c['cell_type'] == 'markdown']
-        if cells and any(l.lstrip().startswith('- ') for l in ''.join(cells[0]['source']).splitlines()): bad.append(p.name)
+        if cells and any(l.lstrip().startswith('- ') for l in ''.join(cells[0]['source']).splitlines()):
+            bad.append(p.name)
     assert not bad, f'bullet lines in the title cell of {bad}: move them to a later markdown cell'

@@ -5,7 +5,8 @@ import pytest
 from conftest import cli
 from localrules.runs import Run, _Holder, unit_shard
 
-SMOKE = ['-p', 'epochs', '2', '-p', 'milestones', '[]', '-p', 'seeds', '[0, 1]']          # 4 units (bp, fa) x (seed 0, 1)
+# 4 units (bp, fa) x (seed 0, 1)
+SMOKE = ['-p', 'epochs', '2', '-p', 'milestones', '[]', '-p', 'seeds', '[0, 1]']
 
 def finals(out):
     rows = [json.loads(l) for l in (Path(out)/'results.jsonl').read_text().splitlines()]

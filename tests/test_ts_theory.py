@@ -13,7 +13,8 @@ def test_i3_i4_independent_variables():
     C = np.diag([0.5, 1.0, 2.0, 0.7])
     assert np.allclose(I3(C, [0], [1], [2]), 0)                  # independent: E[g'] E[z] E[g] = 0
     Eg2 = I2(C)[2, 2]
-    assert abs(I4(C, [0], [0], [2], [2])[0, 0, 0, 0] - quad(lambda z: gprime(math.sqrt(.5) * z) ** 2 * math.exp(-z * z / 2) / math.sqrt(2 * math.pi), -12, 12)[0] * Eg2) < 1e-8
+    assert abs(I4(C, [0], [0], [2], [2])[0, 0, 0,
+                                         0] - quad(lambda z: gprime(math.sqrt(.5) * z) ** 2 * math.exp(-z * z / 2) / math.sqrt(2 * math.pi), -12, 12)[0] * Eg2) < 1e-8
 
 def test_bad_inputs_name_the_parameter():
     with pytest.raises(ValueError, match='w2_teacher'): init_weights(50, M=2, w2_teacher=[1., 2., 3.])
@@ -39,6 +40,7 @@ def test_analysis_helpers():
     W = np.random.default_rng(0).normal(size=(5, 7))
     assert alignment_angle(W.T, [W]) < 1e-6 and abs(alignment_angle(-W.T, [W]) - 180) < 1e-6
     assert layer_angles([W.T], [W])[0] < 1e-6
-    t = np.arange(1, 61); s = slowness(90 * t / (0.1 + t), 10.)
+    t = np.arange(1, 61)
+    s = slowness(90 * t / (0.1 + t), 10.)
     assert abs(s['a'] - 0.1) < 0.02 and s['r2'] > 0.9
     assert escape_time([0, 1], [1., 0.]) == 0.5

@@ -11,8 +11,10 @@ from localrules.runs import param_spec, resolve_params
 EXPS = experiments()
 
 def _bad_scalars(kind:str, s:dict) -> list:
-    "Values that break a scalar rule `s` of type `kind`: a wrong type, each bound crossed, an unknown choice, non-finite."
-    out = list({'int': ['ten', 2.5, True], 'float': ['ten', True], 'str': [3], 'bool': ['yes', 1], 'list': ['ten', 3]}[kind])
+    """Values that break a scalar rule `s` of type `kind`: a wrong type, each bound crossed, an unknown choice,
+    non-finite."""
+    out = list({'int': ['ten', 2.5, True], 'float': ['ten', True], 'str': [3], 'bool': ['yes', 1],
+                'list': ['ten', 3]}[kind])
     if 'choices' in s: out.append('no_such_choice' if kind == 'str' else 10**6)
     step = 1 if kind == 'int' else 1e-3
     if kind in ('int', 'float') and s.get('lo') is not None: out.append(s['lo'] if s.get('lo_open') else s['lo'] - step)
@@ -42,7 +44,8 @@ def generated_cases() -> list:
     return cases
 
 def relation_cases() -> list:
-    "(experiment, parameter, bad value) that break each simple `[a, '<' or '<=', b]` relation, the rest of the preset unchanged."
+    """(experiment, parameter, bad value) that break each simple `[a, '<' or '<=', b]` relation, the rest of the preset
+    unchanged."""
     cases = []
     for name, e in EXPS.items():
         base = e['PRESETS']['smoke']
@@ -62,7 +65,8 @@ def _refused(name:str, k:str, v):
     with pytest.raises(ValueError) as e: check_params(EXPS[name], 'smoke', {k: v})
     msg = str(e.value)
     assert k in msg, f'{name}: -p {k} {v!r}: message does not name {k}: {msg}'
-    assert any(w in msg for w in ('allowed', 'choose', 'must be')), f'{name}: -p {k} {v!r}: message says nothing allowed: {msg}'
+    assert any(w in msg for w in ('allowed', 'choose',
+                                  'must be')), f'{name}: -p {k} {v!r}: message says nothing allowed: {msg}'
     return msg
 
 @pytest.mark.parametrize('name,k,v', GENERATED, ids=[f'{n}-{k}-{v!r}'[:80] for n, k, v in GENERATED])
@@ -85,7 +89,8 @@ def test_paper_check_shrinks_pass_the_declarations():
         resolve_params(e['PRESETS'], 'paper', over, e['CHOICES'], e['SPEC'], e['RELATIONS'])
 
 def test_every_numeric_parameter_declares_its_range():
-    "A number's meaning needs a range: each numeric parameter (or list/dict of numbers) without CHOICES has a SPEC entry."
+    """A number's meaning needs a range: each numeric parameter (or list/dict of numbers) without CHOICES has a SPEC
+    entry."""
     missing = []
     for name, e in EXPS.items():
         for k in e['PRESETS']['smoke']:
@@ -97,8 +102,10 @@ def test_every_numeric_parameter_declares_its_range():
 def test_the_notebook_validates_with_its_whole_declaration():
     "The notebook's own `resolve_params` call (papermill directly) gets SPEC and RELATIONS, not only CHOICES."
     for name, e in EXPS.items():
-        srcs = [''.join(c['source']) for c in json.loads(Path(e['path']).read_text())['cells'] if c['cell_type'] == 'code']
-        calls = [l for s in srcs for l in s.splitlines() if 'resolve_params(' in l and not l.lstrip().startswith(('from', 'import'))]
+        srcs = [''.join(c['source']) for c in json.loads(Path(e['path']).read_text())['cells']
+                if c['cell_type'] == 'code']
+        calls = [l for s in srcs for l in s.splitlines() if 'resolve_params(' in l
+                 and not l.lstrip().startswith(('from', 'import'))]
         assert calls and all('SPEC, RELATIONS)' in l for l in calls), (name, calls)
 
 HAND = [  # (experiment, -p arguments, text the error must contain)
@@ -165,7 +172,8 @@ def test_papermill_directly_validates_too(tmp_path):
     import papermill as pm
     out = tmp_path/'run'
     with pytest.raises(Exception) as e:
-        pm.execute_notebook(str(EXPS['bp_vs_fa']['path']), str(tmp_path/'nb.ipynb'), kernel_name='python3', progress_bar=False,
+        pm.execute_notebook(str(EXPS['bp_vs_fa']['path']), str(tmp_path/'nb.ipynb'), kernel_name='python3',
+                            progress_bar=False,
                             parameters=dict(hidden=0, out_dir=str(out)), cwd=str(ROOT))
     assert 'hidden=0 is out of range' in str(e.value)
     assert not out.exists()
@@ -238,12 +246,14 @@ def test_damaged_debian_fashion_copy(tmp_path, monkeypatch):
         _idx(src/f'{pre}-labels-idx1-ubyte.gz', np.arange(n), gz=True)
     (src/'t10k-labels-idx1-ubyte.gz').write_bytes((src/'t10k-labels-idx1-ubyte.gz').read_bytes()[:-6])   # cut-off gzip
     monkeypatch.setattr(data._debian_fashion, '__defaults__', (src,))
-    msg = _damaged(lambda: get_dataset('fashion_mnist', tmp_path/'root', 'test'), 't10k-labels-idx1-ubyte.gz', 'does not decompress')
+    msg = _damaged(lambda: get_dataset('fashion_mnist', tmp_path/'root', 'test'), 't10k-labels-idx1-ubyte.gz',
+                   'does not decompress')
     assert 'dataset-fashion-mnist' in msg
     assert not list((tmp_path/'root'/'FashionMNIST'/'raw').glob('*.tmp'))
 
 def _jpeg_tar(root, counts, cut=0):
-    "A cifar10-jpeg.tar.gz with {class: images} in train/ and test/ (files are not real JPEGs: only the layout is checked)."
+    """A cifar10-jpeg.tar.gz with {class: images} in train/ and test/ (files are not real JPEGs: only the layout is
+    checked)."""
     src = root/'src'
     for split in ('train', 'test'):
         for c, n in counts.items():
