@@ -187,7 +187,8 @@ def main():
     t_mm = timed_rounds(dict(mm=(bare_mm, 1)), dev, a.repeats)['mm']['min']
     peak = 200 * 2 * 4096 * K * K / t_mm
     res = dict(config=dict(K=K, kernel=k, image=28, iterations=T,
-                           dynamics=f'pynsm-equal fixed count: {T} iterations at gamma=1, tol=0', batch=B, tau=a.tau, lr=a.lr, ref_images=nref,
+                           dynamics=f'pynsm-equal fixed count: {T} iterations at gamma=1, tol=0', batch=B, tau=a.tau,
+                           lr=a.lr, ref_images=nref,
                            threads=torch.get_num_threads(), data='sklearn digits upsampled to 28x28, (x-0.5)/0.5'),
                timing='seconds per image, min over interleaved rounds (medians alongside)',
                batched=dict(s_per_image=t_batched, s_per_image_median=tm['batched']['median'],
@@ -202,25 +203,28 @@ def main():
                per_sample_torch=dict(s_per_image=t_per_sample, s_per_image_median=tm['per_sample']['median']),
                pynsm=res_pynsm,
                speedup_vs_conventional=t_ref / t_batched,
-               speedup_vs_conventional_median=tm['conventional']['median'] / tm['batched']['median'], speedup_vs_per_sample=t_per_sample / t_batched,
+               speedup_vs_conventional_median=tm['conventional']['median'] / tm['batched']['median'],
+               speedup_vs_per_sample=t_per_sample / t_batched,
                speedup_vs_pynsm=(res_pynsm['s_per_image'] / t_batched) if res_pynsm else None,
                flop_per_image=flop, flop_per_image_total=flop_total,
-               last_max_dy_after_40_iters=conv_delta, M_eigenvalue_range=[eig_M[0],
-                                                                          eig_M[-1]], provenance=provenance(dev))
+               last_max_dy_after_40_iters=conv_delta, M_eigenvalue_range=[eig_M[0], eig_M[-1]],
+               provenance=provenance(dev))
 
-    print(f"conv NSM training step, K={K}, {k}x{k}, 28x28, pynsm-equal fixed count of {T} iterations (γ = 1), batch "
-          f"{B}, {torch.get_num_threads()} threads, {dev}")
+    print(
+        f"conv NSM training step, K={K}, {k}x{k}, 28x28, pynsm-equal fixed count of {T} iterations (γ = 1), batch "
+        f"{B}, {torch.get_num_threads()} threads, {dev}")
     print(f"{'implementation':38s} {'ms/image':>9s} {'vs batched':>11s}")
     rows = [('batched einops (localrules)', t_batched),
-            (f'  same, converged ({conv_iters} it, γ={conv_gamma:.2f})',
-             tm['converged']['min']), ('conventional (NumPy, per sample+patch)', t_ref),
+            (f'  same, converged ({conv_iters} it, γ={conv_gamma:.2f})', tm['converged']['min']),
+            ('conventional (NumPy, per sample+patch)', t_ref),
             ('per-sample torch (patches batched)', t_per_sample)]
     if res_pynsm: rows.append((f"pynsm {res_pynsm['pynsm_version']}", res_pynsm['s_per_image']))
     for name, t in rows: print(f"{name:38s} {1e3 * t:9.3f} {t / t_batched:10.1f}x")
     print(f"batched throughput {res['batched']['gflops']:.1f} GFLOP/s of {flop_total / 1e6:.1f} MFLOP/image "
           f"(lateral {flop['lateral'] / 1e6:.1f} MFLOP)")
-    print(f"floor: a bare {K}x{K} matmul runs at {peak / 1e9:.1f} GFLOP/s here, so no implementation of these FLOPs "
-          f"takes less than "
+    print(
+        f"floor: a bare {K}x{K} matmul runs at {peak / 1e9:.1f} GFLOP/s here, so no implementation of these FLOPs "
+        f"takes less than "
           f"{1e3 * flop_total / peak:.3f} ms/image: at most {t_ref * peak / flop_total:.1f}x faster than the "
           f"conventional code")
     print(f"warm-up M eigenvalues in [{eig_M[0]:.2f}, {eig_M[-1]:.2f}]; max|dy| at iteration {T}: {conv_delta:.2e}")

@@ -34,9 +34,11 @@ RULES = {  # label: (rule name, kwargs)
     'ff_modulation': ('ff', {'negatives': 'modulation'}),
 }
 FLOOR = {  # big B x D x H products per batch divided by BP's 2 (C/B terms: D x H x C products)
-    'drtp': lambda B, C: 2 / 2, 'fa': lambda B, C: 3 / 2,     # FA's custom Function also computes the unused input gradient
+    'drtp': lambda B, C: 2 / 2,
+         'fa': lambda B, C: 3 / 2,     # FA's custom Function also computes the unused input gradient
     'pepita': lambda B, C: (2 + C / B) / 2, 'afa': lambda B, C: (2 + C / B) / 2,
-    'pepita_hebbian': lambda B, C: (2 + 2 * C / B) / 2, 'pepita_timelocal': lambda B, C: (2 + 2 * C / B + B / 1024) / 2, 'pepita_plain2nd': lambda B, C: 3 / 2,
+    'pepita_hebbian': lambda B, C: (2 + 2 * C / B) / 2, 'pepita_timelocal': lambda B, C: (2 + 2 * C / B + B / 1024) / 2,
+         'pepita_plain2nd': lambda B, C: 3 / 2,
     'pepita_wm': lambda B, C: (4 + 3 * C / B) / 2,             # + noise pass and xi^T r of layer 1, F1F2 twice
     'pepita_wm_noise8': lambda B, C: (2 + 2 * 8 / B + 3 * C / B) / 2,
     'ff_modulation': lambda B, C: (2 + 2 * C / B) / 2}

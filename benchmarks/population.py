@@ -114,7 +114,8 @@ def main():
                                 step_s_per_member=statistics.median(times[N]) / N / steps,
                                 flops_per_member_step=step_flops(rule, sizes, B)))
             print(f"{rule:7s} N={N:4d}: {results[-1]['epoch_s_per_member'] * 1e3:8.2f} ms/epoch per member "
-                  f"(alone {alone * 1e3:.2f}); population / one-after-another {ratio:.3f}  (product floor {floor:.3f})", flush=True)
+                  f"(alone {alone * 1e3:.2f}); population / one-after-another {ratio:.3f}  (product floor {floor:.3f})",
+                  flush=True)
     out = Path(a.out or f"benchmarks/results/population-{dev.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     config = dict(sizes=sizes, batch=B, samples=a.n, steps_per_epoch=steps, rounds=a.rounds,

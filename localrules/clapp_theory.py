@@ -28,7 +28,8 @@ def theory_images(dataset:str='mnist', split:str='train', n:int=1024, root='data
     return ((x - MNIST_MEAN) / MNIST_STD).to(dtype)
 
 def quadrant_views(x:torch.Tensor, patch:int=14) -> torch.Tensor:
-    "(4N, patch²) rows: quadrants ordered (row, column, image); row i's positive is row i ± 2N (the quadrant below/above)."
+    """(4N, patch²) rows: quadrants ordered (row, column, image); row i's positive is row i ± 2N (the quadrant
+    below/above)."""
     p = x.unfold(2, patch, patch).unfold(3, patch, patch)          # N, C, ny, nx, patch, patch
     return p.permute(2, 3, 0, 1, 4, 5).flatten(0, 2).flatten(1)
 
@@ -51,8 +52,9 @@ class TheoryNet(nn.Module):
         check_choice('act', act, ('linear', 'relu'))
         check_choice('init', init, ('orthogonal', 'default'))
         self.sizes, self.kind, self.act = list(sizes), kind, act
-        mk = (lambda a, b: nn.Linear(a, b, bias=False, dtype=dtype)) if kind == 'mlp' else (lambda a, b: nn.Conv2d(a, b,
-                                                                                                                   2, 2, bias=False, dtype=dtype))
+        mk = (lambda a, b: nn.Linear(a, b, bias=False,
+                                     dtype=dtype)) if kind == 'mlp' else (
+                                         lambda a, b: nn.Conv2d(a, b, 2, 2, bias=False, dtype=dtype))
         self.layers = nn.ModuleList(mk(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         if init == 'orthogonal':
             for l in self.layers: nn.init.orthogonal_(l.weight)
@@ -77,7 +79,8 @@ class TheoryNet(nn.Module):
 # %% ../nbs/31_clapp_theory.ipynb #b4273d48
 def fit_predictor(loss:LocalSSLLoss, z:torch.Tensor, c:torch.Tensor, lr:float=0.2, max_iter:int=1000,
                   rounds:int=1) -> float:
-    "Minimise `loss(z, c)` over the loss's own trainable predictors with LBFGS (strong Wolfe; at most `rounds`·`max_iter` iterations, 1.25× as many evaluations); return the final loss, which must be finite."
+    """Minimise `loss(z, c)` over the loss's own trainable predictors with LBFGS (strong Wolfe; at most
+    `rounds`·`max_iter` iterations, 1.25× as many evaluations); return the final loss, which must be finite."""
     check_range('lr', lr, lo=0, lo_open=True)
     check_range('max_iter', max_iter, lo=1, integer=True)
     check_range('rounds', rounds, lo=1, integer=True)
@@ -95,8 +98,8 @@ def fit_predictor(loss:LocalSSLLoss, z:torch.Tensor, c:torch.Tensor, lr:float=0.
     opt.zero_grad()
     final = loss(z, c).item()
     if not math.isfinite(final):
-        raise FloatingPointError(f"fit_predictor: the loss is {final} after {rounds} round(s) of at most {max_iter} "
-                                 f"LBFGS iterations; "
+        raise FloatingPointError(
+            f"fit_predictor: the loss is {final} after {rounds} round(s) of at most {max_iter} LBFGS iterations; "
                                  "check the activities for inf/NaN or lower lr")
     return final
 
@@ -122,7 +125,8 @@ def grad_cos(a:torch.Tensor, b:torch.Tensor) -> float:
 
 # %% ../nbs/31_clapp_theory.ipynb #3ec8bca7
 def theory_alignment(net:TheoryNet, x:torch.Tensor, f:str='softplus', lam:float=0.01, dfb:bool=False,
-                     predictor:str='optimal', rank:int=None, lr:float=0.2, max_iter:int=1000, rounds:int=1, seed:int=0) -> list:
+                     predictor:str='optimal', rank:int=None, lr:float=0.2, max_iter:int=1000, rounds:int=1,
+                     seed:int=0) -> list:
     """Predictors at their L2-regularised optimum (last layer first), then per layer: cos and squared distance of local
     vs BP-SSL updates."""
     check_choice('predictor', predictor, ('optimal', 'random'))
@@ -130,8 +134,9 @@ def theory_alignment(net:TheoryNet, x:torch.Tensor, f:str='softplus', lam:float=
     dims, L = [h.shape[1] for h in hs], len(hs)
     torch.manual_seed(seed)
     losses = nn.ModuleList(LocalSSLLoss(dims[l], dims[-1] if dfb else dims[l], f=f, loss_type=2, lam=lam,
-                                        rank=rank if (l < L - 1 and rank is not None
-                                                      and rank < min(dims[l], dims[-1] if dfb else dims[l])) else None)
+                                        rank=rank
+                                        if (l < L - 1 and rank is not None
+                                            and rank < min(dims[l], dims[-1] if dfb else dims[l])) else None)
                            for l in range(L)).to(x.dtype)
     fit_predictor(losses[-1], hs[-1], hs[-1], lr, max_iter, rounds)
     if predictor == 'optimal':

@@ -35,8 +35,8 @@ def check_range(name:str, value, lo=None, hi=None, integer:bool=False, lo_open:b
     if isinstance(value, bool) or not ok:
         raise ValueError(f"{name}={value!r} must be {'an integer' if integer else 'a number'}")
     if not math.isfinite(value):
-        raise ValueError(f"{name}={value!r} must be a finite number; allowed: "
-                         f"{describe_range(lo, hi, lo_open, hi_open)}")
+        raise ValueError(
+            f"{name}={value!r} must be a finite number; allowed: {describe_range(lo, hi, lo_open, hi_open)}")
     below = lo is not None and (value <= lo if lo_open else value < lo)
     above = hi is not None and (value >= hi if hi_open else value > hi)
     if below or above:

@@ -44,7 +44,8 @@ HOW_TO_GET = {
 class DatasetNotFoundError(FileNotFoundError):
     "A dataset's files are missing and could not be downloaded."
     def __init__(self, name, root, cause=None):
-        msg = f"dataset {name!r}: files not found under {str(Path(root).resolve())!r}. To obtain them: {HOW_TO_GET.get(name, 'see the docs')}."
+        msg = (f"dataset {name!r}: files not found under {str(Path(root).resolve())!r}. "
+               f"To obtain them: {HOW_TO_GET.get(name, 'see the docs')}.")
         if cause is not None: msg += f" (download failed: {type(cause).__name__}: {cause})"
         super().__init__(msg)
         self.args_ = (name, root, cause)
@@ -109,7 +110,8 @@ def check_image_folder(name:str, folder, classes=None):
     images."""
     folder = Path(folder)
     counts = {d.name: sum(1 for f in d.iterdir() if f.is_file()) for d in sorted(folder.iterdir()) if d.is_dir()}
-    redo = f"delete the folder {str(folder.parent)!r} (it is extracted again from its archive) or point data_root to a good copy"
+    redo = (f"delete the folder {str(folder.parent)!r} (it is extracted again from its archive) "
+            "or point data_root to a good copy")
     odd = sorted(set(counts) - set(classes)) if classes is not None else []
     if not counts or odd:
         raise DatasetCorruptError(name, folder, f"class folders {odd or 'none'}; allowed: {list(classes or [])}", redo)
@@ -137,7 +139,8 @@ def check_mnist5k(X, y, path):
     X, y = np.asarray(X), np.asarray(y)
     if X.shape != (5000, 784) or y.shape != (5000,):
         raise DatasetCorruptError('mnist5k', path,
-                                  f"arrays of shape {X.shape} and {y.shape}, expected (5000, 784) and (5000,)", MNIST5K_REMEDY)
+                                  f"arrays of shape {X.shape} and {y.shape}, expected (5000, 784) and (5000,)",
+                                  MNIST5K_REMEDY)
     if not (np.isfinite(X).all() and X.min() >= 0 and X.max() <= 255):
         raise DatasetCorruptError('mnist5k', path, "pixel values outside 0..255", MNIST5K_REMEDY)
     counts = [int((y == k).sum()) for k in range(10)]
@@ -273,7 +276,8 @@ def _check_md5s(name:str, root:Path):
     check_md5_files(name, root/cls.base_folder, files)
 
 def get_dataset(name:str, root='data', split:str='train', download:bool=False, transform=None, **kwargs) -> Dataset:
-    "Dataset `name` ∈ `DATASETS`, `split` ∈ `SPLITS[name]`, from `root` (downloaded there if `download`); `transform` defaults to ToTensor."
+    """Dataset `name` ∈ `DATASETS`, `split` ∈ `SPLITS[name]`, from `root` (downloaded there if `download`); `transform`
+    defaults to ToTensor."""
     check_choice('name', name, DATASETS)
     check_choice('split', split, SPLITS[name])
     if name == 'digits': return digits(split)
@@ -306,8 +310,8 @@ def to_tensors(ds:Dataset, device='cpu', flatten:bool=False, limit:int=None, dty
     n = len(ds) if limit is None else min(limit, len(ds))
     if n < len(ds) and hasattr(ds, 'samples'): ds = torch.utils.data.Subset(ds, subset_index(ds, n))
     if isinstance(ds, TensorDataset): x, y = ds.tensors[0][:n], ds.tensors[1][:n]
-    elif isinstance(getattr(ds, 'data', None), (torch.Tensor, np.ndarray)) and getattr(ds, 'transform',
-                                                                                       None).__class__ is T.ToTensor:
+    elif isinstance(getattr(ds, 'data', None), (torch.Tensor,
+                                                np.ndarray)) and getattr(ds, 'transform', None).__class__ is T.ToTensor:
         x = torch.as_tensor(ds.data[:n]).float().div(255)           # MNIST-like (N,H,W) uint8 or CIFAR (N,H,W,C) uint8
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
         y = torch.as_tensor(np.asarray(ds.targets)[:n])
@@ -325,7 +329,8 @@ def load_tensors(name:str, split:str='train', root='data', device='cpu', flatten
 
 # %% ../nbs/01_data.ipynb #7dc261c1
 class TensorLoader:
-    "Mini-batches of tensors that already live on one device; reshuffled each epoch by a seeded generator (a list of seeds: one data order per population member, batches N×B×...)."
+    """Mini-batches of tensors that already live on one device; reshuffled each epoch by a seeded generator (a list of
+    seeds: one data order per population member, batches N×B×...)."""
     def __init__(self, *tensors, batch_size:int=64, shuffle:bool=True, seed=0, drop_last:bool=False):
         check_range('batch_size', batch_size, lo=1, integer=True)
         self.tensors, self.bs, self.shuffle, self.drop_last = tensors, batch_size, shuffle, drop_last

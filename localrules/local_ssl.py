@@ -27,7 +27,8 @@ def contrast_f(u:torch.Tensor, f:str='hinge', margin:float=None) -> torch.Tensor
     return -u
 
 def score(z:torch.Tensor, c:torch.Tensor, W:torch.Tensor=None) -> torch.Tensor:
-    "Per-sample bilinear score `u = zᵀ W c` for batches `z` (B, dz), `c` (B, dc), `W` (dz, dc); `W=None` is the identity."
+    """Per-sample bilinear score `u = zᵀ W c` for batches `z` (B, dz), `c` (B, dc), `W` (dz, dc); `W=None` is the
+    identity."""
     return ((z if W is None else z @ W) * c).sum(-1)
 
 # %% ../nbs/30_local_ssl.ipynb #b2b2ff9b
@@ -39,15 +40,16 @@ def local_ssl_loss(z_pos, z_neg, c_pos, c_neg=None, W=None, f:str='hinge', loss_
     c_pos = c_pos.detach()
     c_neg = c_pos if c_neg is None else c_neg.detach()
     u_pos, u_neg = score(z_pos, c_pos, W), score(z_neg, c_neg, W)
-    l = contrast_f(u_pos - u_neg, f, margin) if loss_type == 1 else contrast_f(u_pos, f, margin) + contrast_f(-u_neg, f,
-                                                                                                              margin)
+    l = contrast_f(u_pos - u_neg, f,
+                   margin) if loss_type == 1 else contrast_f(u_pos, f, margin) + contrast_f(-u_neg, f, margin)
     return l.mean() if reduction == 'mean' else l.sum() if reduction == 'sum' else l
 
 # %% ../nbs/30_local_ssl.ipynb #d153cf98
 PREDICTOR_MODES = ('learned', 'identity', 'random')
 
 class Predictor(nn.Module):
-    "Prediction matrix `W` (dz × dc) of the score `u = zᵀ W c`: learned (optionally low-rank `U Vᵀ`), identity or fixed random."
+    """Prediction matrix `W` (dz × dc) of the score `u = zᵀ W c`: learned (optionally low-rank `U Vᵀ`), identity or
+    fixed random."""
     def __init__(self, dz:int, dc:int, mode:str='learned', rank:int=None, init_std:float=None):
         super().__init__()
         check_choice('mode', mode, PREDICTOR_MODES)
@@ -94,8 +96,8 @@ class LocalSSLLoss(nn.Module):
     def forward(self, z, c):
         "Mean loss over the 2B rows (plus the L2 regulariser if `lam > 0`)."
         if z.shape[0] % 2 or c.shape[0] != z.shape[0]:
-            raise ValueError(f"z and c need the same even number of rows (two stacked views), got {z.shape[0]} and "
-                             f"{c.shape[0]}")
+            raise ValueError(
+                f"z and c need the same even number of rows (two stacked views), got {z.shape[0]} and {c.shape[0]}")
         B = z.shape[0] // 2
         ref = torch.cat([c[B:], c[:B]]).detach()
         pz = self.project(z.flatten(1))

@@ -72,8 +72,8 @@ def settings(rule:str, dataset:str, depth:int=1, variant:str='base', **overrides
     check_range('depth', depth, lo=1, integer=True)
     feats, col, fam = variant_features(variant), HP_COLUMN[dataset], _family(rule)
     if feats - {'wd'} and fam != 'pepita':
-        raise ValueError(f"variant={variant!r} is defined for the PEPITA family only; rule={rule!r} allows 'base' or "
-                         f"'wd'")
+        raise ValueError(
+            f"variant={variant!r} is defined for the PEPITA family only; rule={rule!r} allows 'base' or 'wd'")
     if 'norm' in feats:
         # Table 4 gives normalised settings for 1 hidden layer; deeper nets (Sup. Fig. 8) reuse them
         hp = NORM_HPARAMS[col]
@@ -181,7 +181,8 @@ def structure(s:dict) -> dict:
 def build_population(ss:list, seeds:list, in_dim:int, n_classes:int, device='cpu'):
     "(rule, optimizer, scheduler) of a population: member i has settings `ss[i]` and seed `seeds[i]`."
     if len(ss) != len(seeds) or not ss:
-        raise ValueError(f"a population needs one seed per settings dict; got {len(ss)} settings and {len(seeds)} seeds")
+        raise ValueError(
+            f"a population needs one seed per settings dict; got {len(ss)} settings and {len(seeds)} seeds")
     pairs = [json.dumps([s, seed], sort_keys=True) for s, seed in zip(ss, seeds)]
     if len(set(pairs)) < len(pairs):
         raise ValueError(f"seeds={seeds}: two members with the same settings and seed would be identical")
@@ -189,8 +190,8 @@ def build_population(ss:list, seeds:list, in_dim:int, n_classes:int, device='cpu
     for s in ss[1:]:
         diff = sorted(k for k in base if structure(s).get(k) != base[k])
         if diff:
-            raise ValueError(f"units with different {diff} cannot share a population (only {list(MEMBER_SETTINGS)} "
-                             f"may differ)")
+            raise ValueError(
+                f"units with different {diff} cannot share a population (only {list(MEMBER_SETTINGS)} may differ)")
     s0 = ss[0]
     model = _model(s0, in_dim, n_classes, list(seeds))
     opts = rule_options(s0['rule'], s0)
@@ -221,7 +222,7 @@ def print_unit(key:dict, s:dict, log):
     print(f"{tags}: {result}  (lr {s['lr']}, wd {s['wd']}, decay ×{s['gamma']} at {s['milestones']})", flush=True)
 
 def train_units(run, # the `Run` that records the units
-                units:list, # [(key, settings, seed)]: a key is the unit's tags, e.g. dict(rule=..., dataset=..., seed=...)
+                units:list, # [(key, settings, seed)]: a key is the unit's tags (rule, dataset, seed, ...)
                 data:tuple, # (train, test) tensors on the device
                 device='cpu',
                 max_members:int=None, # the largest population (None: every unit with one structure at once)
@@ -236,7 +237,8 @@ def train_units(run, # the `Run` that records the units
         tag = hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
         name = f"{group[0][1]['rule']}×{len(group)}"
         rule, log = train_population([s for _, s, _ in group], data, [seed for _, _, seed in group], device,
-                                     checkpoint=run.checkpoint(population=tag), every=every, progress=progress, unit=name)
+                                     checkpoint=run.checkpoint(population=tag), every=every, progress=progress,
+                                     unit=name)
         for i, (key, s, _) in enumerate(group):
             lm = log.member(i)
             msg = lm.diverged.get(0)
@@ -295,8 +297,8 @@ def format_table(trows:list, digits:int=2) -> str:
         cells = [e]
         for d in ds:
             r = next(r for r in trows if r['entry'] == e and r['dataset'] == d)
-            cells.append(f"{_fmt(r['mean'], r['std'], digits)} (n={r['n']}) | paper "
-                         f"{_fmt(r['paper'], r['paper_std'], digits)}")
+            cells.append(
+                f"{_fmt(r['mean'], r['std'], digits)} (n={r['n']}) | paper {_fmt(r['paper'], r['paper_std'], digits)}")
         lines.append(' | '.join(cells))
     return '\n'.join(lines)
 

@@ -106,8 +106,8 @@ def _bounded(fun, max_evals:int, t_end:float):
     def f(t, y):
         calls[0] += 1
         if calls[0] > max_evals:
-            raise RuntimeError(f"ODE integration stopped at t={t:.4g} of {t_end:g}: max_evals={max_evals} "
-                               f"right-hand-side "
+            raise RuntimeError(
+                f"ODE integration stopped at t={t:.4g} of {t_end:g}: max_evals={max_evals} right-hand-side "
                                "evaluations spent (the step size collapsed: eta too large or the state diverging); "
                                "lower eta or the last time of t_eval, or raise max_evals")
         if not np.isfinite(y).all():
@@ -170,7 +170,8 @@ def order_params(w:dict) -> dict:
 
 # %% ../nbs/13_ts_theory.ipynb #444166e4
 def simulate(w0:dict, eta:float, t_eval, seeds=(0,), rule:str='afa', chunk:int=2048) -> dict:
-    "Simulate online AFA/PEPITA from weights `w0` for each data seed; returns order parameters and ε_g at `t_eval` (arrays [t, seed, ...])."
+    """Simulate online AFA/PEPITA from weights `w0` for each data seed; returns order parameters and ε_g at `t_eval`
+    (arrays [t, seed, ...])."""
     check_choice('rule', rule, ('afa', 'pepita'))
     check_range('eta', eta, lo=0)
     t_eval = np.asarray(t_eval, dtype=float)
@@ -215,8 +216,8 @@ def simulate(w0:dict, eta:float, t_eval, seeds=(0,), rule:str='afa', chunk:int=2
                 record()
                 j += 1
         if not (np.isfinite(W1).all() and np.isfinite(W2).all()):
-            raise FloatingPointError(f"simulation diverged by t={mu / D:g}: the student weights are not finite; lower "
-                                     f"eta={eta}")
+            raise FloatingPointError(
+                f"simulation diverged by t={mu / D:g}: the student weights are not finite; lower eta={eta}")
     out = {k: np.array(v) for k, v in rec.items()}
     return dict(t=steps / D, **out)
 
@@ -235,7 +236,8 @@ def rhs_pepita(s:dict, eta:float, z:np.ndarray) -> dict:
 
 # %% ../nbs/13_ts_theory.ipynb #ca5da4cc
 def early_time(q0:float, f0, W2t, ft, qf:float, eta:float) -> dict:
-    "Early-time slopes (Sup. E.1): dR/dt|₀ (eq 27), the coefficient c of dW₂/dt ≈ c·t (eq 28), df/dt|₀ (derived, and eq 29 as printed)."
+    """Early-time slopes (Sup. E.1): dR/dt|₀ (eq 27), the coefficient c of dW₂/dt ≈ c·t (eq 28), df/dt|₀ (derived, and
+    eq 29 as printed)."""
     f0, W2t, ft = (np.asarray(a, dtype=float) for a in (f0, W2t, ft))
     dR = math.sqrt(2) * eta * np.outer(f0, W2t) / (math.pi * math.sqrt(1 + q0))
     dW2_coef = 2 * eta ** 2 * f0 * (W2t @ W2t) / (math.pi ** 2 * (1 + q0))

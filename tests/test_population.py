@@ -7,8 +7,8 @@ from localrules.mlp_protocol import settings, train_unit, train_population
 SEEDS, LRS = [0, 1, 2], [0.05, 0.1, 0.02]
 CASES = [('bp', 'base', {}), ('fa', 'base', {}), ('drtp', 'base', {}), ('pepita', 'base', {}),
          ('pepita_hebbian', 'base', {}), ('pepita_timelocal', 'base', {}), ('afa', 'base', {}),
-         ('pepita', 'wm_prem', dict(premirror_epochs=1)), ('pepita', 'norm', dict(lr=1.)), ('ff', 'base',
-                                                                                            dict(lr=0.05))]
+         ('pepita', 'wm_prem', dict(premirror_epochs=1)), ('pepita', 'norm', dict(lr=1.)),
+         ('ff', 'base', dict(lr=0.05))]
 
 @pytest.fixture(scope='module')
 def data():

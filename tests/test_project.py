@@ -78,3 +78,18 @@ def test_title_cells_have_no_list_lines():
         if cells and any(l.lstrip().startswith('- ') for l in ''.join(cells[0]['source']).splitlines()):
             bad.append(p.name)
     assert not bad, f'bullet lines in the title cell of {bad}: move them to a later markdown cell'
+
+def test_ruff_finds_nothing():
+    "One statement a line, lines <= 120, in the notebooks, tests, scripts and benchmarks ([tool.ruff] in pyproject.toml)."
+    r = subprocess.run([sys.executable, '-m', 'ruff', 'check', '--output-format', 'concise', '--no-cache'], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, 'ruff check (fix these, or run it yourself):\n' + r.stdout[-4000:] + r.stderr[-2000:]
+
+def test_pre_commit_hooks_run_the_checks_the_tests_make():
+    "The pre-commit hooks are local (nothing downloaded) and run ruff, nbdev-clean and the export check."
+    import yaml
+    cfg = yaml.safe_load((ROOT/'.pre-commit-config.yaml').read_text())
+    hooks = [h for r in cfg['repos'] for h in r['hooks']]
+    assert all(r['repo'] == 'local' for r in cfg['repos'])
+    entries = ' | '.join(h['entry'] for h in hooks)
+    assert 'ruff check' in entries and 'nbdev-clean' in entries and 'nbdev-export' in entries, entries

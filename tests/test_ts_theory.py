@@ -1,7 +1,8 @@
 "Fast checks of localrules.ts_theory and localrules.analysis beyond the notebooks' inline tests."
 import math, numpy as np, pytest
 from scipy.integrate import quad
-from localrules.ts_theory import I2, I3, I4, g, gprime, init_weights, order_params, integrate, simulate, rhs, eg, escape_time
+from localrules.ts_theory import (I2, I3, I4, g, gprime, init_weights, order_params, integrate, simulate, rhs, eg,
+                                  escape_time)
 from localrules.analysis import alignment_angle, layer_angles, slowness
 
 def test_i2_single_variable_matches_quadrature():
@@ -14,7 +15,11 @@ def test_i3_i4_independent_variables():
     assert np.allclose(I3(C, [0], [1], [2]), 0)                  # independent: E[g'] E[z] E[g] = 0
     Eg2 = I2(C)[2, 2]
     assert abs(I4(C, [0], [0], [2], [2])[0, 0, 0,
-                                         0] - quad(lambda z: gprime(math.sqrt(.5) * z) ** 2 * math.exp(-z * z / 2) / math.sqrt(2 * math.pi), -12, 12)[0] * Eg2) < 1e-8
+                                         0] - quad(
+                                             lambda z: gprime(
+                                                 math.sqrt(
+                                                     .5) * z) ** 2 * math.exp(-z * z / 2) / math.sqrt(2 * math.pi), -12,
+                                                   12)[0] * Eg2) < 1e-8
 
 def test_bad_inputs_name_the_parameter():
     with pytest.raises(ValueError, match='w2_teacher'): init_weights(50, M=2, w2_teacher=[1., 2., 3.])
