@@ -12,7 +12,7 @@ import math
 import torch, torch.nn.functional as F
 from .core import check_choice, check_range
 from .rules import MLP, register_rule, affine
-from .pepita import PepitaBase, act_deriv, output_target, _loss
+from .pepita import PepitaBase, Passes, act_deriv, output_target, _loss
 
 # %% ../nbs/12_ff.ipynb #fbb859f1
 def infer_image_shape(D:int) -> tuple:
@@ -66,16 +66,16 @@ class FF(PepitaBase):
         if negatives == 'hybrid' and image_shape is None: infer_image_shape(model.sizes[0])
         self.needs_WF = negatives == 'modulation'
 
-    def _negatives(self, P):
+    def _negatives(self, ps:Passes) -> Passes:
         "Negative pass: PEPITA's modulated pass, or a plain pass on hybrid images (same dropout masks)."
-        if self.negatives == 'modulation': return self._modulated(P)
-        xn = hybrid_images(P['hs'][0], self.image_shape, self.blur_steps, model=self.model)
+        if self.negatives == 'modulation': return self._modulated(ps)
+        xn = hybrid_images(ps.hs[0], self.image_shape, self.blur_steps, model=self.model)
         pre = {}
         def lin(h, layer, l):
             pre[l] = affine(h, layer.weight, layer.bias)
             return pre[l]
-        P['hs_err'], P['pre_err'] = self.model.forward_all(xn, P['masks'], lin), pre
-        return P
+        ps.hs_err, ps.pre_err = self.model.forward_all(xn, ps.masks, lin), pre
+        return ps
 
     def _coeffs(self, Gp, Gn, width:int):
         "∂loss/∂G for the positive and negative goodness of each sample (before the batch mean)."
@@ -84,29 +84,28 @@ class FF(PepitaBase):
         th = self.theta if self.theta is not None else float(width)
         return s * torch.sigmoid(s * (Gp - th)), -s * torch.sigmoid(s * (th - Gn))
 
-    def _readout(self, P, layer):
+    def _readout(self, ps:Passes, layer):
         "The linear readout: the delta rule on the clean activity."
-        B = P['B']
-        self.accumulate(layer.weight, (P['e'] / B).mT @ P['hs'][-2])
-        if layer.bias is not None: self.accumulate(layer.bias, P['e'].mean(-2))
+        self.accumulate(layer.weight, (ps.error / ps.n).mT @ ps.hs[-2])
+        if layer.bias is not None: self.accumulate(layer.bias, ps.error.mean(-2))
 
-    def updates(self, P):
-        self._negatives(P)
-        m, B, L = self.model, P['B'], len(self.model.layers)
+    def updates(self, ps:Passes):
+        self._negatives(ps)
+        m, n = self.model, ps.n
         self.goodness = []                                        # (positive, negative) mean goodness per layer, on the device
         for l, layer in enumerate(m.layers[:-1]):
-            mask = P['masks'][l] if P['masks'][l] is not None else 1
+            mask = ps.masks[l] if ps.masks[l] is not None else 1
             sides = [(m.act(a) * mask, act_deriv(m.act_name, a) * mask, hin)
-                     for a, hin in ((P['pre'][l], P['hs'][l]), (P['pre_err'][l], P['hs_err'][l]))]
+                     for a, hin in ((ps.pre[l], ps.hs[l]), (ps.pre_err[l], ps.hs_err[l]))]
             (zp, dp, hp), (zn, dn, hn) = sides
             Gp, Gn = zp.pow(2).sum(-1), zn.pow(2).sum(-1)
             cp, cn = self._coeffs(Gp, Gn, layer.out_features)
             dap, dan = 2 * cp[..., None] * zp * dp, 2 * cn[..., None] * zn * dn    # ∂loss/∂a
             if l == 0 and self.negatives == 'modulation':   # x_neg = x + sign·F e: one product, as in PEPITA-Hebbian
-                left = torch.cat([((dap + dan) / B).mT, self.sign * ((dan / B).mT @ P['e'])], -1)
+                left = torch.cat([((dap + dan) / n).mT, self.sign * ((dan / n).mT @ ps.error)], -1)
                 g = left @ torch.cat([hp, self.feedback_matrix().mT], -2)
-            else: g = (torch.cat([dap, dan], -2) / B).mT @ torch.cat([hp, hn], -2)
+            else: g = (torch.cat([dap, dan], -2) / n).mT @ torch.cat([hp, hn], -2)
             self.accumulate(layer.weight, g)
             if layer.bias is not None: self.accumulate(layer.bias, (dap + dan).mean(-2))
             self.goodness.append((Gp.mean(-1), Gn.mean(-1)))
-        self._readout(P, m.layers[-1])
+        self._readout(ps, m.layers[-1])
