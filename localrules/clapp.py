@@ -17,7 +17,7 @@ import math, time
 import torch, torch.nn as nn, torch.nn.functional as F
 from torchvision.transforms import v2 as T
 from .core import check_choice, check_range
-from .rules import LearningRule, register_rule
+from .rules import LearningRule, register_rule, refusal
 from .local_ssl import Predictor, local_ssl_loss, F_NAMES
 
 # %% ../nbs/32_clapp.ipynb #449d6068
@@ -151,6 +151,10 @@ def clapp_loss(pred:Predictor, z, c, negatives:str='shift', f:str='hinge', loss_
 # %% ../nbs/32_clapp.ipynb #e9095169
 class SSLRule(LearningRule):
     "Base of the self-supervised rules on a `VGGEncoder`: views, pools and probe features."
+    supports = 'localrules.clapp.VGGEncoder (conv blocks; images B×C×H×W in [0, 1] or view pairs B×2×C×H×W)'
+    @classmethod
+    def check_model(cls, model):
+        if not isinstance(model, VGGEncoder): raise TypeError(refusal(cls.name, model, cls.supports))
     def __init__(self, model:VGGEncoder, dataset:str='cifar10', image_size:int=None, pools=None, augment:bool=True,
                  negatives:str='shift', f:str='hinge', loss_type:int=2, fast:bool=False):
         super().__init__(model)

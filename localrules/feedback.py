@@ -429,6 +429,8 @@ class FeedbackRule(LearningRule):
     "Base of the converted-model rules: `convert(model, self.mode)`, then backprop through the feedback Functions."
     mode = None
     supports = SUPPORTS
+    @classmethod
+    def check_model(cls, model): check_convertible(cls.name, model)
     def __init__(self, model:nn.Module, loss:str='ce', **convert_kw):
         check_convertible(self.name, model)
         super().__init__(model)

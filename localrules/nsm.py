@@ -12,7 +12,7 @@ __all__ = ['DYNAMICS', 'ACTS', 'auto_step', 'sm_dynamics', 'NotConvergedWarning'
 import math
 import torch, torch.nn as nn
 from .core import check_choice, check_range
-from .rules import LearningRule, register_rule
+from .rules import LearningRule, register_rule, refusal
 
 # %% ../nbs/20_nsm.ipynb #5bf308bb
 DYNAMICS = ('pgd', 'ode')
@@ -158,6 +158,10 @@ class NSM(nn.Module):
 @register_rule('nsm')
 class NSMRule(LearningRule):
     "Similarity matching: fixed-point dynamics, then ΔW = η(⟨yxᵀ⟩ − W), ΔM = (η/τ)(⟨yyᵀ⟩ − M) written as descent-sign grads."
+    supports = 'localrules.nsm.NSM or a subclass (ConvNSM, S2M, ConvS2M)'
+    @classmethod
+    def check_model(cls, model):
+        if not isinstance(model, NSM): raise TypeError(refusal(cls.name, model, cls.supports))
     def __init__(self, model:NSM, tau:float=0.1):
         super().__init__(model); self.tau = check_range('tau', tau, lo=1e-9)
     def labels(self, y): return None

@@ -12,7 +12,7 @@ import math
 import torch, torch.nn as nn, torch.nn.functional as F
 from einops import repeat
 from .core import check_range
-from .rules import register_rule, get_rule
+from .rules import register_rule, get_rule, refusal
 from .data import TensorLoader
 from .nsm import NSM, NSMRule
 from .conv_nsm import ConvNSM
@@ -49,6 +49,10 @@ class ConvS2M(_LabelPathway, ConvNSM):
 @register_rule('s2m')
 class S2MRule(NSMRule):
     "Supervised similarity matching: the NSM rule with the label pathway driven by √α·onehot(y) during training."
+    supports = 'localrules.s2m.S2M or ConvS2M (an NSM layer with a label pathway)'
+    @classmethod
+    def check_model(cls, model):
+        if not isinstance(model, _LabelPathway): raise TypeError(refusal(cls.name, model, cls.supports, 'no label pathway'))
     def labels(self, y):
         if y is None: raise ValueError("rule 's2m' needs the labels y: call rule(x, y)")
         return self.model.label_input(y)
