@@ -11,7 +11,7 @@ __all__ = ['hidden_deriv', 'DRTP']
 import math
 import torch, torch.nn.functional as F
 from .core import check_choice, check_range
-from .rules import LearningRule, MLP, register_rule, affine
+from .rules import LearningRule, MLP, MLP_SUPPORTS, register_rule, affine, mlp_example
 from .pepita import act_deriv, output_target, _loss, PepitaBase, member_batch
 
 # %% ../nbs/11_drtp.ipynb #a301c300
@@ -26,6 +26,13 @@ def hidden_deriv(model:MLP, a:torch.Tensor, mask=None) -> torch.Tensor:
 @register_rule('drtp')
 class DRTP(LearningRule):
     "Direct random target projection on an `MLP`: δ_l = (y* B_l) ⊙ f′(a_l) for hidden layers, delta rule at the output."
+    any_model = 'drtp_any'        # other models: localrules.feedback's DRTP (mode 'drtp' of `convert`)
+    supports = f"{MLP_SUPPORTS}; other models: 'drtp_any'"
+    @classmethod
+    def example(cls, seed:int=0) -> tuple:
+        "A tiny seeded tanh `MLP` (`mlp_example`), no kwargs, one batch."
+        model, x, y = mlp_example(seed, act='tanh')
+        return model, {}, x, y
     def __init__(self, model:MLP, loss:str='ce', feedback_scale:float=1., batch_mean:bool=True, seed:int=None):
         super().__init__(model)
         if not isinstance(model, MLP): raise TypeError(f"model must be a localrules.rules.MLP, got {type(model).__name__}")

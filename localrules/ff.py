@@ -11,7 +11,7 @@ __all__ = ['infer_image_shape', 'blur_masks', 'hybrid_masks', 'hybrid_images', '
 import math
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import check_choice, check_range
-from .rules import MLP, register_rule, affine
+from .rules import MLP, MLP_SUPPORTS, register_rule, affine
 from .pepita import PepitaBase, Passes, StackPasses, StackPepitaBase, act_deriv, output_target, _loss
 
 # %% ../nbs/12_ff.ipynb #fbb859f1
@@ -151,3 +151,6 @@ class FFSeq(StackPepitaBase):
         torch.autograd.backward(outs, grads)
 
 FF.any_model = 'ff_seq'
+FF.supports = f"{MLP_SUPPORTS}; other models: 'ff_seq'"
+FF.example_mlp = dict(sizes=(16, 8, 3))     # hybrid negatives: 16 inputs are a 4×4 image
+FFSeq.example_kwargs = dict(loss='logistic', positive='high')     # Hinton's FF on the tiny conv stack

@@ -18,7 +18,7 @@ from functools import reduce
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
 from .core import check_choice, check_range
-from .rules import LearningRule, MLP, register_rule, affine, output_loss, refusal
+from .rules import LearningRule, MLP, MLP_SUPPORTS, register_rule, affine, output_loss, refusal, mlp_example
 
 # %% ../nbs/10_pepita.ipynb #23209fe5
 def act_deriv(name:str, a:torch.Tensor) -> torch.Tensor:
@@ -304,6 +304,13 @@ class PepitaTimeLocal(PepitaBase):
 @register_rule('afa')
 class AFA(PepitaBase):
     "Adaptive feedback alignment (arXiv 2302.05440, eq. 11): ΔW_1 = [(W_1Fe) ⊙ h_1′] xᵀ, ΔW_2 = e h_1ᵀ; 2-layer MLPs."
+    supports = 'localrules.rules.MLP with 2 layers (one network or a population)'
+    @classmethod
+    def check_model(cls, model):
+        if not isinstance(model, MLP): raise TypeError(refusal(cls.name, model, cls.supports))
+        if len(model.layers) != 2:
+            why = f"sizes={model.sizes}: afa is defined for 2-layer networks (eq. 11)"
+            raise TypeError(refusal(cls.name, model, cls.supports, why))
     def __init__(self, model:MLP, **kwargs):
         super().__init__(model, **kwargs)
         if len(model.layers) != 2: raise ValueError(f"afa is defined for 2-layer networks (eq. 11); got sizes={model.sizes}")
@@ -541,3 +548,22 @@ class PepitaTimeLocalSeq(StackPepitaBase):
 
 Pepita.any_model, PepitaHebbian.any_model = 'pepita_seq', 'pepita_hebbian_seq'
 PepitaTimeLocal.any_model = 'pepita_timelocal_seq'
+
+# %% ../nbs/10_pepita.ipynb #e0ac107e
+def _mlp_example(cls, seed:int=0) -> tuple:
+    "A tiny seeded `MLP` (`mlp_example`), the rule's `example_kwargs` and one batch."
+    model, x, y = mlp_example(seed, **cls.example_mlp)
+    return model, dict(cls.example_kwargs), x, y
+
+def _stack_example(cls, seed:int=0) -> tuple:
+    "A tiny conv stack (conv–ReLU–max pool–flatten–linear) built from `seed`, the rule's `example_kwargs`, 8 images 2×4×4."
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 3))
+    g = torch.Generator().manual_seed(seed)
+    return model, dict(cls.example_kwargs), torch.randn(8, 2, 4, 4, generator=g), torch.randint(0, 3, (8,), generator=g)
+
+PepitaBase.example, PepitaBase.example_mlp, PepitaBase.example_kwargs = classmethod(_mlp_example), {}, {}
+StackPepitaBase.example, StackPepitaBase.example_kwargs = classmethod(_stack_example), {}
+PepitaTimeLocal.example_kwargs = PepitaTimeLocalSeq.example_kwargs = dict(lr=0.05)
+for _rule in (Pepita, PepitaHebbian, PepitaTimeLocal): _rule.supports = f"{MLP_SUPPORTS}; other models: '{_rule.any_model}'"
