@@ -71,7 +71,8 @@ class FeedbackConv2dFn(torch.autograd.Function):
 
 # %% ../nbs/06_feedback.ipynb #d9bd592d
 class OutputError:
-    "What one forward pass's DFA layers send down: the output error e (from `CaptureError`), or DRTP's y*/n (`set_target`)."
+    """What one forward pass's DFA layers send down: the output error e (from `CaptureError`), or DRTP's y*/n
+    (`set_target`)."""
     def __init__(self, mode:str='dfa'):
         self.e, self.mode = None, mode
 
@@ -122,7 +123,8 @@ def _dfa_error(ctx, feedback):
     e = ctx.holder.get(ctx.layer)
     if e.ndim != 2 or e.shape[1] != feedback.shape[0]:
         what = 'target' if ctx.holder.mode == 'drtp' else 'output error'
-        raise RuntimeError(f"{ctx.holder.mode}: layer {ctx.layer} has a feedback matrix for {feedback.shape[0]} outputs "
+        raise RuntimeError(f"{ctx.holder.mode}: layer {ctx.layer} has a feedback matrix for {feedback.shape[0]} "
+                           "outputs "
                            f"but the model's {what} has shape {tuple(e.shape)}; pass output_dim= to convert")
     return e
 
@@ -282,7 +284,8 @@ def _skipped_layers(model:nn.Module) -> list:
 def _infer_output_dim(layers:list) -> int:
     "The out_features of the last `nn.Linear` (module order): the model's output size for a classifier head."
     lins = [m for _, m in layers if isinstance(m, nn.Linear)]
-    if not lins: raise ValueError("dfa / drtp: the model has no nn.Linear to read its output size from; pass output_dim=")
+    if not lins:
+        raise ValueError("dfa / drtp: the model has no nn.Linear to read its output size from; pass output_dim=")
     return lins[-1].out_features
 
 def _feedback_shape(m, mode:str, output_dim:int) -> tuple:
@@ -299,7 +302,7 @@ def convert(model:nn.Module, # any module built with nn.Linear / nn.Conv2d layer
             feedback_scale:float=1., # multiplies every random or sign feedback
             usf_scale:str='rms', # uSF's s: 'rms' (√mean W²) or 'xavier' (√(2/(n_in+n_out)))
             output_dim:int=None, # DFA, DRTP: size K of the model output (default: out_features of the last nn.Linear)
-            dfa_positions:str='mean', # DFA, DRTP, conv layers: e per output position / their number ('mean') or as is ('sum')
+            dfa_positions:str='mean', # DFA, DRTP, conv: e per output position / their number ('mean') or as is ('sum')
             active:bool=True, # start with feedback on (False: plain layers until `feedback_active`)
            ) -> nn.Module:
     "Give every `nn.Linear`/`nn.Conv2d` of `model` the feedback path of `mode` (in place); returns `model`."
@@ -370,7 +373,8 @@ def set_target(model:nn.Module, # converted with mode 'drtp', after its forward
     holder = st.holder('<root>')
     t = y.to(torch.float32) if y.is_floating_point() else F.one_hot(y, st.output_dim).to(torch.float32)
     if t.ndim != 2 or t.shape[1] != st.output_dim:
-        raise ValueError(f"set_target: y gives targets of shape {tuple(t.shape)}; the model has {st.output_dim} outputs")
+        raise ValueError(f"set_target: y gives targets of shape {tuple(t.shape)}; the model has {st.output_dim} "
+                         "outputs")
     holder.e = t / len(t)
     return holder.e
 
@@ -519,7 +523,8 @@ class DFA(FeedbackRule):
 
 @register_rule('drtp_any')
 class DRTPAny(FeedbackRule):
-    "Direct random target projection on any model: every layer's input receives the one-hot target y*/n through its B_l."
+    """Direct random target projection on any model: every layer's input receives the one-hot target y*/n through its
+    B_l."""
     mode = 'drtp'
     def __init__(self, model:nn.Module, # any nn.Module with nn.Linear / nn.Conv2d layers, one (batch, K) output
                  loss:str='ce', # the output layer's loss: 'ce' or 'mse'

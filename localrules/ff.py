@@ -36,8 +36,10 @@ def hybrid_masks(n:int, hw:tuple, blur_steps:int=6, generator=None, device='cpu'
     "n binary masks (n, 1, H, W) with large regions of ones and zeros: blurred random bits thresholded at ½."
     return blur_masks(torch.rand(n, 1, *hw, generator=generator).to(device), blur_steps)
 
-def hybrid_images(x:torch.Tensor, image_shape:tuple=None, blur_steps:int=6, generator=None, model:MLP=None) -> torch.Tensor:
-    "Hybrid negatives: each flattened image mixed, through a blurred random mask, with another image of its batch; with a seeded `model` (one network or a population, x N×B×D) from the model's own draws."
+def hybrid_images(x:torch.Tensor, image_shape:tuple=None, blur_steps:int=6, generator=None,
+                  model:MLP=None) -> torch.Tensor:
+    """Hybrid negatives: each flattened image mixed, through a blurred random mask, with another image of its batch;
+    with a seeded `model` (one network or a population, x N×B×D) from the model's own draws."""
     n, D = x.shape[-2], x.shape[-1]
     c, h, w = image_shape or infer_image_shape(D)
     if model is None or model.seeds is None:
@@ -55,7 +57,8 @@ def hybrid_images(x:torch.Tensor, image_shape:tuple=None, blur_steps:int=6, gene
 # %% ../nbs/12_ff.ipynb #0b5de414
 @register_rule('ff')
 class FF(PepitaBase):
-    "Forward-Forward: per-layer goodness losses (eq. 8 or logistic) with hybrid or top-down-modulated negatives; linear readout."
+    """Forward-Forward: per-layer goodness losses (eq. 8 or logistic) with hybrid or top-down-modulated negatives;
+    linear readout."""
     def __init__(self, model:MLP, loss:str='eq8', negatives:str='hybrid', theta:float=None, positive:str='low',
                  image_shape:tuple=None, blur_steps:int=6, **kwargs):
         super().__init__(model, **kwargs)
@@ -92,7 +95,8 @@ class FF(PepitaBase):
     def updates(self, ps:Passes):
         self._negatives(ps)
         m, n = self.model, ps.n
-        self.goodness = []                                        # (positive, negative) mean goodness per layer, on the device
+        # (positive, negative) mean goodness per layer, on the device
+        self.goodness = []
         for l, layer in enumerate(m.layers[:-1]):
             mask = ps.masks[l] if ps.masks[l] is not None else 1
             sides = [(m.act(a) * mask, act_deriv(m.act_name, a) * mask, hin)
@@ -113,7 +117,8 @@ class FF(PepitaBase):
 # %% ../nbs/12_ff.ipynb #bd70d515
 @register_rule('ff_seq')
 class FFSeq(StackPepitaBase):
-    "Forward-Forward on a feed-forward nn.Sequential: a goodness loss per linear/conv block (inputs detached), linear readout."
+    """Forward-Forward on a feed-forward nn.Sequential: a goodness loss per linear/conv block (inputs detached), linear
+    readout."""
     local_clean = True
     def __init__(self, model:nn.Sequential, # a feed-forward stack (see `stack_problem`)
                  loss:str='eq8', # 'eq8' (arXiv 2302.05440 eq. 8) or 'logistic' (Hinton's)

@@ -50,7 +50,8 @@ def per_member(name:str, value, members:int=None) -> list:
     "A scalar option as one value per member: `value` for all, or a list of `members` values."
     if not isinstance(value, (list, tuple)): return [value] * (members or 1)
     if members is None or len(value) != members:
-        raise ValueError(f"{name}={list(value)!r} gives one value per member: needs a population of {len(value)} members, got {members or 'one network'}")
+        raise ValueError(f"{name}={list(value)!r} gives one value per member: needs a population of {len(value)} "
+                         f"members, got {members or 'one network'}")
     return list(value)
 
 # %% ../nbs/10_pepita.ipynb #4b4e5334
@@ -75,7 +76,8 @@ class PepitaBase(LearningRule):
                  premirror_epochs:int=0, # epochs of mirroring before W is trained
                  seed:int=None): # F's seed for an unseeded model (a seeded model derives F from its own seeds)
         super().__init__(model)
-        if not isinstance(model, MLP): raise TypeError(f"model must be a localrules.rules.MLP, got {type(model).__name__}")
+        if not isinstance(model, MLP):
+            raise TypeError(f"model must be a localrules.rules.MLP, got {type(model).__name__}")
         check_choice('F_init', F_init, ['normal', 'uniform'])
         check_choice('sign', sign, [-1, 1])
         check_choice('fast', fast, ['auto', True, False])
@@ -118,7 +120,8 @@ class PepitaBase(LearningRule):
     def feedback_matrix(self) -> torch.Tensor:
         "The D×C feedback matrix F (the product F_1⋯F_L when factorised)."
         if not self.wm: return self.feedback
-        return reduce(lambda acc, Fl: acc @ Fl.mT, self.factors()[-2::-1], self.factors()[-1].mT).mT   # (F_Lᵀ⋯F_1ᵀ)ᵀ: fast layout
+        # (F_Lᵀ⋯F_1ᵀ)ᵀ: fast layout
+        return reduce(lambda acc, Fl: acc @ Fl.mT, self.factors()[-2::-1], self.factors()[-1].mT).mT
 
     def on_epoch_start(self, epoch:int):
         self._premirror = epoch < self.premirror_epochs
@@ -236,7 +239,8 @@ PepitaBase.accumulate = staticmethod(_accumulate)
 # %% ../nbs/10_pepita.ipynb #b6e6a8df
 @register_rule('pepita')
 class Pepita(PepitaBase):
-    "PEPITA (arXiv 2302.05440, Alg. 1 / eqs 3–5): two forward passes, the second on the error-modulated input x + sign·Fe."
+    """PEPITA (arXiv 2302.05440, Alg. 1 / eqs 3–5): two forward passes, the second on the error-modulated input x +
+    sign·Fe."""
     def updates(self, ps:Passes):
         self._modulated(ps)
         hs, hs_err, n, L = ps.hs, ps.hs_err, ps.n, len(self.model.layers)
@@ -248,7 +252,8 @@ class Pepita(PepitaBase):
 # %% ../nbs/10_pepita.ipynb #1c062c62
 @register_rule('pepita_hebbian')
 class PepitaHebbian(PepitaBase):
-    "PEPITA-Hebbian (arXiv 2302.05440, eqs 7, 13, 14): a Hebbian term of the clean pass minus one of the modulated pass."
+    """PEPITA-Hebbian (arXiv 2302.05440, eqs 7, 13, 14): a Hebbian term of the clean pass minus one of the modulated
+    pass."""
     def updates(self, ps:Passes):
         self._modulated(ps)
         hs, hs_err, n, L = ps.hs, ps.hs_err, ps.n, len(self.model.layers)
@@ -264,12 +269,14 @@ class PepitaHebbian(PepitaBase):
 # %% ../nbs/10_pepita.ipynb #f6038d52
 @register_rule('pepita_timelocal')
 class PepitaTimeLocal(PepitaBase):
-    "PEPITA-time-local (arXiv 2302.05440, Alg. 2): pass 2 runs on the weights updated by pass 1; the net update goes into `.grad`."
+    """PEPITA-time-local (arXiv 2302.05440, Alg. 2): pass 2 runs on the weights updated by pass 1; the net update goes
+    into `.grad`."""
     def __init__(self, model:MLP, lr=0.01, **kwargs):
         super().__init__(model, **kwargs)
         self.lr = lr
     def current_lr(self):
-        "η of the first update: `lr`, or the first param group's lr when `lr` is an optimiser (a tensor, one per member, in a population)."
+        """η of the first update: `lr`, or the first param group's lr when `lr` is an optimiser (a tensor, one per
+        member, in a population)."""
         return self.lr.param_groups[0]['lr'] if hasattr(self.lr, 'param_groups') else self.lr
     def updates(self, ps:Passes):
         m, hs, n, L, s = self.model, ps.hs, ps.n, len(self.model.layers), self.sign
@@ -293,7 +300,8 @@ class PepitaTimeLocal(PepitaBase):
         hs_err[0] = x_mod
         for l, layer in enumerate(m.layers):
             neg = hs_err[l + 1] if l < L - 1 else ps.target
-            if first[l][0] is None:                # h_1xᵀ − h_1^err x_modᵀ = (h_1 − h_1^err)xᵀ − sign (h_1^err eᵀ)Fᵀ, one product
+            # h_1xᵀ − h_1^err x_modᵀ = (h_1 − h_1^err)xᵀ − sign (h_1^err eᵀ)Fᵀ, one product
+            if first[l][0] is None:
                 left = torch.cat([((hs[1] - neg) / n).mT, -s * ((neg / n).mT @ e)], -1)
                 g = left @ torch.cat([x, Fm.mT], -2)
             else: g = first[l][0] - (neg / n).mT @ hs_err[l]
@@ -313,7 +321,8 @@ class AFA(PepitaBase):
             raise TypeError(refusal(cls.name, model, cls.supports, why))
     def __init__(self, model:MLP, **kwargs):
         super().__init__(model, **kwargs)
-        if len(model.layers) != 2: raise ValueError(f"afa is defined for 2-layer networks (eq. 11); got sizes={model.sizes}")
+        if len(model.layers) != 2:
+            raise ValueError(f"afa is defined for 2-layer networks (eq. 11); got sizes={model.sizes}")
     def updates(self, ps:Passes):
         m, (W1, W2), n = self.model, self.model.layers, ps.n
         a1, x, h1, e = ps.pre[0], ps.hs[0], ps.hs[1], ps.error
@@ -332,10 +341,13 @@ class AFA(PepitaBase):
 
 # %% ../nbs/10_pepita.ipynb #9e818d62
 def feedback_angles(rule:PepitaBase) -> dict:
-    "Alignment angles (degrees): F vs W_totᵀ (W_tot = W_L⋯W_1) and, when factorised, each F_l vs W_lᵀ (lists, one per member, in a population)."
+    """Alignment angles (degrees): F vs W_totᵀ (W_tot = W_L⋯W_1) and, when factorised, each F_l vs W_lᵀ (lists, one per
+    member, in a population)."""
     Ws = [l.weight.detach() for l in rule.model.layers]
     res = {'F_Wtot': matrix_angle(rule.feedback_matrix(), reduce(lambda a, b: b @ a, Ws).mT)}
-    if rule.wm: res.update({f'F{l+1}_W{l+1}': matrix_angle(Fl, W.mT) for l, (Fl, W) in enumerate(zip(rule.factors(), Ws))})
+    if rule.wm:
+        pairs = enumerate(zip(rule.factors(), Ws))
+        res.update({f'F{l+1}_W{l+1}': matrix_angle(Fl, W.mT) for l, (Fl, W) in pairs})
     return res
 
 # %% ../nbs/10_pepita.ipynb #f70b8160
@@ -358,13 +370,15 @@ def stack_problem(model) -> str:
     for i, m in enumerate(mods):
         if type(m) in LAYERS: continue
         kind = type(m).__name__
-        if any(True for _ in m.parameters()): return f'module {i} ({kind}) has parameters (only nn.Linear / nn.Conv2d may)'
+        if any(True for _ in m.parameters()):
+            return f'module {i} ({kind}) has parameters (only nn.Linear / nn.Conv2d may)'
         if any(True for _ in m.buffers()): return f'module {i} ({kind}) keeps a state (buffers)'
     return ''
 
 @dataclass
 class LayerPass:
-    "One nn.Linear / nn.Conv2d in one pass: its input u, its output a and its activity h (a after the shape-keeping modules)."
+    """One nn.Linear / nn.Conv2d in one pass: its input u, its output a and its activity h (a after the shape-keeping
+    modules)."""
     u:torch.Tensor
     a:torch.Tensor
     h:torch.Tensor
@@ -389,7 +403,8 @@ def stack_pass(mods:list, # the modules of the stack (`stack_modules`)
     return recs, h
 
 class SameDraws:
-    "Torch's random state now (CPU, device): `replayed()` runs a block from it again (the same dropout masks), then goes on."
+    """Torch's random state now (CPU, device): `replayed()` runs a block from it again (the same dropout masks), then
+    goes on."""
     def __init__(self, device:torch.device):
         self.device, self.cuda = device, device.type == 'cuda'
         self.state = self._get()
@@ -501,7 +516,8 @@ class StackPepitaBase(LearningRule):
 # %% ../nbs/10_pepita.ipynb #d958ea99
 @register_rule('pepita_seq')
 class PepitaSeq(StackPepitaBase):
-    "PEPITA (arXiv 2201.11665; 2302.05440 eqs 3–5) on a feed-forward nn.Sequential: ΔW_ℓ from (h_ℓ − h_ℓ^err) at u_ℓ^err, ΔW_L from e."
+    """PEPITA (arXiv 2201.11665; 2302.05440 eqs 3–5) on a feed-forward nn.Sequential: ΔW_ℓ from (h_ℓ − h_ℓ^err) at
+    u_ℓ^err, ΔW_L from e."""
     def updates(self, ps:StackPasses):
         outs = [m.a for m in ps.mod]
         grads = [(c.h - m.h).detach() / ps.n for c, m in zip(ps.clean[:-1], ps.mod[:-1])]
@@ -509,7 +525,8 @@ class PepitaSeq(StackPepitaBase):
 
 @register_rule('pepita_hebbian_seq')
 class PepitaHebbianSeq(StackPepitaBase):
-    "PEPITA-Hebbian (arXiv 2302.05440 eqs 7, 13, 14) on a feed-forward nn.Sequential: h_ℓ at u_ℓ minus h_ℓ^err at u_ℓ^err."
+    """PEPITA-Hebbian (arXiv 2302.05440 eqs 7, 13, 14) on a feed-forward nn.Sequential: h_ℓ at u_ℓ minus h_ℓ^err at
+    u_ℓ^err."""
     local_clean = True
     def updates(self, ps:StackPasses):
         outs, grads = [], []
@@ -522,7 +539,8 @@ class PepitaHebbianSeq(StackPepitaBase):
 
 @register_rule('pepita_timelocal_seq')
 class PepitaTimeLocalSeq(StackPepitaBase):
-    "PEPITA-time-local (arXiv 2302.05440 Alg. 2) on a feed-forward nn.Sequential: the second pass runs on W⁺ = W − η ΔW⁺."
+    """PEPITA-time-local (arXiv 2302.05440 Alg. 2) on a feed-forward nn.Sequential: the second pass runs on W⁺ = W − η
+    ΔW⁺."""
     local_clean = True
     def __init__(self, model:nn.Sequential, lr=0.01, **kwargs):
         super().__init__(model, **kwargs)
@@ -556,7 +574,8 @@ def _mlp_example(cls, seed:int=0) -> tuple:
     return model, dict(cls.example_kwargs), x, y
 
 def _stack_example(cls, seed:int=0) -> tuple:
-    "A tiny conv stack (conv–ReLU–max pool–flatten–linear) built from `seed`, the rule's `example_kwargs`, 8 images 2×4×4."
+    """A tiny conv stack (conv–ReLU–max pool–flatten–linear) built from `seed`, the rule's `example_kwargs`, 8 images
+    2×4×4."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 3))
@@ -566,4 +585,5 @@ def _stack_example(cls, seed:int=0) -> tuple:
 PepitaBase.example, PepitaBase.example_mlp, PepitaBase.example_kwargs = classmethod(_mlp_example), {}, {}
 StackPepitaBase.example, StackPepitaBase.example_kwargs = classmethod(_stack_example), {}
 PepitaTimeLocal.example_kwargs = PepitaTimeLocalSeq.example_kwargs = dict(lr=0.05)
-for _rule in (Pepita, PepitaHebbian, PepitaTimeLocal): _rule.supports = f"{MLP_SUPPORTS}; other models: '{_rule.any_model}'"
+for _rule in (Pepita, PepitaHebbian, PepitaTimeLocal):
+    _rule.supports = f"{MLP_SUPPORTS}; other models: '{_rule.any_model}'"
