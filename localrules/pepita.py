@@ -8,12 +8,12 @@ Docs: https://localrules.github.io/localrules/pepita.html.md"""
 __all__ = ['LAYERS', 'STACK_SUPPORTS', 'act_deriv', 'matrix_angle', 'output_target', 'per_member', 'feedback_init', 'PepitaBase',
            'Passes', 'member_batch', 'Pepita', 'PepitaHebbian', 'PepitaTimeLocal', 'AFA', 'feedback_angles',
            'stack_modules', 'stack_problem', 'LayerPass', 'stack_pass', 'SameDraws', 'StackPasses', 'StackPepitaBase',
-           'PepitaSeq', 'PepitaHebbianSeq', 'PepitaTimeLocalSeq']
+           'PepitaSeq', 'PepitaHebbianSeq', 'PepitaTimeLocalSeq', 'AFASeq']
 
 # %% ../nbs/10_pepita.ipynb #ead3a884
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import reduce
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
@@ -382,6 +382,8 @@ class LayerPass:
     u:torch.Tensor
     a:torch.Tensor
     h:torch.Tensor
+    layer:nn.Module = None                       # the nn.Linear / nn.Conv2d
+    post:list = field(default_factory=list)      # the modules from a to h (activation, dropout)
 
 def stack_pass(mods:list, # the modules of the stack (`stack_modules`)
                x:torch.Tensor, # the input batch
@@ -394,12 +396,14 @@ def stack_pass(mods:list, # the modules of the stack (`stack_modules`)
             if type(m) in LAYERS:
                 u = h.detach() if local else h
                 a = m(u) if params is None else torch.func.functional_call(m, params[len(recs)], (u,))
-                recs.append(LayerPass(u, a, a))
+                recs.append(LayerPass(u, a, a, m))
                 h, growing = a, True
                 continue
             h = m(h)
             growing = growing and h.shape == recs[-1].a.shape
-            if growing: recs[-1].h = h
+            if growing:
+                recs[-1].h = h
+                recs[-1].post.append(m)
     return recs, h
 
 class SameDraws:
@@ -566,6 +570,43 @@ class PepitaTimeLocalSeq(StackPepitaBase):
 
 Pepita.any_model, PepitaHebbian.any_model = 'pepita_seq', 'pepita_hebbian_seq'
 PepitaTimeLocal.any_model = 'pepita_timelocal_seq'
+
+# %% ../nbs/10_pepita.ipynb #70a30b42
+@register_rule('afa_seq')
+class AFASeq(StackPepitaBase):
+    "Adaptive feedback alignment (arXiv 2302.05440 eq. 11) on a two-layer feed-forward nn.Sequential: one forward pass."
+    supports = STACK_SUPPORTS + ', with two layers'
+    @classmethod
+    def check_model(cls, model):
+        super().check_model(model)
+        n = sum(type(m) in LAYERS for m in stack_modules(model))
+        if n != 2:
+            raise TypeError(refusal(cls.name, model, cls.supports, f"{n} nn.Linear / nn.Conv2d layers: afa is "
+                                    "defined for 2-layer networks (eq. 11)"))
+
+    def _first_block(self, first:LayerPass):
+        "x ↦ h_1: the modules before the first layer, the layer, and its shape-keeping modules."
+        mods = self.mods[:self.mods.index(first.layer) + 1] + first.post
+        def block(h):
+            for m in mods: h = m(h)
+            return h
+        return block
+
+    @torch.no_grad()
+    def forward(self, x, y):
+        draws = SameDraws(x.device)
+        (first, last), out = stack_pass(self.mods, x)
+        out = self._check_output(out, last)
+        h_out, t = output_target(out, y)
+        e, n = h_out - t, len(x)
+        Fe = (e @ self.feedback_for(x, e.shape[-1]).mT).reshape(x.shape)
+        with draws.replayed(): _, jfe = torch.func.jvp(self._first_block(first), (x,), (Fe,))   # J_1 (W_1 * Fe)
+        with torch.enable_grad(): outs = [first.layer(first.u), last.layer(last.u)]
+        torch.autograd.backward(outs, [-self.sign * jfe / n, e.reshape(outs[1].shape) / n])
+        return dict(loss=_loss(out, y), out=out)
+
+AFA.any_model = 'afa_seq'
+AFA.supports = f"{AFA.supports}; other models: 'afa_seq'"
 
 # %% ../nbs/10_pepita.ipynb #e0ac107e
 def _mlp_example(cls, seed:int=0) -> tuple:

@@ -91,6 +91,17 @@ def test_seq_regression_targets():
 
 
 def test_seq_rules_refuse_other_models():
-    for name in SEQ.values():
+    for name in [*SEQ.values(), 'afa_seq']:
         with pytest.raises(TypeError, match=f"rule '{name}' needs a feed-forward nn.Sequential.*got Module: not an"):
             RULES[name].check_model(nn.Module())
+
+
+def test_afa_seq_on_two_layers():
+    "AFA's twin takes a two-layer stack (dropout included: the same mask in its Jacobian) and writes every grad."
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Dropout(0.3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 10))
+    rule = get_rule('afa', net)
+    assert rule.name == 'afa_seq'
+    rule(torch.randn(6, 3, 8, 8), torch.randint(0, 10, (6,)))
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in net.parameters())
+    with pytest.raises(TypeError, match="3 nn.Linear / nn.Conv2d layers"): get_rule('afa', convnet())
