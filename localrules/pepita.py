@@ -575,7 +575,7 @@ PepitaTimeLocal.any_model = 'pepita_timelocal_seq'
 @register_rule('afa_seq')
 class AFASeq(StackPepitaBase):
     "Adaptive feedback alignment (arXiv 2302.05440 eq. 11) on a two-layer feed-forward nn.Sequential: one forward pass."
-    supports = STACK_SUPPORTS + ', with two layers'
+    supports = STACK_SUPPORTS.replace('nn.Sequential of', 'nn.Sequential of two')
     @classmethod
     def check_model(cls, model):
         super().check_model(model)
