@@ -152,9 +152,19 @@ def clapp_loss(pred:Predictor, z, c, negatives:str='shift', f:str='hinge', loss_
 class SSLRule(LearningRule):
     "Base of the self-supervised rules on a `VGGEncoder`: views, pools and probe features."
     supports = 'localrules.clapp.VGGEncoder (conv blocks; images B×C×H×W in [0, 1] or view pairs B×2×C×H×W)'
+    example_kwargs = dict(pools=(2, 2, 1))       # the tiny example's pooling (its maps are 8×8, 4×4, 2×2)
     @classmethod
     def check_model(cls, model):
         if not isinstance(model, VGGEncoder): raise TypeError(refusal(cls.name, model, cls.supports))
+    @classmethod
+    def example(cls, seed:int=0):
+        "A 3-block VGGEncoder (8, 8, 16 channels) on 4 pairs of normalised 8×8 views (no augmentation: fixed views)."
+        g = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = VGGEncoder(3, channels=(8, 8, 16), pool_after=(False, True, True))
+        x = torch.randn(4, 2, 3, 8, 8, generator=g)
+        return model, dict(dataset='cifar10', image_size=8, augment=False, **cls.example_kwargs), x, None
     def __init__(self, model:VGGEncoder, dataset:str='cifar10', image_size:int=None, pools=None, augment:bool=True,
                  negatives:str='shift', f:str='hinge', loss_type:int=2, fast:bool=False):
         super().__init__(model)
@@ -208,6 +218,7 @@ class CLAPPpp(SSLRule):
 @register_rule('clapp++_no2d')
 class CLAPPppNo2D(CLAPPpp):
     "CLAPP++ without 2D spatial dependence: every layer pooled globally."
+    example_kwargs = {}
     def __init__(self, model, dataset='cifar10', image_size=None, pools=None, **kw):
         super().__init__(model, dataset, image_size, pools or [None] * len(model.blocks), **kw)
 
@@ -246,6 +257,7 @@ def nt_xent(q:torch.Tensor, tau:float=0.1, oneway:bool=False) -> torch.Tensor:
 @register_rule('bp_infonce')
 class BPInfoNCE(SSLRule):
     "BP-InfoNCE: linear projection head on the globally pooled last layer, InfoNCE (τ=0.1), end-to-end backprop."
+    example_kwargs = dict(head_dim=8)
     def __init__(self, model, dataset='cifar10', image_size=None, head_dim:int=1024, tau:float=0.1, oneway:bool=False, **kw):
         super().__init__(model, dataset, image_size, **kw)
         self.head, self.tau, self.oneway = nn.Linear(model.channels[-1], head_dim), tau, oneway
@@ -258,6 +270,10 @@ class BPInfoNCE(SSLRule):
 @register_rule('dfa_ssl')
 class DFASSL(SSLRule):
     "Naive DFA-SSL: the last layer's CLAPP-loss gradient projected to each earlier layer's pooled map by fixed random B_l."
+    @classmethod
+    def example(cls, seed:int=0):
+        model, kw, x, y = super().example(seed)
+        return model, dict(kw, seed=seed), x, y
     def __init__(self, model, dataset='cifar10', image_size=None, pools=None, seed:int=None, **kw):
         super().__init__(model, dataset, image_size, pools, **kw)
         self.pools[-1] = None; self.dims = pooled_dims(self.shapes, self.pools)

@@ -42,6 +42,14 @@ class ConvNSM(NSM):
 @register_rule('conv_nsm')
 class ConvNSMRule(NSMRule):
     "NSM rule on a `ConvNSM`: ΔW = η(⟨y xᵀ⟩ − W), ΔM = (η/τ)(⟨y yᵀ⟩ − M), means over batch and positions."
+    supports = 'localrules.conv_nsm.ConvNSM, or any NSM layer (EncoderNSM on a conv encoder; the rule is NSM\'s)'
+    @classmethod
+    def example(cls, seed:int=0):
+        g = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = ConvNSM(1, 3, 3, tol=1e-6, max_iter=500)
+        return model, dict(tau=0.5), torch.rand(4, 1, 6, 6, generator=g), None
 
 # %% ../nbs/21_conv_nsm.ipynb #80993ddb
 def conv_nsm_reference(x:np.ndarray, W:np.ndarray, M:np.ndarray, n_iter:int=40, tol:float=0., gamma:float=1.,
