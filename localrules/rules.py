@@ -11,7 +11,7 @@ __all__ = ['MLP_SUPPORTS', 'RULES', 'ACTIVATIONS', 'NORMS', 'ANY_SUPPORTS', 'ref
            'rule_updates', 'grad_alignment']
 
 # %% ../nbs/02_rules.ipynb #058b7a3d
-import math, importlib, pkgutil, hashlib
+import math, importlib, pkgutil, hashlib, contextlib, copy
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import check_choice, check_range
 
@@ -363,16 +363,31 @@ def rule_updates(rule:LearningRule, x, y, seed:int=0) -> dict:
     rule.zero_grad(set_to_none=True)
     return ups
 
-def grad_alignment(rule:LearningRule, x, y, reference:LearningRule=None, seed:int=0) -> list:
-    "Per-parameter (and per-member in a population) cosine similarity and angle (degrees) between `rule`'s update and `reference`'s (BP by default) on one batch."
-    ref = reference or BP(rule.model, loss=getattr(rule, 'loss', 'ce'))
-    a, b = rule_updates(rule, x, y, seed), rule_updates(ref, x, y, seed)
+def _plain(model:nn.Module):
+    "A context in which a model converted by `localrules.feedback.convert` runs its plain layers (BP's true gradient)."
+    if getattr(model, 'fb_state', None) is None: return contextlib.nullcontext()
+    from localrules.feedback import feedback_active
+    return feedback_active(model, False)
+
+def grad_alignment(rule:LearningRule, # the rule whose update is compared, on its own model
+                   x, y, # one batch (`y=None` only with a `reference`: unsupervised rules)
+                   reference:LearningRule=None, # default: BP of `output_loss` through the same (plain) network
+                   seed:int=0) -> list: # RNG seed of both calls (the same dropout masks, views, draws)
+    "Per-parameter (and per-member in a population) cosine similarity and angle (degrees) between `rule`'s update and `reference`'s (BP by default) on one batch; `layer` names the module holding the parameter."
+    if reference is None and y is None:
+        raise ValueError("grad_alignment compares with BP on labelled data: pass y, or a reference= rule for an "
+                         "unsupervised rule (e.g. localrules.clapp.bp_reference(rule))")
+    loss = getattr(rule, 'loss', 'ce')
+    ref = reference or BP(rule.model, loss=loss if loss in ('ce', 'mse') else 'ce')
+    a = rule_updates(rule, x, y, seed)
+    with (_plain(rule.model) if reference is None else contextlib.nullcontext()):
+        b = rule_updates(ref, x, y, seed)
     members = getattr(rule.model, 'members', None)
     rows = []
     for n in b:
         if n not in a: continue
         ua, ub = (a[n].flatten(1), b[n].flatten(1)) if members else (a[n].flatten()[None], b[n].flatten()[None])
         for m, cos in enumerate(F.cosine_similarity(ua, ub, dim=1).clamp(-1, 1).tolist()):
-            row = dict(param=n, cos=cos, angle=math.degrees(math.acos(cos)))
+            row = dict(param=n, layer=n.rpartition('.')[0] or '<root>', cos=cos, angle=math.degrees(math.acos(cos)))
             rows.append(dict(row, member=m) if members else row)
     return rows
