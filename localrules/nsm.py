@@ -37,7 +37,8 @@ def _ode_block(c, A, f, tol, max_iter, dt):
     u, y = torch.zeros_like(c), torch.zeros_like(c)
     delta, it = float('inf'), 0
     for it in range(1, max_iter + 1):
-        u = torch.addmm(dt * c + (1 - dt) * u, y, A, alpha=dt); y_new = u.clamp(min=0) if f is not None else u
+        u = torch.addmm(dt * c + (1 - dt) * u, y, A, alpha=dt)
+        y_new = u.clamp(min=0) if f is not None else u
         if tol > 0 or it == max_iter:
             delta = (y_new - y).abs().max().item() / dt if y.numel() else 0.
         y = y_new
@@ -45,14 +46,16 @@ def _ode_block(c, A, f, tol, max_iter, dt):
     return y, it, delta
 
 def auto_step(M:torch.Tensor) -> float:
-    "Projected-gradient step min(1, 1/λ_max(M)): the linear part then contracts (γ < 2/λ_max), so the dynamics converge."
+    ("Projected-gradient step min(1, 1/λ_max(M)): the linear part then contracts (γ < 2/λ_max), so the dynamics "
+     "converge.")
     lam = torch.linalg.eigvalsh(((M + M.t()) / 2).double()).max().item()
     return min(1., 1. / lam) if lam > 0 else 1.
 
 @torch.no_grad()
 def sm_dynamics(c:torch.Tensor, M:torch.Tensor, act:str='relu', dynamics:str='pgd', gamma='auto', dt:float=0.1,
                 tol:float=1e-4, max_iter:int=100, block:int=None) -> tuple:
-    "Fixed point of y = f(c − (M − I) y) for drives `c` (N, K) by projected gradient ('pgd', step `gamma`, 'auto' = `auto_step(M)`) or Euler ('ode', step `dt`); returns (y, iterations, residual max|Δy|/step); no autograd."
+    ("Fixed point of y = f(c − (M − I) y) for drives `c` (N, K) by projected gradient ('pgd', step `gamma`, 'auto' = "
+     "`auto_step(M)`) or Euler ('ode', step `dt`); returns (y, iterations, residual max|Δy|/step); no autograd.")
     f = 'relu' if act == 'relu' else None
     eye = torch.eye(M.shape[0], dtype=M.dtype, device=M.device)
     if gamma == 'auto': gamma = auto_step(M)
@@ -62,7 +65,9 @@ def sm_dynamics(c:torch.Tensor, M:torch.Tensor, act:str='relu', dynamics:str='pg
     for cb in blocks:
         if dynamics == 'pgd': r = _pgd_block(gamma * cb, (eye - gamma * M).t().contiguous(), f, tol, max_iter, gamma)
         else: r = _ode_block(cb, (eye - M).t().contiguous(), f, tol, max_iter, dt)
-        outs.append(r[0]); its.append(r[1]); deltas.append(r[2])
+        outs.append(r[0])
+        its.append(r[1])
+        deltas.append(r[2])
     return (outs[0] if len(outs) == 1 else torch.cat(outs)), max(its), max(deltas)
 
 # %% ../nbs/20_nsm.ipynb #a1c0ffee
@@ -72,7 +77,8 @@ class NotConvergedWarning(RuntimeWarning):
     "The NSM dynamics stopped at `max_iter` with a fixed-point residual above `tol`."
 
 def convergence_summary(trace:list, prefix:str='', tol:float=None) -> dict:
-    "Summary of dynamics calls (`model.trace` entries): count, fraction converged (residual ≤ `tol` if given, else as traced), residual max/median, iterations max/mean, smallest γ."
+    ("Summary of dynamics calls (`model.trace` entries): count, fraction converged (residual ≤ `tol` if given, else "
+     "as traced), residual max/median, iterations max/mean, smallest γ.")
     if not trace: return {}
     conv = [t['residual'] <= tol for t in trace] if tol is not None else [bool(t['converged']) for t in trace]
     r = torch.tensor([t['residual'] for t in trace], dtype=torch.float64)
@@ -93,7 +99,8 @@ class NSM(nn.Module):
         check_range('n_out', n_out, lo=1, integer=True)
         self.W = nn.Parameter(torch.randn(n_out, n_in))
         self._normalise_rows()
-        self._init_lateral(n_out, act=act, dynamics=dynamics, gamma=gamma, dt=dt, tol=tol, max_iter=max_iter, block=block)
+        self._init_lateral(n_out, act=act, dynamics=dynamics, gamma=gamma, dt=dt, tol=tol, max_iter=max_iter,
+                           block=block)
     def _init_lateral(self, n_out:int, **dynamics):
         "Lateral weights M = I (n_out × n_out), the dynamics settings and the convergence trace."
         self.M = nn.Parameter(torch.eye(n_out))
@@ -102,7 +109,8 @@ class NSM(nn.Module):
         self.last_iters, self.last_delta, self.last_converged = 0, float('nan'), False
         self.trace = []                                       # one entry per dynamics call: see `pop_trace`
     def _normalise_rows(self):
-        with torch.no_grad(): self.W.div_(self.W.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (self.W.dim() - 1)))
+        norms = self.W.detach().flatten(1).norm(dim=1).clamp_min(1e-12)
+        with torch.no_grad(): self.W.div_(norms.view(-1, *[1] * (self.W.dim() - 1)))
     def set_dynamics(self, **kw):
         "Change the dynamics settings (act, dynamics, gamma, dt, tol, max_iter, block) after validating them."
         for k, v in kw.items():
@@ -113,7 +121,8 @@ class NSM(nn.Module):
             elif k == 'tol': check_range('tol', v, lo=0)
             elif k == 'max_iter': check_range('max_iter', v, lo=1, integer=True)
             elif k == 'block': v is None or check_range('block', v, lo=0, integer=True)
-            else: raise ValueError(f"{k}={v!r}: unknown dynamics setting; choose from act, dynamics, gamma, dt, tol, max_iter, block")
+            else: raise ValueError(f"{k}={v!r}: unknown dynamics setting; choose from act, dynamics, gamma, dt, tol, "
+                                   "max_iter, block")
             setattr(self, k, v)
         return self
     @property
@@ -133,13 +142,15 @@ class NSM(nn.Module):
             c, ctx = self.feedforward(x)
             if z is not None: c = c + self.label_drive(z, ctx)
             g = self.step_size() if self.dynamics == 'pgd' else self.dt
-            y, it, d = sm_dynamics(c, self.M, self.act, self.dynamics, g, self.dt, tol, max_iter, getattr(self, 'block', None))
+            block = getattr(self, 'block', None)
+            y, it, d = sm_dynamics(c, self.M, self.act, self.dynamics, g, self.dt, tol, max_iter, block)
         self.last_iters, self.last_delta, self.last_converged = it, d, d <= tol
         if not hasattr(self, 'trace'): self.trace = []            # a model pickled before traces existed
         self.trace.append(dict(iters=it, residual=d, gamma=g, converged=d <= tol))
         if tol > 0 and d > tol:
-            warnings.warn(f"{type(self).__name__}: dynamics did not converge: residual max|Δy|/step = {d:.3g} > tol = {tol:g} "
-                          f"after {it} iterations (step {g:.3g}); use gamma='auto' and a larger max_iter", NotConvergedWarning)
+            warnings.warn(f"{type(self).__name__}: dynamics did not converge: residual max|Δy|/step = {d:.3g} > "
+                          f"tol = {tol:g} after {it} iterations (step {g:.3g}); use gamma='auto' and a larger max_iter",
+                          NotConvergedWarning)
         return y, c, ctx
     def pop_trace(self) -> list:
         "The dynamics calls traced since the last `pop_trace` (iterations, residual, step γ, converged), clearing them."
@@ -147,7 +158,8 @@ class NSM(nn.Module):
         return out
     def label_drive(self, z, ctx): raise ValueError(f"{type(self).__name__} has no label pathway; use localrules.s2m")
     def encode(self, x, z=None, tol:float=None, max_iter:int=None) -> torch.Tensor:
-        "The representation y of `x` (fixed point of the dynamics, no grad); `last_converged` says whether it converged."
+        ("The representation y of `x` (fixed point of the dynamics, no grad); `last_converged` says whether it "
+         "converged.")
         y, _, ctx = self.fixed_point(x, z, tol, max_iter)
         return self.to_output(y, ctx)
     def forward(self, x): return self.encode(x)
@@ -155,7 +167,8 @@ class NSM(nn.Module):
         "Hebbian targets {param: ⟨y xᵀ⟩ or ⟨y yᵀ⟩}: each update is η(target − param) (M at rate η/τ)."
         return dict(W=y.t() @ x.flatten(1) / len(y), M=y.t() @ y / len(y))
     def objective(self, x, y, z=None) -> torch.Tensor:
-        "Min–max objective L = ⟨−4 yᵀc + 2 yᵀM y⟩ + 2Σ‖feedforward weights‖² − ‖M‖² at fixed channels-last y (differentiable in the weights)."
+        ("Min–max objective L = ⟨−4 yᵀc + 2 yᵀM y⟩ + 2Σ‖feedforward weights‖² − ‖M‖² at fixed channels-last y "
+         "(differentiable in the weights).")
         c, ctx = self.feedforward(x)
         if z is not None: c = c + self.label_drive(z, ctx)
         L = (-4 * (y * c).sum() + 2 * ((y @ self.M.t()) * y).sum()) / len(y)
@@ -174,7 +187,8 @@ def _toy_nsm(seed:int, n_in:int=6, n_out:int=3, n:int=16) -> tuple:
 
 @register_rule('nsm')
 class NSMRule(LearningRule):
-    "Similarity matching: fixed-point dynamics, then ΔW = η(⟨yxᵀ⟩ − W), ΔM = (η/τ)(⟨yyᵀ⟩ − M) written as descent-sign grads."
+    ("Similarity matching: fixed-point dynamics, then ΔW = η(⟨yxᵀ⟩ − W), ΔM = (η/τ)(⟨yyᵀ⟩ − M) written as "
+     "descent-sign grads.")
     supports = NSM_SUPPORTS
     @classmethod
     def check_model(cls, model):
@@ -212,7 +226,8 @@ def encoder_channels(encoder:nn.Module) -> int:
     return last[-1].out_features if isinstance(last[-1], nn.Linear) else last[-1].out_channels
 
 class EncoderNSM(NSM):
-    "NSM on any encoder (pynsm's SimilarityMatching): drive c = encoder(x); M (K×K) lateral among its K output channels."
+    ("NSM on any encoder (pynsm's SimilarityMatching): drive c = encoder(x); M (K×K) lateral among its K output "
+     "channels.")
     def __init__(self, encoder:nn.Module, # the feed-forward drive: x → (B, K) or (B, K, H, W)
                  n_out:int=None, # K (default: `encoder_channels(encoder)`)
                  **dynamics): # as `NSM`'s: act, dynamics, gamma, dt, tol, max_iter, block
@@ -220,10 +235,12 @@ class EncoderNSM(NSM):
         if not isinstance(encoder, nn.Module):
             raise TypeError(f"encoder must be {ENCODER_NEEDS}; got {type(encoder).__name__}")
         if not any(p.requires_grad for p in encoder.parameters()):
-            raise TypeError(f"encoder must be {ENCODER_NEEDS}; got {type(encoder).__name__} with no trainable parameters")
+            raise TypeError(f"encoder must be {ENCODER_NEEDS}; got {type(encoder).__name__} with no trainable "
+                            "parameters")
         n_out = n_out or encoder_channels(encoder)
         if n_out is None:
-            raise ValueError(f"n_out=None: {type(encoder).__name__} has no nn.Linear / nn.Conv layer to read K from; pass n_out")
+            raise ValueError(f"n_out=None: {type(encoder).__name__} has no nn.Linear / nn.Conv layer to read K from; "
+                             "pass n_out")
         check_range('n_out', n_out, lo=1, integer=True)
         self.encoder = encoder
         self._init_lateral(n_out, **dynamics)
@@ -234,8 +251,9 @@ class EncoderNSM(NSM):
         c = self.encoder(x)
         if not torch.is_tensor(c) or c.dim() < 2 or c.shape[1] != self.n_out:
             got = tuple(c.shape) if torch.is_tensor(c) else type(c).__name__
-            raise ValueError(f"EncoderNSM: the encoder's output must be (batch, {self.n_out}) or (batch, {self.n_out}, H, W)"
-                             f" (n_out={self.n_out}); got {got}")
+            K = self.n_out
+            raise ValueError(f"EncoderNSM: the encoder's output must be (batch, {K}) or (batch, {K}, H, W) "
+                             f"(n_out={K}); got {got}")
         if c.dim() == 2: return c, None
         return c.movedim(1, -1).reshape(-1, self.n_out), c.shape
     def to_output(self, y, ctx):
@@ -258,8 +276,10 @@ def pynsm_rates(lr:float, tau:float, n_out:int) -> dict:
 
 # %% ../nbs/20_nsm.ipynb #a42bd0d7
 def subspace_error(F:torch.Tensor, U:torch.Tensor) -> tuple:
-    "Projection error ‖P_F − P_U‖²_F / k and the largest principal angle (degrees) between the row space of F (k×n) and the column space of U (n×k)."
-    Qf = torch.linalg.qr(F.t().double())[0]; Qu = torch.linalg.qr(U.double())[0]
+    ("Projection error ‖P_F − P_U‖²_F / k and the largest principal angle (degrees) between the row space of F (k×n) "
+     "and the column space of U (n×k).")
+    Qf = torch.linalg.qr(F.t().double())[0]
+    Qu = torch.linalg.qr(U.double())[0]
     err = ((Qf @ Qf.t() - Qu @ Qu.t()).pow(2).sum() / U.shape[1]).item()
     s = torch.linalg.svdvals(Qf.t() @ Qu).clamp(max=1)
     return err, math.degrees(math.acos(s.min().item()))

@@ -21,7 +21,8 @@ from .conv_nsm import ConvNSM
 class _LabelPathway:
     "Label pathway shared by the dense and conv S2M layers: parameter U (K × n_classes), label input √α·onehot."
     def _init_labels(self, n_classes:int, alpha:float):
-        check_range('n_classes', n_classes, lo=2, integer=True); check_range('alpha', alpha, lo=0)
+        check_range('n_classes', n_classes, lo=2, integer=True)
+        check_range('alpha', alpha, lo=0)
         self.n_classes, self.alpha = n_classes, float(alpha)
         U = torch.randn(self.n_out, n_classes, dtype=self.M.dtype).to(self.M.device)
         self.U = nn.Parameter(U / U.norm(dim=1, keepdim=True))
@@ -38,12 +39,14 @@ class _LabelPathway:
 class S2M(_LabelPathway, NSM):
     "Dense supervised similarity matching: NSM(n_in, n_out) plus a label pathway U (n_out × n_classes) of weight α."
     def __init__(self, n_in:int, n_out:int, n_classes:int=10, alpha:float=0.1, **kw):
-        super().__init__(n_in, n_out, **kw); self._init_labels(n_classes, alpha)
+        super().__init__(n_in, n_out, **kw)
+        self._init_labels(n_classes, alpha)
 
 class ConvS2M(_LabelPathway, ConvNSM):
     "Convolutional S2M: ConvNSM plus a label drive √α U z broadcast over positions."
     def __init__(self, in_channels:int, n_filters:int, kernel_size:int, n_classes:int=10, alpha:float=0.1, **kw):
-        super().__init__(in_channels, n_filters, kernel_size, **kw); self._init_labels(n_classes, alpha)
+        super().__init__(in_channels, n_filters, kernel_size, **kw)
+        self._init_labels(n_classes, alpha)
 
 class EncoderS2M(_LabelPathway, EncoderNSM):
     "S2M on any encoder (pynsm's SupervisedSimilarityMatching): `EncoderNSM` plus a label drive √α U z over positions."
@@ -64,7 +67,9 @@ class S2MRule(NSMRule):
     def check_model(cls, model):
         if isinstance(model, _LabelPathway): return
         why = 'no label pathway (an NSM layer: use the rule nsm)' if isinstance(model, NSM) else ''
-        if isinstance(model, nn.Module) and not why: why = 'wrap an encoder in localrules.s2m.EncoderS2M(encoder, n_out)'
+        if isinstance(model, nn.Module) and not why:
+            why = 'wrap an encoder in localrules.s2m.EncoderS2M(encoder, n_out)'
+
         raise TypeError(refusal(cls.name, model, cls.supports, why))
     @classmethod
     def example(cls, seed:int=0):
