@@ -11,7 +11,7 @@ __all__ = ['MLP_SUPPORTS', 'RULES', 'ACTIVATIONS', 'NORMS', 'ANY_SUPPORTS', 'ref
            'rule_updates', 'grad_alignment']
 
 # %% ../nbs/02_rules.ipynb #058b7a3d
-import math, importlib, pkgutil, hashlib
+import math, importlib, pkgutil, hashlib, contextlib, copy
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import check_choice, check_range
 
@@ -45,7 +45,8 @@ class LearningRule(nn.Module):
         if not isinstance(model, MLP): raise TypeError(refusal(cls.name, model, cls.supports))
     @classmethod
     def example(cls, seed:int=0) -> tuple:
-        "`(model, kwargs, x, y)`: a tiny supported model built from `seed`, the rule's kwargs and one batch (`y=None`: unsupervised)."
+        ("`(model, kwargs, x, y)`: a tiny supported model built from `seed`, the rule's kwargs and one batch "
+         "(`y=None`: unsupervised).")
         raise NotImplementedError(f"rule {cls.name!r} ({cls.__module__}.{cls.__qualname__}) must declare "
                                   "example(seed) -> (model, kwargs, x, y): every rule declares a tiny supported model")
     @staticmethod
@@ -59,11 +60,14 @@ class LearningRule(nn.Module):
 RULES = {}
 
 def _same_class(a:type, b:type) -> bool:
-    "`b` is `a` defined again: a module reloaded, a notebook cell re-run, or a notebook defining what its module exports."
-    return a.__qualname__ == b.__qualname__ and (a.__module__ == b.__module__ or '__main__' in (a.__module__, b.__module__))
+    ("`b` is `a` defined again: a module reloaded, a notebook cell re-run, or a notebook defining what its module "
+     "exports.")
+    same_module = a.__module__ == b.__module__ or '__main__' in (a.__module__, b.__module__)
+    return a.__qualname__ == b.__qualname__ and same_module
 
 def register_rule(name:str):
-    "Class decorator: make a `LearningRule` available as `get_rule(name, ...)`; a name taken by another class is refused."
+    ("Class decorator: make a `LearningRule` available as `get_rule(name, ...)`; a name taken by another class is "
+     "refused.")
     def deco(cls):
         old = RULES.get(name)
         if old is not None and old is not cls and not _same_class(old, cls):
@@ -90,7 +94,8 @@ def available_rules(details:bool=False):
 def get_rule(name:str, # a registered rule name (`available_rules()`)
              model:nn.Module, # the model the rule trains; refused (TypeError) unless the rule supports it
              **kwargs) -> LearningRule: # passed to the rule
-    "The learning rule `name` wrapped around `model`. A rule written for the `MLP` that has a twin for any model (`any_model`, e.g. 'fa' → 'fa_any') hands other models to it."
+    ("The learning rule `name` wrapped around `model`. A rule written for the `MLP` that has a twin for any model "
+     "(`any_model`, e.g. 'fa' → 'fa_any') hands other models to it.")
     if name not in RULES: _discover()
     check_choice('rule', name, RULES)
     cls = RULES[name]
@@ -108,7 +113,8 @@ def _i32(v:int) -> int:
     return v - (1 << 32) if v >= 1 << 31 else v
 
 def hash32(h:torch.Tensor) -> torch.Tensor:
-    "The lowbias32 integer hash (a bijection of 32-bit integers) on int32 tensors: wrapping products, logical shifts by masking."
+    ("The lowbias32 integer hash (a bijection of 32-bit integers) on int32 tensors: wrapping products, logical shifts "
+     "by masking.")
     h = h ^ ((h >> 16) & 0xFFFF)
     h = h * _i32(0x7FEB352D)
     h = h ^ ((h >> 15) & 0x1FFFF)
@@ -120,8 +126,9 @@ def sub_seed(seed:int, name:str) -> int:
     return int(hashlib.sha256(f'{int(seed)}/{name}'.encode()).hexdigest()[:15], 16)
 
 def counter_uniform(seeds:torch.Tensor, counter:int, stream:int, shape:tuple) -> torch.Tensor:
-    "Uniform [0, 1) floats (24 random bits) of `shape` for each seed in the int32 tensor `seeds` (shape `seeds.shape + shape`)."
-    counter = counter.to(torch.int32) if torch.is_tensor(counter) else _i32(counter)     # a device tensor: no recompiles
+    ("Uniform [0, 1) floats (24 random bits) of `shape` for each seed in the int32 tensor `seeds` (shape `seeds.shape "
+     "+ shape`).")
+    counter = counter.to(torch.int32) if torch.is_tensor(counter) else _i32(counter)   # a device tensor: no recompiles
     key = hash32(hash32(hash32(seeds) ^ counter) ^ _i32(stream + 0x9E3779B9))
     pos = hash32(torch.arange(math.prod(shape), dtype=torch.int32, device=seeds.device) + _i32(0x632BE5AB))
     bits = (hash32(key.unsqueeze(-1) ^ pos) >> 8) & 0xFFFFFF
@@ -135,14 +142,16 @@ def counter_normal(seeds:torch.Tensor, counter:int, stream:int, shape:tuple) -> 
 
 def seed_tensor(seeds) -> torch.Tensor:
     "Seeds (an int or a list) as the int32 tensor `counter_uniform` takes."
-    return torch.tensor([_i32(s) for s in seeds] if isinstance(seeds, (list, tuple)) else _i32(seeds), dtype=torch.int32)
+    values = [_i32(s) for s in seeds] if isinstance(seeds, (list, tuple)) else _i32(seeds)
+    return torch.tensor(values, dtype=torch.int32)
 
 # %% ../nbs/02_rules.ipynb #9097983d
 ACTIVATIONS = {'relu': torch.relu, 'tanh': torch.tanh, 'sigmoid': torch.sigmoid, 'linear': lambda a: a,
                'erf': lambda a: torch.erf(a / math.sqrt(2))}
 
 def init_weight(w:torch.Tensor, init:str='he_normal', fan_in:int=None, generator=None):
-    "Initialise `w` in place: 'he_normal' N(0, 2/fan_in), 'he_uniform' U(±√(6/fan_in)), 'xavier_uniform' or 'torch' (nn.Linear's default)."
+    ("Initialise `w` in place: 'he_normal' N(0, 2/fan_in), 'he_uniform' U(±√(6/fan_in)), 'xavier_uniform' or 'torch' "
+     "(nn.Linear's default).")
     fan_in = fan_in or w[0].numel()
     with torch.no_grad():
         if init == 'he_normal': return w.normal_(0, math.sqrt(2 / fan_in), generator=generator)
@@ -154,13 +163,15 @@ def init_weight(w:torch.Tensor, init:str='he_normal', fan_in:int=None, generator
 NORMS = ('none', 'batch', 'sample')
 
 def normalise(h:torch.Tensor, norm:str='none', eps:float=1e-8) -> torch.Tensor:
-    "Activation normalisation: 'batch' divides by the Frobenius norm of the whole batch×units matrix (PEPITA code), 'sample' by each row's L2 norm (Forward-Forward); per member in a population."
+    ("Activation normalisation: 'batch' divides by the Frobenius norm of the whole batch×units matrix (PEPITA code), "
+     "'sample' by each row's L2 norm (Forward-Forward); per member in a population.")
     if norm == 'batch': return h / (h.norm(dim=(-2, -1), keepdim=True) + eps)
     if norm == 'sample': return h / (h.norm(dim=-1, keepdim=True) + eps)
     return h
 
 class _FeedbackLinear(torch.autograd.Function):
-    "y = x Wᵀ + b whose backward sends the error to the input through `B` (W itself: backprop; fixed random: FA); stacked in a population."
+    ("y = x Wᵀ + b whose backward sends the error to the input through `B` (W itself: backprop; fixed random: FA); "
+     "stacked in a population.")
     @staticmethod
     def forward(ctx, x, w, b, B):
         ctx.save_for_backward(x, B)
@@ -195,7 +206,8 @@ class MemberLinear(nn.Module):
 
 # %% ../nbs/02_rules.ipynb #653adc32
 class MLP(nn.Module):
-    "Fully connected network `sizes=[in, h1, ..., out]`: activation `act`, then `norm`, then dropout on hidden layers; forward returns logits."
+    ("Fully connected network `sizes=[in, h1, ..., out]`: activation `act`, then `norm`, then dropout on hidden "
+     "layers; forward returns logits.")
     def __init__(self,
                  sizes:list, # [input, hidden..., output] widths
                  act:str='relu', # hidden activation, a key of `ACTIVATIONS`
@@ -203,7 +215,7 @@ class MLP(nn.Module):
                  dropout:float=0., # dropout rate of the hidden layers
                  init:str='he_normal', # weight initialisation (`init_weight`)
                  norm:str='none', # activation normalisation (`normalise`)
-                 seed=None): # None: torch's global RNG; an int: one network drawing from this seed alone; a list: a population, one member per seed
+                 seed=None): # None: torch's global RNG; an int: one network from this seed alone; a list: a population
         super().__init__()
         if len(sizes) < 2: raise ValueError(f"sizes={sizes!r} needs at least an input and an output size")
         check_choice('act', act, ACTIVATIONS)
@@ -211,10 +223,13 @@ class MLP(nn.Module):
         check_choice('norm', norm, NORMS)
         self.sizes, self.act_name, self.dropout, self.norm = list(sizes), act, dropout, norm
         self.members = len(seed) if isinstance(seed, (list, tuple)) else None
-        self.seeds = None if seed is None else [check_range('seed', s, lo=0, integer=True) for s in (seed if self.members else [seed])]
+        seeds = seed if self.members else [seed]
+        self.seeds = None if seed is None else [check_range('seed', s, lo=0, integer=True) for s in seeds]
         if self.members == 0: raise ValueError("seed=[] gives a population of no members; pass at least one seed")
         self.register_buffer('draws', torch.zeros((), dtype=torch.int64))       # the draw counter: part of the state
-        if self.seeds is not None: self.register_buffer('seed_values', seed_tensor(self.seeds if self.members else self.seeds[0]), persistent=False)
+        if self.seeds is not None:
+            values = seed_tensor(self.seeds if self.members else self.seeds[0])
+            self.register_buffer('seed_values', values, persistent=False)
         pairs = list(zip(sizes[:-1], sizes[1:]))
         if self.members: self.layers = nn.ModuleList(MemberLinear(self.members, a, b, bias) for a, b in pairs)
         else: self.layers = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in pairs)
@@ -232,13 +247,14 @@ class MLP(nn.Module):
         draws = [fn(self.generator(name, m), m) for m in range(self.members or 1)]
         return torch.stack(draws) if self.members else draws[0]
     def draw(self, shapes:list, normal:bool=False) -> list:
-        "Fresh tensors, one per shape in `shapes` (per member in a population), uniform [0, 1) or standard normal; one counter step."
+        ("Fresh tensors, one per shape in `shapes` (per member in a population), uniform [0, 1) or standard normal; "
+         "one counter step.")
         if self.seeds is None:
             sample = torch.randn if normal else torch.rand
             return [sample(*shape, device=self.layers[0].weight.device) for shape in shapes]
         sample = counter_normal if normal else counter_uniform
         out = [sample(self.seed_values, self.draws, stream, tuple(shape)) for stream, shape in enumerate(shapes)]
-        self.draws += 1                                       # on the device: no host sync, and torch.compile keeps one graph
+        self.draws += 1                               # on the device: no host sync, and torch.compile keeps one graph
         return out
 
     @property
@@ -253,7 +269,8 @@ class MLP(nn.Module):
         "`x` as the first layer's input: flattened per sample (one network); B×in shared or N×B×in (a population)."
         if not self.members: return x.flatten(1)
         if x.dim() not in (2, 3) or x.shape[-1] != self.sizes[0] or (x.dim() == 3 and x.shape[0] != self.members):
-            raise ValueError(f"a population of {self.members} takes inputs B×{self.sizes[0]} or {self.members}×B×{self.sizes[0]}; got {tuple(x.shape)}")
+            n, d = self.members, self.sizes[0]
+            raise ValueError(f"a population of {n} takes inputs B×{d} or {n}×B×{d}; got {tuple(x.shape)}")
         return x
     def forward_all(self, x, masks=None, linear=None) -> list:
         "Activations `[h_0=x, h_1, ..., h_{L-1}, a_L]` (hidden post-activation, output pre-activation)."
@@ -271,7 +288,8 @@ class MLP(nn.Module):
 
 # %% ../nbs/02_rules.ipynb #90616064
 def output_loss(out:torch.Tensor, y:torch.Tensor, loss:str='ce') -> torch.Tensor:
-    "Mean loss of logits `out` against `y`: 'ce' (softmax cross-entropy), 'mse' (½‖softmax − onehot‖² or ½‖out − y‖² for float y); one per member in a population (shape N)."
+    ("Mean loss of logits `out` against `y`: 'ce' (softmax cross-entropy), 'mse' (½‖softmax − onehot‖² or ½‖out − y‖² "
+     "for float y); one per member in a population (shape N).")
     check_choice('loss', loss, ['ce', 'mse'])
     if loss == 'ce' and out.dim() == 2: return F.cross_entropy(out, y)
     if loss == 'ce':
@@ -282,7 +300,8 @@ def output_loss(out:torch.Tensor, y:torch.Tensor, loss:str='ce') -> torch.Tensor
     return 0.5 * (pred - target).pow(2).sum(-1).mean(-1)
 
 # %% ../nbs/02_rules.ipynb #28f7615f
-ANY_SUPPORTS = 'any nn.Module with trainable parameters whose forward returns (batch, outputs) logits (an MLP population: N×batch×outputs)'
+ANY_SUPPORTS = ('any nn.Module with trainable parameters whose forward returns (batch, outputs) logits '
+                '(an MLP population: N×batch×outputs)')
 
 def mlp_example(seed:int=0, # builds the weights and the batch
                 sizes:tuple=(6, 5, 3), # the MLP's widths
@@ -326,14 +345,16 @@ def _fa_feedback(shape, init:str, generator=None) -> torch.Tensor:
 
 @register_rule('fa')
 class FA(LearningRule):
-    "Feedback alignment on an `MLP`: fixed random feedback `B_l` (init like W, scaled by `feedback_scale`) replaces W_lᵀ."
+    ("Feedback alignment on an `MLP`: fixed random feedback `B_l` (init like W, scaled by `feedback_scale`) replaces "
+     "W_lᵀ.")
     any_model = 'fa_any'          # other models: localrules.feedback's FA, by the same name
     supports = MLP_SUPPORTS + "; get_rule hands any other model to 'fa_any'"
     def __init__(self, model:MLP, loss:str='ce', init:str='he_uniform', feedback_scale:float=1., seed:int=None):
         super().__init__(model)
         self.loss = check_choice('loss', loss, ['ce', 'mse'])
         check_choice('init', init, ['he_normal', 'he_uniform'])
-        g = torch.Generator().manual_seed(seed) if seed is not None else None     # unseeded models: one stream for all layers
+        g = torch.Generator().manual_seed(seed) if seed is not None else None   # unseeded: one stream for all layers
+
         for l, layer in enumerate(model.layers):
             shape = (layer.out_features, layer.in_features)
             if model.seeds is None: B = _fa_feedback(shape, init, g)
@@ -345,14 +366,17 @@ class FA(LearningRule):
         model, x, y = mlp_example(seed)
         return model, {}, x, y
     def forward(self, x, y):
-        out = self.model(x, linear=lambda h, layer, l: _FeedbackLinear.apply(h, layer.weight, layer.bias, self.feedback(l)))
+        def linear(h, layer, l): return _FeedbackLinear.apply(h, layer.weight, layer.bias, self.feedback(l))
+        out = self.model(x, linear=linear)
+
         loss = output_loss(out, y, self.loss)
         loss.sum().backward()
         return dict(loss=loss.detach(), out=out.detach())
 
 # %% ../nbs/02_rules.ipynb #980730fc
 def rule_updates(rule:LearningRule, x, y, seed:int=0) -> dict:
-    "One call of `rule` on (x, y) from zeroed grads with a fixed RNG state; returns {name: update} and restores the weights."
+    ("One call of `rule` on (x, y) from zeroed grads with a fixed RNG state; returns {name: update} and restores the "
+     "weights.")
     state = {k: v.clone() for k, v in rule.state_dict().items()}
     rule.zero_grad(set_to_none=True)
     with torch.random.fork_rng(devices=[x.device] if x.device.type == 'cuda' else []):
@@ -363,16 +387,32 @@ def rule_updates(rule:LearningRule, x, y, seed:int=0) -> dict:
     rule.zero_grad(set_to_none=True)
     return ups
 
-def grad_alignment(rule:LearningRule, x, y, reference:LearningRule=None, seed:int=0) -> list:
-    "Per-parameter (and per-member in a population) cosine similarity and angle (degrees) between `rule`'s update and `reference`'s (BP by default) on one batch."
-    ref = reference or BP(rule.model, loss=getattr(rule, 'loss', 'ce'))
-    a, b = rule_updates(rule, x, y, seed), rule_updates(ref, x, y, seed)
+def _plain(model:nn.Module):
+    "A context in which a model converted by `localrules.feedback.convert` runs its plain layers (BP's true gradient)."
+    if getattr(model, 'fb_state', None) is None: return contextlib.nullcontext()
+    from localrules.feedback import feedback_active
+    return feedback_active(model, False)
+
+def grad_alignment(rule:LearningRule, # the rule whose update is compared, on its own model
+                   x, y, # one batch (`y=None` only with a `reference`: unsupervised rules)
+                   reference:LearningRule=None, # default: BP of `output_loss` through the same (plain) network
+                   seed:int=0) -> list: # RNG seed of both calls (the same dropout masks, views, draws)
+    ("Per-parameter (and per-member in a population) cosine similarity and angle (degrees) between `rule`'s update "
+     "and `reference`'s (BP by default) on one batch; `layer` names the module holding the parameter.")
+    if reference is None and y is None:
+        raise ValueError("grad_alignment compares with BP on labelled data: pass y, or a reference= rule for an "
+                         "unsupervised rule (e.g. localrules.clapp.bp_reference(rule))")
+    loss = getattr(rule, 'loss', 'ce')
+    ref = reference or BP(rule.model, loss=loss if loss in ('ce', 'mse') else 'ce')
+    a = rule_updates(rule, x, y, seed)
+    with (_plain(rule.model) if reference is None else contextlib.nullcontext()):
+        b = rule_updates(ref, x, y, seed)
     members = getattr(rule.model, 'members', None)
     rows = []
     for n in b:
         if n not in a: continue
         ua, ub = (a[n].flatten(1), b[n].flatten(1)) if members else (a[n].flatten()[None], b[n].flatten()[None])
         for m, cos in enumerate(F.cosine_similarity(ua, ub, dim=1).clamp(-1, 1).tolist()):
-            row = dict(param=n, cos=cos, angle=math.degrees(math.acos(cos)))
+            row = dict(param=n, layer=n.rpartition('.')[0] or '<root>', cos=cos, angle=math.degrees(math.acos(cos)))
             rows.append(dict(row, member=m) if members else row)
     return rows
