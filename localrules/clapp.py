@@ -17,7 +17,7 @@ import math, time
 import torch, torch.nn as nn, torch.nn.functional as F
 from torchvision.transforms import v2 as T
 from .core import check_choice, check_range
-from .rules import LearningRule, register_rule
+from .rules import LearningRule, register_rule, refusal
 from .local_ssl import Predictor, local_ssl_loss, F_NAMES
 
 # %% ../nbs/32_clapp.ipynb #449d6068
@@ -151,13 +151,29 @@ def clapp_loss(pred:Predictor, z, c, negatives:str='shift', f:str='hinge', loss_
 # %% ../nbs/32_clapp.ipynb #e9095169
 class SSLRule(LearningRule):
     "Base of the self-supervised rules on a `VGGEncoder`: views, pools and probe features."
+    supports = 'localrules.clapp.VGGEncoder (conv blocks; images B×C×H×W in [0, 1] or view pairs B×2×C×H×W)'
+    example_kwargs = dict(pools=(2, 2, 1))       # the tiny example's pooling (its maps are 8×8, 4×4, 2×2)
+    @classmethod
+    def check_model(cls, model):
+        if not isinstance(model, VGGEncoder): raise TypeError(refusal(cls.name, model, cls.supports))
+    @classmethod
+    def example(cls, seed:int=0):
+        "A 3-block VGGEncoder (8, 8, 16 channels) on 4 pairs of normalised 8×8 views (no augmentation: fixed views)."
+        g = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = VGGEncoder(3, channels=(8, 8, 16), pool_after=(False, True, True))
+        x = torch.randn(4, 2, 3, 8, 8, generator=g)
+        return model, dict(dataset='cifar10', image_size=8, augment=False, **cls.example_kwargs), x, None
     def __init__(self, model:VGGEncoder, dataset:str='cifar10', image_size:int=None, pools=None, augment:bool=True,
                  negatives:str='shift', f:str='hinge', loss_type:int=2, fast:bool=False):
         super().__init__(model)
-        check_choice('negatives', negatives, ('shift', 'random')); check_choice('f', f, F_NAMES)
+        check_choice('negatives', negatives, ('shift', 'random'))
+        check_choice('f', f, F_NAMES)
         self.dataset, self.size = dataset, image_size or IMAGE_SIZE.get(dataset, 32)
         self.pools = list(pools) if pools is not None else list(pool_sizes(dataset))
-        self.shapes = model.out_shapes(self.size); self.dims = pooled_dims(self.shapes, self.pools)
+        self.shapes = model.out_shapes(self.size)
+        self.dims = pooled_dims(self.shapes, self.pools)
         self.augment = (FastViews if fast else SimCLRViews)(dataset, self.size) if augment else None
         self.normalize = normalizer(dataset)
         self.negatives, self.f, self.loss_type = negatives, f, loss_type
@@ -165,19 +181,25 @@ class SSLRule(LearningRule):
     def loss_fn(self, pred, z, c): return clapp_loss(pred, z, c, self.negatives, self.f, self.loss_type)
     @torch.no_grad()
     def predict(self, x, layers=None):
-        "Probe features: the blocks' maps (all, or those in `layers`) pooled with `pool_sizes(dataset)`, concatenated (x: images in [0,1])."
-        hs = self.model.forward_all(self.normalize(x)); ks = pool_sizes(self.dataset)
+        ("Probe features: the blocks' maps (all, or those in `layers`) pooled with `pool_sizes(dataset)`, "
+         "concatenated (x: images in [0,1]).")
+        hs = self.model.forward_all(self.normalize(x))
+        ks = pool_sizes(self.dataset)
         return torch.cat([pool_flat(h, ks[l]) for l, h in enumerate(hs) if layers is None or l in layers], 1)
 
 # %% ../nbs/32_clapp.ipynb #d86c6f78
 @register_rule('clapp++')
 class CLAPPpp(SSLRule):
-    "CLAPP++: per-layer CLAPP hinge loss on locally average-pooled maps, gradient blocked between layers, one layer's graph at a time."
+    ("CLAPP++: per-layer CLAPP hinge loss on locally average-pooled maps, gradient blocked between layers, one "
+     "layer's graph at a time.")
     feedback = 'layer'
-    def __init__(self, model, dataset='cifar10', image_size=None, pools=None, feedback:str=None, last_global:bool=False, **kw):
+    def __init__(self, model, dataset='cifar10', image_size=None, pools=None, feedback:str=None,
+                 last_global:bool=False, **kw):
         super().__init__(model, dataset, image_size, pools, **kw)
         self.feedback = check_choice('feedback', feedback or self.feedback, ('layer', 'dfb', 'both'))
-        if last_global: self.pools[-1] = None; self.dims = pooled_dims(self.shapes, self.pools)
+        if last_global:
+            self.pools[-1] = None
+            self.dims = pooled_dims(self.shapes, self.pools)
         d, dL = self.dims, self.dims[-1]
         self.same = nn.ModuleList(Predictor(a, a) for a in d) if self.feedback in ('layer', 'both') else None
         self.top = nn.ModuleList(Predictor(a, dL) for a in d) if self.feedback in ('dfb', 'both') else None
@@ -198,12 +220,14 @@ class CLAPPpp(SSLRule):
             out = block(h.detach())                  # gradient blocked: this block's graph only
             loss = self.layer_loss(l, pool_flat(out, self.pools[l]), cL)
             loss.backward()                          # frees the graph before the next block runs
-            losses.append(loss.item()); h = out.detach()
+            losses.append(loss.item())
+            h = out.detach()
         return dict(loss=sum(losses), out=h.mean((2, 3)), layer_losses=losses)
 
 @register_rule('clapp++_no2d')
 class CLAPPppNo2D(CLAPPpp):
     "CLAPP++ without 2D spatial dependence: every layer pooled globally."
+    example_kwargs = {}
     def __init__(self, model, dataset='cifar10', image_size=None, pools=None, **kw):
         super().__init__(model, dataset, image_size, pools or [None] * len(model.blocks), **kw)
 
@@ -220,21 +244,27 @@ class CLAPPppBoth(CLAPPpp):
 # %% ../nbs/32_clapp.ipynb #f7885a26
 @register_rule('bp_clapp++')
 class BPCLAPPpp(SSLRule):
-    "BP-CLAPP++: the CLAPP loss of the last layer (pooled with `pool`, global by default) trained end to end by backprop."
+    ("BP-CLAPP++: the CLAPP loss of the last layer (pooled with `pool`, global by default) trained end to end by "
+     "backprop.")
     def __init__(self, model, dataset='cifar10', image_size=None, pool=None, predictor:Predictor=None, **kw):
         super().__init__(model, dataset, image_size, **kw)
-        self.pool = pool; d = pooled_dims(self.shapes[-1:], [pool])[0]
-        if predictor is not None: object.__setattr__(self, 'pred', predictor)   # shared, not owned; a list: losses summed
+        self.pool = pool
+        d = pooled_dims(self.shapes[-1:], [pool])[0]
+        if predictor is not None: object.__setattr__(self, 'pred', predictor)   # shared, not owned; list: losses summed
         else: self.pred = Predictor(d, d)
     def forward(self, x, y=None):
-        out = self.model(self.views(x)); z = pool_flat(out, self.pool)
+        out = self.model(self.views(x))
+        z = pool_flat(out, self.pool)
         preds = self.pred if isinstance(self.pred, (list, tuple)) else [self.pred]
-        loss = sum(self.loss_fn(p, z, z) for p in preds); loss.backward()
+        loss = sum(self.loss_fn(p, z, z) for p in preds)
+        loss.backward()
         return dict(loss=loss.item(), out=out.detach().mean((2, 3)))
 
 def nt_xent(q:torch.Tensor, tau:float=0.1, oneway:bool=False) -> torch.Tensor:
-    "InfoNCE of 2B stacked embeddings (row j's positive is row j±B): SimCLR's NT-Xent, or one direction over B×B logits."
-    q = F.normalize(q, dim=1); B = q.shape[0] // 2
+    ("InfoNCE of 2B stacked embeddings (row j's positive is row j±B): SimCLR's NT-Xent, or one direction over B×B "
+     "logits.")
+    q = F.normalize(q, dim=1)
+    B = q.shape[0] // 2
     if oneway: return F.cross_entropy(q[:B] @ q[B:].T / tau, torch.arange(B, device=q.device))
     s = (q @ q.T / tau).fill_diagonal_(float('-inf'))
     return F.cross_entropy(s, (torch.arange(2 * B, device=q.device) + B) % (2 * B))
@@ -242,33 +272,48 @@ def nt_xent(q:torch.Tensor, tau:float=0.1, oneway:bool=False) -> torch.Tensor:
 @register_rule('bp_infonce')
 class BPInfoNCE(SSLRule):
     "BP-InfoNCE: linear projection head on the globally pooled last layer, InfoNCE (τ=0.1), end-to-end backprop."
-    def __init__(self, model, dataset='cifar10', image_size=None, head_dim:int=1024, tau:float=0.1, oneway:bool=False, **kw):
+    example_kwargs = dict(head_dim=8)
+    def __init__(self, model, dataset='cifar10', image_size=None, head_dim:int=1024, tau:float=0.1,
+                 oneway:bool=False, **kw):
         super().__init__(model, dataset, image_size, **kw)
         self.head, self.tau, self.oneway = nn.Linear(model.channels[-1], head_dim), tau, oneway
     def forward(self, x, y=None):
-        out = self.model(self.views(x)); p = out.mean((2, 3))
-        loss = nt_xent(self.head(p), self.tau, self.oneway); loss.backward()
+        out = self.model(self.views(x))
+        p = out.mean((2, 3))
+        loss = nt_xent(self.head(p), self.tau, self.oneway)
+        loss.backward()
         return dict(loss=loss.item(), out=p.detach())
 
 # %% ../nbs/32_clapp.ipynb #00aa4477
 @register_rule('dfa_ssl')
 class DFASSL(SSLRule):
-    "Naive DFA-SSL: the last layer's CLAPP-loss gradient projected to each earlier layer's pooled map by fixed random B_l."
+    ("Naive DFA-SSL: the last layer's CLAPP-loss gradient projected to each earlier layer's pooled map by fixed "
+     "random B_l.")
+    @classmethod
+    def example(cls, seed:int=0):
+        model, kw, x, y = super().example(seed)
+        return model, dict(kw, seed=seed), x, y
     def __init__(self, model, dataset='cifar10', image_size=None, pools=None, seed:int=None, **kw):
         super().__init__(model, dataset, image_size, pools, **kw)
-        self.pools[-1] = None; self.dims = pooled_dims(self.shapes, self.pools)
-        dL = self.dims[-1]; self.pred = Predictor(dL, dL)
+        self.pools[-1] = None
+        self.dims = pooled_dims(self.shapes, self.pools)
+        dL = self.dims[-1]
+        self.pred = Predictor(dL, dL)
         g = torch.Generator().manual_seed(seed) if seed is not None else None
-        for l, d in enumerate(self.dims[:-1]): self.register_buffer(f'B{l}', torch.randn(d, dL, generator=g) / math.sqrt(dL))
+        for l, d in enumerate(self.dims[:-1]):
+            self.register_buffer(f'B{l}', torch.randn(d, dL, generator=g) / math.sqrt(dL))
+
     def forward(self, x, y=None):
         v = self.views(x)
         with torch.no_grad():
             hs = v
             for block in self.model.blocks[:-1]: hs = block(hs)
-        out = self.model.blocks[-1](hs); zL = pool_flat(out, None)
+        out = self.model.blocks[-1](hs)
+        zL = pool_flat(out, None)
         loss = self.loss_fn(self.pred, zL, zL)
         e, = torch.autograd.grad(loss, zL, retain_graph=True)
-        loss.backward(); h = v
+        loss.backward()
+        h = v
         for l, block in enumerate(self.model.blocks[:-1]):
             o = block(h.detach())
             (pool_flat(o, self.pools[l]) * (e @ getattr(self, f'B{l}').T)).sum().backward()

@@ -7,8 +7,8 @@ Docs: https://localrules.github.io/localrules/cli.html.md"""
 # %% auto #0
 __all__ = ['CLI_OWNED', 'project_root', 'experiments_dir', 'experiments', 'get_experiment', 'BadLiteral', 'parse_value',
            'check_params', 'latest_unfinished', 'run_conflict', 'run_experiment', 'shard_executor', 'submit_shards',
-           'build_offline_docs', 'paper_time', 'cmd_list', 'rerun_command', 'failure_advice', 'cmd_run',
-           'flagged_lines', 'cmd_report', 'cmd_docs', 'main']
+           'build_offline_docs', 'rules_table', 'cmd_rules', 'paper_time', 'cmd_list', 'rerun_command',
+           'failure_advice', 'cmd_run', 'flagged_lines', 'cmd_report', 'cmd_docs', 'main']
 
 # %% ../nbs/05_cli.ipynb #fb3ab885
 import argparse, ast, json, os, sys, shutil, tempfile
@@ -253,6 +253,25 @@ def build_offline_docs(out='_site_offline', nbs=None) -> Path:
     "Render every notebook to one navigable HTML site under `out`, without Quarto."
     return build_site(out, Path(nbs or project_root()/'nbs'))
 
+# %% ../nbs/05_cli.ipynb #329e65bc
+def rules_table(width:int=120) -> str:
+    "A table: each registered rule, the module defining it, and the models it supports (wrapped to `width`)."
+    import textwrap
+    from localrules.rules import available_rules, RULES
+    rules = available_rules(details=True)
+    w_name = max(len('rule'), *map(len, rules))
+    mods = {n: RULES[n].__module__.removeprefix('localrules.') for n in rules}
+    w_mod = max(len('module'), *map(len, mods.values()))
+    indent = w_name + w_mod + 4
+    lines = [f"{'rule':<{w_name}}  {'module':<{w_mod}}  supports", '-' * min(width, indent + 40)]
+    for n, sup in rules.items():
+        wrapped = textwrap.wrap(sup, max(20, width - indent)) or ['']
+        lines.append(f"{n:<{w_name}}  {mods[n]:<{w_mod}}  {wrapped[0]}")
+        lines += [' ' * indent + rest for rest in wrapped[1:]]
+    return '\n'.join(lines)
+
+def cmd_rules(args): print(rules_table())
+
 # %% ../nbs/05_cli.ipynb #83f55926
 def paper_time(e:dict, rates:dict) -> str:
     "The paper preset's expected time: for MLP experiments from their arithmetic and a measured FLOP rate, else the notebook's own estimate."
@@ -382,6 +401,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog='localrules', description='Run and report the experiments of localrules.')
     sub = p.add_subparsers(dest='cmd', required=True)
     sub.add_parser('list', help='every experiment with its paper, figure/table and expected time').set_defaults(f=cmd_list)
+    sub.add_parser('rules', help='every learning rule and the models it supports').set_defaults(f=cmd_rules)
     _add_run_parser(sub)
     rp = sub.add_parser('report', help='paper-shaped tables of the results ledger, measured beside paper (only reads)')
     rp.add_argument('--runs', default='runs'); rp.add_argument('--results', default='results'); rp.set_defaults(f=cmd_report)

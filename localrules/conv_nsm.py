@@ -17,12 +17,16 @@ from .nsm import NSM, NSMRule
 
 # %% ../nbs/21_conv_nsm.ipynb #35ab7d1f
 class ConvNSM(NSM):
-    "Convolutional NSM: W a conv2d weight (K×C×k×k, no bias), M (K×K) lateral inhibition among channels at each position."
+    ("Convolutional NSM: W a conv2d weight (K×C×k×k, no bias), M (K×K) lateral inhibition among channels at each "
+     "position.")
     def __init__(self, in_channels:int, n_filters:int, kernel_size:int, stride:int=1, padding:int=0, **kw):
-        check_range('in_channels', in_channels, lo=1, integer=True); check_range('kernel_size', kernel_size, lo=1, integer=True)
-        check_range('stride', stride, lo=1, integer=True); check_range('padding', padding, lo=0, integer=True)
+        check_range('in_channels', in_channels, lo=1, integer=True)
+        check_range('kernel_size', kernel_size, lo=1, integer=True)
+        check_range('stride', stride, lo=1, integer=True)
+        check_range('padding', padding, lo=0, integer=True)
         super().__init__(in_channels * kernel_size**2, n_filters, **kw)
-        self.W = nn.Parameter(torch.randn(n_filters, in_channels, kernel_size, kernel_size)); self._normalise_rows()
+        self.W = nn.Parameter(torch.randn(n_filters, in_channels, kernel_size, kernel_size))
+        self._normalise_rows()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
     def feedforward(self, x):
         c = F.conv2d(x, self.W, stride=self.stride, padding=self.padding)
@@ -42,11 +46,20 @@ class ConvNSM(NSM):
 @register_rule('conv_nsm')
 class ConvNSMRule(NSMRule):
     "NSM rule on a `ConvNSM`: ΔW = η(⟨y xᵀ⟩ − W), ΔM = (η/τ)(⟨y yᵀ⟩ − M), means over batch and positions."
+    supports = 'localrules.conv_nsm.ConvNSM, or any NSM layer (EncoderNSM on a conv encoder; the rule is NSM\'s)'
+    @classmethod
+    def example(cls, seed:int=0):
+        g = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = ConvNSM(1, 3, 3, tol=1e-6, max_iter=500)
+        return model, dict(tau=0.5), torch.rand(4, 1, 6, 6, generator=g), None
 
 # %% ../nbs/21_conv_nsm.ipynb #80993ddb
 def conv_nsm_reference(x:np.ndarray, W:np.ndarray, M:np.ndarray, n_iter:int=40, tol:float=0., gamma:float=1.,
                        stride:int=1, padding:int=0) -> tuple:
-    "Per-sample, per-patch NumPy convolutional NSM (`gamma` a number or 'auto'; `tol` > 0 stops each patch on its own): returns (maps (B,K,H',W'), ⟨y xᵀ⟩ shaped like W, ⟨y yᵀ⟩)."
+    ("Per-sample, per-patch NumPy convolutional NSM (`gamma` a number or 'auto'; `tol` > 0 stops each patch on its "
+     "own): returns (maps (B,K,H',W'), ⟨y xᵀ⟩ shaped like W, ⟨y yᵀ⟩).")
     x, W, M = np.asarray(x), np.asarray(W), np.asarray(M)
     K, C, k, _ = W.shape
     if padding: x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
@@ -70,7 +83,8 @@ def conv_nsm_reference(x:np.ndarray, W:np.ndarray, M:np.ndarray, n_iter:int=40, 
                     y = y_new
                     if done: break
                 Y[b, :, i, j] = y
-                Cyx += np.outer(y, p); Cyy += np.outer(y, y)
+                Cyx += np.outer(y, p)
+                Cyy += np.outer(y, y)
     n = B * Ho * Wo
     return Y, (Cyx / n).reshape(W.shape), Cyy / n
 
@@ -83,5 +97,6 @@ class ConvNSMReference:
     def step(self, x, lr:float):
         "One mini-batch: dynamics, then W += lr(⟨yxᵀ⟩ − W), M += (lr/τ)(⟨yyᵀ⟩ − M); returns the maps."
         Y, Cyx, Cyy = conv_nsm_reference(x, self.W, self.M, **self.kw)
-        self.W += lr * (Cyx - self.W); self.M += lr / self.tau * (Cyy - self.M)
+        self.W += lr * (Cyx - self.W)
+        self.M += lr / self.tau * (Cyy - self.M)
         return Y

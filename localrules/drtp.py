@@ -11,12 +11,13 @@ __all__ = ['hidden_deriv', 'DRTP']
 import math
 import torch, torch.nn.functional as F
 from .core import check_choice, check_range
-from .rules import LearningRule, MLP, register_rule, affine
+from .rules import LearningRule, MLP, MLP_SUPPORTS, register_rule, affine, mlp_example
 from .pepita import act_deriv, output_target, _loss, PepitaBase, member_batch
 
 # %% ../nbs/11_drtp.ipynb #a301c300
 def hidden_deriv(model:MLP, a:torch.Tensor, mask=None) -> torch.Tensor:
-    "∂h/∂a of an MLP hidden layer taken elementwise: σ′(a) ⊙ mask, divided by the normaliser (held constant) if `model.norm`."
+    """∂h/∂a of an MLP hidden layer taken elementwise: σ′(a) ⊙ mask, divided by the normaliser (held constant) if
+    `model.norm`."""
     d = act_deriv(model.act_name, a)
     if model.norm != 'none':
         z = model.act(a)
@@ -26,16 +27,25 @@ def hidden_deriv(model:MLP, a:torch.Tensor, mask=None) -> torch.Tensor:
 @register_rule('drtp')
 class DRTP(LearningRule):
     "Direct random target projection on an `MLP`: δ_l = (y* B_l) ⊙ f′(a_l) for hidden layers, delta rule at the output."
+    any_model = 'drtp_any'        # other models: localrules.feedback's DRTP (mode 'drtp' of `convert`)
+    supports = f"{MLP_SUPPORTS}; other models: 'drtp_any'"
+    @classmethod
+    def example(cls, seed:int=0) -> tuple:
+        "A tiny seeded tanh `MLP` (`mlp_example`), no kwargs, one batch."
+        model, x, y = mlp_example(seed, act='tanh')
+        return model, {}, x, y
     def __init__(self, model:MLP, loss:str='ce', feedback_scale:float=1., batch_mean:bool=True, seed:int=None):
         super().__init__(model)
-        if not isinstance(model, MLP): raise TypeError(f"model must be a localrules.rules.MLP, got {type(model).__name__}")
+        if not isinstance(model, MLP):
+            raise TypeError(f"model must be a localrules.rules.MLP, got {type(model).__name__}")
         self.loss = check_choice('loss', loss, ['ce', 'bce'])
         check_range('feedback_scale', feedback_scale, lo=0)
         self.batch_mean = batch_mean
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         C, dev = model.sizes[-1], model.layers[0].weight.device
         for l, H in enumerate(model.sizes[1:-1]):
-            def draw(gen, m=0, H=H): return (torch.rand(C, H, generator=gen) * 2 - 1) * math.sqrt(6 / H) * feedback_scale
+            def draw(gen, m=0, H=H):
+                return (torch.rand(C, H, generator=gen) * 2 - 1) * math.sqrt(6 / H) * feedback_scale
             B = draw(g) if model.seeds is None else model.fixed(f'drtp/B{l}', draw)
             self.register_buffer(f'B{l}', B.to(dev))
     def feedback(self, l:int) -> torch.Tensor: return getattr(self, f'B{l}')

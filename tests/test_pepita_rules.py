@@ -47,3 +47,61 @@ def test_grad_alignment_all():
     for name in NAMES:
         rows = grad_alignment(get_rule(name, MLP([64, 32, 10], act='tanh' if name == 'drtp' else 'relu')), x, y)
         assert len(rows) == 2 and all(0 <= r['angle'] <= 180 for r in rows)
+
+
+# --- the same rules on a user's feed-forward nn.Sequential (their `_seq` twins) ---
+import torch.nn as nn
+from localrules.rules import RULES
+
+SEQ = {'pepita': 'pepita_seq', 'pepita_hebbian': 'pepita_hebbian_seq', 'pepita_timelocal': 'pepita_timelocal_seq',
+       'ff': 'ff_seq'}
+
+
+def convnet():
+    "A user's small convnet: conv–ReLU–dropout–avg pool, conv–tanh–max pool, flatten, linear (3×8×8 inputs)."
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Dropout(0.2), nn.AvgPool2d(2),
+                         nn.Conv2d(4, 5, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(20, 10))
+
+
+@pytest.mark.parametrize('name', list(SEQ))
+def test_seq_twin_fills_every_grad(name):
+    torch.manual_seed(0)
+    net = convnet()
+    rule = get_rule(name, net)
+    assert rule.name == SEQ[name] and SEQ[name] in available_rules(details=True)
+    x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 10, (6,))
+    out = rule(x, y)
+    assert out['out'].shape == (6, 10) and torch.isfinite(out['loss'])
+    assert rule.feedback.shape == ((3 * 8 * 8, 10) if name != 'ff' else (0,))      # FF's hybrid negatives need no F
+    for n, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, n
+    rows = grad_alignment(rule, x, y)
+    assert len(rows) == len(list(net.parameters())) and all(0 <= r['angle'] <= 180 for r in rows)
+
+
+def test_seq_regression_targets():
+    "Float targets: the output is linear and e = out − y, as for the MLP."
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
+    x, y = torch.randn(8, 5), torch.randn(8, 2)
+    get_rule('pepita', net, F_std=0.)(x, y)
+    with torch.no_grad(): e = net(x) - y
+    torch.testing.assert_close(net[2].weight.grad, e.T @ net[1](net[0](x)).detach() / 8)
+    assert net[0].weight.grad.abs().max() == 0        # F = 0: the modulated pass is the clean one
+
+
+def test_seq_rules_refuse_other_models():
+    for name in [*SEQ.values(), 'afa_seq']:
+        with pytest.raises(TypeError, match=f"rule '{name}' needs a feed-forward nn.Sequential.*got Module: not an"):
+            RULES[name].check_model(nn.Module())
+
+
+def test_afa_seq_on_two_layers():
+    "AFA's twin takes a two-layer stack (dropout included: the same mask in its Jacobian) and writes every grad."
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Dropout(0.3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 10))
+    rule = get_rule('afa', net)
+    assert rule.name == 'afa_seq'
+    rule(torch.randn(6, 3, 8, 8), torch.randint(0, 10, (6,)))
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in net.parameters())
+    with pytest.raises(TypeError, match="3 nn.Linear / nn.Conv2d layers"): get_rule('afa', convnet())

@@ -1,0 +1,103 @@
+"""The rule–model contract, checked for every registered rule (`available_rules()`, no hand-typed list).
+
+Each rule declares a tiny supported model, its keyword arguments and one batch through `cls.example(seed)`; from
+it the rule must write a finite `.grad` into every trainable parameter, lower its own objective (`metrics['loss']`)
+over a few SGD steps on that batch, be deterministic under the seed, and refuse an unsupported model with a
+TypeError naming the rule."""
+import math
+import pytest, torch, torch.nn as nn
+from localrules.rules import available_rules, get_rule, RULES
+
+NAMES = available_rules()
+STEPS, LR = 5, 0.05          # the test's SGD; a rule picks its example's kwargs so that this lowers its loss
+
+
+def _example(name:str, seed:int=0):
+    "The rule's declared example, or a failure saying that it must declare one."
+    try: return RULES[name].example(seed)
+    except NotImplementedError as e:
+        pytest.fail(f"rule {name!r} must declare example(seed) -> (model, kwargs, x, y) (a tiny supported model): {e}")
+
+
+def _build(name:str, seed:int=0):
+    "(rule, x, y) from the example of `seed`; torch's global RNG seeded too (rules that draw from it)."
+    model, kw, x, y = _example(name, seed)
+    torch.manual_seed(seed)
+    return get_rule(name, model, **kw), x, y
+
+
+def _call(rule, x, y, seed:int=0) -> dict:
+    "One call of the rule from zeroed grads, with the global RNG at `seed` (the same augmentations, masks, draws)."
+    rule.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    return rule(x, y)
+
+
+def _loss(metrics:dict) -> float:
+    "The rule's objective as one number (summed over members in a population)."
+    return float(torch.as_tensor(metrics['loss'], dtype=torch.float64).sum())
+
+
+def _trainable(rule) -> list: return [(n, p) for n, p in rule.named_parameters() if p.requires_grad]
+
+
+def test_every_rule_is_listed():
+    assert {'bp', 'fa', 'nsm'} <= set(NAMES)
+    details = available_rules(details=True)
+    assert list(details) == NAMES and all(isinstance(s, str) and s for s in details.values())
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_example_is_supported(name):
+    model, kw, x, y = _example(name)
+    assert RULES[name].check_model(model) is None or RULES[name].any_model     # 'fa'-like rules may hand it on
+    assert isinstance(kw, dict) and torch.is_tensor(x) and (y is None or torch.is_tensor(y))
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_finite_grad_everywhere(name):
+    rule, x, y = _build(name)
+    _call(rule, x, y)
+    params = _trainable(rule)
+    assert params, f"rule {name!r}: its example has no trainable parameters"
+    missing = [n for n, p in params if p.grad is None]
+    assert not missing, f"rule {name!r} wrote no .grad into {missing}"
+    bad = [n for n, p in params if not torch.isfinite(p.grad).all()]
+    assert not bad, f"rule {name!r} wrote non-finite .grad into {bad}"
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_lowers_its_objective(name):
+    rule, x, y = _build(name)
+    opt = torch.optim.SGD([p for _, p in _trainable(rule)], lr=LR)
+    losses = []
+    for _ in range(STEPS):
+        losses.append(_loss(_call(rule, x, y)))
+        opt.step()
+    losses.append(_loss(_call(rule, x, y)))
+    assert all(math.isfinite(v) for v in losses), f"rule {name!r}: losses {losses}"
+    assert losses[-1] < losses[0], f"rule {name!r}: its loss did not go down over {STEPS} SGD steps: {losses}"
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_deterministic_under_seed(name):
+    grads = []
+    for seed in (0, 0, 1):
+        rule, x, y = _build(name, seed)
+        _call(rule, x, y, seed)
+        grads.append({n: p.grad.clone() for n, p in _trainable(rule) if p.grad is not None})
+    a, b, c = grads
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a), \
+        f"rule {name!r}: two builds from seed 0 gave different grads"
+    assert any(n not in c or c[n].shape != a[n].shape or not torch.equal(a[n], c[n]) for n in a), \
+        f"rule {name!r}: seeds 0 and 1 gave identical grads: example(seed) ignores its seed"
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_refuses_unsupported(name):
+    names = {name, getattr(RULES[name], 'any_model', None)} - {None}
+    for bad in (nn.Module(), 'not a model'):
+        with pytest.raises(TypeError) as e: get_rule(name, bad)
+        msg = str(e.value)
+        assert any(f"rule {n!r} needs " in msg for n in names), f"rule {name!r}: unclear refusal {msg!r}"
+        assert f"got {type(bad).__name__}" in msg, f"rule {name!r}: the refusal does not say what it got: {msg!r}"
