@@ -282,24 +282,41 @@ def load_subset(name:str, split:str='train', n:int=0, root='data', device='cpu',
 # %% ../nbs/23_sm_eval.ipynb #508ee41d
 from .core import MetricsLogger
 from .data import TensorLoader
+from .train import fit
 
-def train_local(rule, x, y=None, epochs:int=1, batch_size:int=100, lr:float=0.05, seed:int=0) -> MetricsLogger:
-    "Train a local `rule` with SGD(lr) for `epochs` on tensors x (and labels y); per-epoch loss, converged fraction, residual max/median over batches, epoch_time (s)."
+# %% ../nbs/23_sm_eval.ipynb #3cce5165
+class _LocalStats:
+    "Per-step statistics of a local rule (objective, converged, fixed-point residual), summarised per epoch."
+    def __init__(self): self.loss, self.conv, self.res = [], [], []
+    def __call__(self, st:dict):
+        self.loss.append(st['loss'])
+        self.conv.append(float(st.get('converged', True)))
+        self.res.append(float(st.get('residual', 0.)))
+    def epoch(self, rule=None, ep=None) -> dict:
+        "The epoch's mean loss, converged fraction and residual max/median; starts the next epoch afresh."
+        m = dict(loss=sum(self.loss) / len(self.loss), converged=sum(self.conv) / len(self.conv),
+                 residual_max=max(self.res), residual_median=float(np.median(self.res)))
+        self.__init__()
+        return m
+
+def train_local(rule, # a local rule (e.g. 'nsm', 'conv_nsm', 's2m')
+                x, # training inputs (a tensor on the device)
+                y=None, # labels, for a rule that takes them (S2M)
+                epochs:int=1,
+                batch_size:int=100,
+                lr:float=0.05, # plain SGD's learning rate
+                seed:int=0, # data order
+                unit:str=None, # the unit's name in messages (divergence)
+                progress:bool=False # print one line per epoch
+               ) -> MetricsLogger:
+    "Train a local `rule` with SGD(lr) for `epochs` on tensors x (and labels y) through `fit`; per-epoch loss, converged fraction, residual max/median over batches, epoch_time (s), images_per_s."
     check_range('epochs', epochs, lo=0, integer=True)
-    y = torch.zeros(len(x), dtype=torch.long, device=x.device) if y is None else y
-    opt, log = torch.optim.SGD(rule.parameters(), lr=lr), MetricsLogger()
-    loader = TensorLoader(x, y, batch_size=batch_size, seed=seed)
-    for ep in range(epochs):
-        def one_epoch():
-            losses, conv, res = [], [], []
-            for xb, yb in loader:
-                opt.zero_grad(set_to_none=True); st = rule(xb, yb); opt.step()
-                losses.append(st['loss']); conv.append(float(st.get('converged', True)))
-                res.append(float(st.get('residual', 0.)))
-            return sum(losses) / len(losses), sum(conv) / len(conv), res
-        (loss, conv, res), sec = timed(one_epoch, device=x.device)
-        log.log(step=ep + 1, loss=loss, converged=conv, residual_max=max(res), residual_median=float(np.median(res)),
-                epoch_time=sec, images_per_s=len(x) / sec)
+    stats = _LocalStats()
+    log = fit(rule, torch.optim.SGD(rule.parameters(), lr=lr), (x, y), epochs=epochs, batch_size=batch_size, seed=seed,
+              progress='print' if progress else False, every=stats.epoch, unit=unit, on_step=stats, prefix=None,
+              timing=True)
+    for step, sec in [(r['step'], r['value']) for r in log.rows if r['metric'] == 'epoch_time']:
+        log.log(step=step, images_per_s=len(x) / sec)
     return log
 
 def train_reference(ref, x, epochs:int=1, batch_size:int=100, lr:float=0.05, seed:int=0) -> MetricsLogger:
