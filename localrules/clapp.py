@@ -388,13 +388,15 @@ def pretrain(rule:SSLRule, # the self-supervised rule around its encoder
              progress:bool=False, # print one line per epoch
              unit:str=None # the unit's name in messages (divergence)
             ) -> MetricsLogger:
-    "Self-supervised pre-training through `fit`: `rule(x, None)` then `opt.step()` for every batch of `batches(epoch)`; per epoch ssl_loss (mean over batches) and epoch_time; per-epoch checkpoints."
+    """Self-supervised pre-training through `fit`: `rule(x, None)` then `opt.step()` for every batch of
+    `batches(epoch)`; per epoch ssl_loss (mean over batches) and epoch_time; per-epoch checkpoints."""
     losses = []
     def report(rule, ep) -> dict:
         m = dict(ssl_loss=sum(losses) / max(len(losses), 1))
         losses.clear()
         return dict(m, **every(rule, ep)) if every is not None else m
-    return fit(rule, opt, batches, epochs=epochs, log=log, checkpoint=checkpoint, progress='print' if progress else False,
+    return fit(rule, opt, batches, epochs=epochs, log=log, checkpoint=checkpoint,
+               progress='print' if progress else False,
                every=report, unit=unit, sync=sync, on_step=lambda m: losses.append(m['loss']), prefix=None, timing=True)
 
 def tensor_batches(x, batch_size:int, seed:int=0, steps:int=None):

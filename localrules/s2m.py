@@ -60,7 +60,8 @@ from .train import fit
 class StackedS2M(nn.Module):
     "Greedily stacked S2M/NSM layers; `encode(x, upto)` returns the label-free code of layer `upto` (default: last)."
     def __init__(self, layers, pool:int=None):
-        super().__init__(); self.layers, self.pool = nn.ModuleList(layers), pool
+        super().__init__()
+        self.layers, self.pool = nn.ModuleList(layers), pool
         self.history, self.diverged = [], None      # diverged: the message of the layer that stopped the stack
     def _between(self, h): return F.max_pool2d(h, self.pool) if self.pool and h.dim() == 4 else h
     def encode(self, x, upto:int=None, batch_size:int=1000) -> torch.Tensor:
@@ -97,7 +98,8 @@ def stack_s2m(layers, # S2M/ConvS2M (or NSM/ConvNSM) layers, trained first to la
               progress:bool=False, # print one line per layer and epoch
               unit:str=None # the unit's name in messages (divergence)
              ) -> StackedS2M:
-    "Train `layers` greedily, each by `fit` on the label-free code of the trained layers below; a diverged layer stops the stack (`stack.diverged`)."
+    """Train `layers` greedily, each by `fit` on the label-free code of the trained layers below; a diverged layer
+    stops the stack (`stack.diverged`)."""
     check_range('epochs', epochs, lo=0, integer=True)
     lrs, taus = _per_layer(lr, len(layers), 'lr'), _per_layer(tau, len(layers), 'tau')
     stack = StackedS2M(layers, pool)

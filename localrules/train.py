@@ -23,7 +23,8 @@ def _values(name:str, v, lo=0) -> list:
     return [check_range(name, x, lo=lo) for x in vs]
 
 class MemberSGD(torch.optim.Optimizer):
-    "torch's SGD update (momentum, weight decay) with one lr, momentum and weight decay per member of stacked parameters (leading member dimension)."
+    """torch's SGD update (momentum, weight decay) with one lr, momentum and weight decay per member of stacked
+    parameters (leading member dimension)."""
     def __init__(self, params, lr, momentum=0., weight_decay=0.):
         params = list(params)
         dev = params[0]['params'][0].device if isinstance(params[0], dict) else params[0].device
@@ -46,14 +47,17 @@ class MemberSGD(torch.optim.Optimizer):
                 p.addcmul_(state['momentum_buffer'], lr, value=-1)
 
 def make_optimizer(params, name:str='sgd', lr=0.1, momentum=0., weight_decay=0., nesterov:bool=False):
-    "A torch optimizer by name ('sgd', 'adam', 'adamw') over `params`; lists (one value per population member) give `MemberSGD`."
+    "A torch optimizer ('sgd', 'adam', 'adamw') over `params`; lists (one value per member) give `MemberSGD`."
     check_choice('optimizer', name, ['sgd', 'adam', 'adamw'])
     per_member = any(isinstance(v, (list, tuple)) or torch.is_tensor(v) for v in (lr, momentum, weight_decay))
     if per_member:
-        if name != 'sgd' or nesterov: raise ValueError(f"optimizer={name!r} with nesterov={nesterov}: per-member hyperparameters need 'sgd' without nesterov")
+        if name != 'sgd' or nesterov:
+            raise ValueError(f"optimizer={name!r} with nesterov={nesterov}: "
+                             "per-member hyperparameters need 'sgd' without nesterov")
         return MemberSGD(params, lr, momentum, weight_decay)
     check_range('lr', lr, lo=0)
-    if name == 'sgd': return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    if name == 'sgd':
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     return (torch.optim.Adam if name == 'adam' else torch.optim.AdamW)(params, lr=lr, weight_decay=weight_decay)
 
 class MemberStepDecay:
@@ -77,7 +81,8 @@ def step_decay(opt, milestones=(60, 90), gamma=0.1):
 # %% ../nbs/03_train.ipynb #f41031a7
 @torch.no_grad()
 def evaluate(rule:LearningRule, x, y, batch_size:int=1000) -> dict:
-    "Accuracy in % (classification) or mean squared error (float targets) of `rule.predict` on tensors x, y: floats, or lists (one per member) for a population."
+    """Accuracy in % (classification) or mean squared error (float targets) of `rule.predict` on tensors x, y:
+    floats, or lists (one per member) for a population."""
     was = rule.training
     rule.eval()
     outs = torch.cat([rule.predict(x[i:i+batch_size]) for i in range(0, len(x), batch_size)], dim=-2)
@@ -90,7 +95,8 @@ def evaluate(rule:LearningRule, x, y, batch_size:int=1000) -> dict:
 class EpochLoader:
     "A loader over `batches(epoch)`, a function of the epoch giving an iterable of batches: `fit` sets the epoch."
     def __init__(self, batches):
-        if not callable(batches): raise TypeError(f"batches={type(batches).__name__}: needs a function epoch -> batches")
+        if not callable(batches):
+            raise TypeError(f"batches={type(batches).__name__}: needs a function epoch -> batches")
         self.batches, self.epoch = batches, 0
     def set_epoch(self, epoch:int): self.epoch = epoch
     def __iter__(self): return iter(self.batches(self.epoch))
@@ -111,7 +117,9 @@ def train_epoch(rule:LearningRule, # the rule around a model
                 sync=None, # sync(rule) between the rule and the step (data-parallel gradient averaging)
                 on_step=None # on_step(metrics) after each step, with the dict the rule returned
                ) -> dict:
-    "One epoch: for each batch zero grads, let `rule` fill them, step `opt`, call `rule.after_step()`; returns mean loss, train accuracy and the first step with a non-finite loss (-1: none), as device tensors (one per member in a population)."
+    """One epoch: for each batch zero grads, let `rule` fill them, step `opt`, call `rule.after_step()`; returns mean
+    loss, train accuracy and the first step with a non-finite loss (-1: none), as device tensors (one per member in a
+    population)."""
     rule.train()
     rule.on_epoch_start(epoch)
     tot, n, correct, first_bad, scored = 0., 0, 0, None, False
@@ -130,7 +138,8 @@ def train_epoch(rule:LearningRule, # the rule around a model
         first_bad = torch.where(~torch.isfinite(loss) & (first_bad < 0), step, first_bad)
         if y is not None and not y.is_floating_point() and m.get('out') is not None:
             correct, scored = correct + (m['out'].argmax(-1) == y).sum(-1), True
-    if first_bad is None: raise ValueError(f"the training data gave no batch in epoch {epoch + 1}: fewer rows than one batch?")
+    if first_bad is None:
+        raise ValueError(f"the training data gave no batch in epoch {epoch + 1}: fewer rows than one batch?")
     res = dict(train_loss=tot / n, first_bad=first_bad)
     if scored: res['train_acc'] = 100 * torch.as_tensor(correct) / n
     return res
@@ -165,7 +174,7 @@ def _checkpoint_state(rule, opt, sched, loader, log, epoch:int) -> dict:
                 gen=gen, rng=rng, log=log.rows, diverged=log.diverged, epoch=epoch)
 
 def _restore(ck:dict, rule, opt, sched, loader, log) -> int:
-    "Load a checkpoint made by `_checkpoint_state` (or by the former `pretrain`); returns the first epoch still to train."
+    "Load a checkpoint of `_checkpoint_state` (or of the former `pretrain`); returns the first epoch still to train."
     rule.load_state_dict(ck['rule'])
     opt.load_state_dict(ck['opt'])
     if sched is not None and ck.get('sched'): sched.load_state_dict(ck['sched'])
@@ -180,11 +189,12 @@ def _restore(ck:dict, rule, opt, sched, loader, log) -> int:
 
 # %% ../nbs/03_train.ipynb #00aea844
 def _loader(train, batch_size:int, seed):
-    "The loader `fit` iterates: a `TensorLoader` over tensors (x, y) or (x,) / (x, None), a loader object, or `batches(epoch)`."
+    "The loader `fit` iterates: a `TensorLoader` over tensors (x, y), (x,), (x, None); a loader; or `batches(epoch)`."
     if isinstance(train, (tuple, list)):
         tensors = [t for t in train if t is not None]
         if not tensors or not all(torch.is_tensor(t) for t in tensors):
-            raise TypeError(f"train={type(train).__name__} of {[type(t).__name__ for t in train]}: needs tensors (x, y) or (x,)")
+            kinds = [type(t).__name__ for t in train]
+            raise TypeError(f"train={type(train).__name__} of {kinds}: needs tensors (x, y) or (x,)")
         return TensorLoader(*tensors, batch_size=batch_size, seed=seed)
     if hasattr(train, '__iter__'): return train
     if callable(train): return EpochLoader(train)
@@ -227,19 +237,22 @@ def fit(rule:LearningRule, # the rule around a model: one network or a populatio
         prefix:str='train_', # logged train metrics f'{prefix}loss', f'{prefix}acc'; None: none (a hook logs them)
         timing:bool=False # log epoch_time: seconds each epoch's training took (GPU synchronised)
        ) -> MetricsLogger:
-    "Train `rule` with `opt` on `train` for `epochs`; log train loss/acc and test metrics per epoch (per member in a population)."
+    "Train `rule` with `opt` on `train` for `epochs`; log train loss/acc and test metrics per epoch (per member)."
     check_range('epochs', epochs, lo=0, integer=True)
     check_choice('progress', progress, [True, False, 'print'])
     log, start = log or MetricsLogger(), 0
     model_seeds = getattr(rule.model, 'seeds', None)
-    if seed is None: seed = (model_seeds if getattr(rule.model, 'members', None) else model_seeds[0]) if model_seeds else 0
+    if seed is None:
+        seed = (model_seeds if getattr(rule.model, 'members', None) else model_seeds[0]) if model_seeds else 0
     loader = _loader(train, batch_size, seed)
-    if checkpoint is not None and (ck := checkpoint[1]()) is not None: start = _restore(ck, rule, opt, sched, loader, log)
+    if checkpoint is not None and (ck := checkpoint[1]()) is not None:
+        start = _restore(ck, rule, opt, sched, loader, log)
     if start == 0 and test is not None: log.log(step=0, **{f'test_{k}': v for k, v in evaluate(rule, *test).items()})
     members = getattr(rule.model, 'members', None) or 1
     compiled = torch.compile(rule, dynamic=False) if compile else None
     bar = progress is True
-    for ep in tqdm(range(start, epochs), desc=unit or type(rule).__name__, disable=not bar, initial=start, total=epochs):
+    desc = unit or type(rule).__name__
+    for ep in tqdm(range(start, epochs), desc=desc, disable=not bar, initial=start, total=epochs):
         if len(log.diverged) == members: break
         m = _one_epoch(rule, opt, loader, ep, compiled, sync, on_step, timing)
         if sched is not None: sched.step()
@@ -251,6 +264,8 @@ def fit(rule:LearningRule, # the rule around a model: one network or a populatio
             if test is not None: m.update({f'test_{k}': v for k, v in evaluate(rule, *test).items()})
             if every is not None: m.update(every(rule, ep))
         log.log(step=ep + 1, **m)
-        if progress == 'print' and m: print(f"{unit + ' ' if unit else ''}epoch {ep + 1}: " + ', '.join(f'{k} {_fmt(v)}' for k, v in m.items()), flush=True)
+        if progress == 'print' and m:
+            print(f"{unit + ' ' if unit else ''}epoch {ep + 1}: " + ', '.join(f'{k} {_fmt(v)}' for k, v in m.items()),
+                  flush=True)
         if checkpoint is not None: checkpoint[0](_checkpoint_state(rule, opt, sched, loader, log, ep))
     return log
