@@ -1,4 +1,4 @@
-"""The one training loop every rule shares: the rule fills `.grad`, a torch optimizer steps, a scheduler decays.
+"""The one training loop every rule shares (supervised, layer-local, self-supervised, similarity matching): the rule fills `.grad`, a torch optimizer steps, a scheduler decays.
 
 Docs: https://localrules.github.io/localrules/train.html.md"""
 
