@@ -419,28 +419,30 @@ def linear_probe(rule:SSLRule, train:tuple, test:tuple, n_classes:int=None, epoc
 
 # %% ../nbs/32_clapp.ipynb #813e0f99
 from .core import MetricsLogger
+from .train import fit
 
-def pretrain(rule:SSLRule, opt, batches, epochs:int, checkpoint=None, every=None, sync=None, log=None, progress:bool=False) -> MetricsLogger:
-    "Self-supervised pre-training: `rule(x, None)` then `opt.step()` for every batch of `batches(epoch)`; per-epoch checkpoints."
-    log, start = log or MetricsLogger(), 0
-    if checkpoint is not None and (ck := checkpoint[1]()) is not None:
-        rule.load_state_dict(ck['rule']); opt.load_state_dict(ck['opt']); log.rows = ck['log']; start = ck['epoch'] + 1
-        torch.set_rng_state(ck['rng'])
-    for ep in range(start, epochs):
-        t0, tot, n = time.time(), 0., 0
-        rule.train()
-        for x in batches(ep):
-            opt.zero_grad(set_to_none=True)
-            st = rule(x, None)
-            if sync is not None: sync(rule)
-            opt.step(); tot += st['loss']; n += 1
-        m = dict(ssl_loss=tot / max(n, 1), epoch_time=time.time() - t0)
-        if every is not None: m.update(every(rule, ep))
-        log.log(step=ep + 1, **m)
-        if progress: print(f"epoch {ep + 1}: " + ', '.join(f'{k} {v:.4g}' for k, v in m.items()), flush=True)
-        if checkpoint is not None:
-            checkpoint[0](dict(rule=rule.state_dict(), opt=opt.state_dict(), log=log.rows, epoch=ep, rng=torch.get_rng_state()))
-    return log
+# %% ../nbs/32_clapp.ipynb #bcef4ee2
+def pretrain(rule:SSLRule, # the self-supervised rule around its encoder
+             opt, # the optimizer
+             batches, # batches(epoch) -> an iterable of images or view pairs (or any loader `fit` takes)
+             epochs:int,
+             checkpoint=None, # (save, load) callables (`Run.checkpoint`): resume after the last finished epoch
+             every=None, # every(rule, epoch) -> {metric: value} added to the epoch's row
+             sync=None, # sync(rule) between the rule and the step (data-parallel gradient averaging)
+             log:MetricsLogger=None,
+             progress:bool=False, # print one line per epoch
+             unit:str=None # the unit's name in messages (divergence)
+            ) -> MetricsLogger:
+    """Self-supervised pre-training through `fit`: `rule(x, None)` then `opt.step()` for every batch of
+    `batches(epoch)`; per epoch ssl_loss (mean over batches) and epoch_time; per-epoch checkpoints."""
+    losses = []
+    def report(rule, ep) -> dict:
+        m = dict(ssl_loss=sum(losses) / max(len(losses), 1))
+        losses.clear()
+        return dict(m, **every(rule, ep)) if every is not None else m
+    return fit(rule, opt, batches, epochs=epochs, log=log, checkpoint=checkpoint,
+               progress='print' if progress else False,
+               every=report, unit=unit, sync=sync, on_step=lambda m: losses.append(m['loss']), prefix=None, timing=True)
 
 def tensor_batches(x, batch_size:int, seed:int=0, steps:int=None):
     "`batches(epoch)` over the rows of tensor `x`: a seeded permutation per epoch, full batches only, at most `steps`."
@@ -448,7 +450,7 @@ def tensor_batches(x, batch_size:int, seed:int=0, steps:int=None):
         g = torch.Generator().manual_seed(seed * 100_003 + ep)
         idx = torch.randperm(len(x), generator=g).to(x.device)
         n = len(x) // batch_size if steps is None else min(steps, len(x) // batch_size)
-        for i in range(n): yield x[idx[i*batch_size:(i+1)*batch_size]]
+        for i in range(n): yield x[idx[i * batch_size:(i + 1) * batch_size]]
     return batches
 
 # %% ../nbs/32_clapp.ipynb #ad4095fa

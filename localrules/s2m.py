@@ -83,12 +83,16 @@ class S2MRule(NSMRule):
         if y is None: raise ValueError("rule 's2m' needs the labels y: call rule(x, y)")
         return self.model.label_input(y)
 
+# %% ../nbs/22_s2m.ipynb #052fa621
+from .train import fit
+
 # %% ../nbs/22_s2m.ipynb #2a22e845
 class StackedS2M(nn.Module):
     "Greedily stacked S2M/NSM layers; `encode(x, upto)` returns the label-free code of layer `upto` (default: last)."
     def __init__(self, layers, pool:int=None):
-        super().__init__(); self.layers, self.pool = nn.ModuleList(layers), pool
-        self.history = []
+        super().__init__()
+        self.layers, self.pool = nn.ModuleList(layers), pool
+        self.history, self.diverged = [], None      # diverged: the message of the layer that stopped the stack
     def _between(self, h): return F.max_pool2d(h, self.pool) if self.pool and h.dim() == 4 else h
     def encode(self, x, upto:int=None, batch_size:int=1000) -> torch.Tensor:
         "Label-free code of `x` after layer `upto` (index, default last), computed in batches."
@@ -102,28 +106,43 @@ class StackedS2M(nn.Module):
         return torch.cat(out)
     def forward(self, x): return self.encode(x)
 
+
 def _per_layer(v, n, name):
     v = list(v) if isinstance(v, (list, tuple)) else [v] * n
     if len(v) != n: raise ValueError(f"{name}={v!r} needs one value per layer ({n})")
     return v
 
-def stack_s2m(layers, x, y, epochs:int=1, lr=0.05, tau=0.1, batch_size:int=100, pool:int=None, seed:int=0,
-              progress:bool=False) -> StackedS2M:
-    "Train `layers` (S2M/ConvS2M, or NSM/ConvNSM) greedily: each on the label-free code of the trained layers below."
+def _layer_rule(layer, tau:float):
+    name = 's2m' if isinstance(layer, _LabelPathway) else 'conv_nsm' if isinstance(layer, ConvNSM) else 'nsm'
+    return get_rule(name, layer, tau=tau)
+
+def stack_s2m(layers, # S2M/ConvS2M (or NSM/ConvNSM) layers, trained first to last
+              x, # training inputs
+              y, # their labels (the label pathway's input during training)
+              epochs:int=1, # epochs per layer
+              lr=0.05, # SGD learning rate: one, or one per layer
+              tau=0.1, # τ: one, or one per layer
+              batch_size:int=100,
+              pool:int=None, # max-pool kernel (= stride) between conv layers, or None
+              seed:int=0, # data order (layer l: seed + l)
+              progress:bool=False, # print one line per layer and epoch
+              unit:str=None # the unit's name in messages (divergence)
+             ) -> StackedS2M:
+    """Train `layers` greedily, each by `fit` on the label-free code of the trained layers below; a diverged layer
+    stops the stack (`stack.diverged`)."""
     check_range('epochs', epochs, lo=0, integer=True)
     lrs, taus = _per_layer(lr, len(layers), 'lr'), _per_layer(tau, len(layers), 'tau')
     stack = StackedS2M(layers, pool)
     for l, layer in enumerate(layers):
         h = x if l == 0 else stack._between(stack.encode(x, upto=l - 1))
-        rule = get_rule('s2m' if isinstance(layer, _LabelPathway) else 'conv_nsm' if isinstance(layer, ConvNSM) else 'nsm',
-                        layer, tau=taus[l])
-        opt = torch.optim.SGD(layer.parameters(), lr=lrs[l])
-        loader, losses, conv = TensorLoader(h, y, batch_size=batch_size, seed=seed + l), [], []
-        for ep in range(epochs):
-            for xb, yb in loader:
-                opt.zero_grad(set_to_none=True); st = rule(xb, yb); opt.step()
-                losses.append(st['loss']); conv.append(float(st['converged']))
-            if progress: print(f'layer {l} epoch {ep}: loss {sum(losses[-len(loader):]) / len(loader):.4f}')
+        steps = []
+        log = fit(_layer_rule(layer, taus[l]), torch.optim.SGD(layer.parameters(), lr=lrs[l]), (h, y), epochs=epochs,
+                  batch_size=batch_size, seed=seed + l, progress='print' if progress else False, prefix='',
+                  unit=f"{unit or 'stack_s2m'} layer {l}", on_step=lambda st: steps.append(st))
+        losses, conv = [st['loss'] for st in steps], [float(st['converged']) for st in steps]
         stack.history.append(dict(layer=l, input_shape=tuple(h.shape), loss=sum(losses) / max(len(losses), 1),
                                   converged=sum(conv) / max(len(conv), 1)))
+        if log.diverged:
+            stack.history[-1]['diverged'] = stack.diverged = log.diverged[0]
+            break
     return stack

@@ -17,7 +17,7 @@ from .core import check_choice, check_range
 
 # %% ../nbs/23_sm_eval.ipynb #657278c0
 def quadrant_pool(maps:torch.Tensor, op:str='sum') -> torch.Tensor:
-    "Pool (B, K, H, W) maps over their 2×2 quadrants with `op` 'sum', 'mean' or 'max'; returns (B, 4K) ordered (K, 2, 2)."
+    "Pool (B, K, H, W) maps over their 2×2 quadrants with `op` 'sum', 'mean' or 'max'; returns (B, 4K), (K, 2, 2)."
     check_choice('op', op, ['sum', 'mean', 'max'])
     if maps.ndim != 4: raise ValueError(f"maps must be (B, K, H, W), got shape {tuple(maps.shape)}")
     h, w = maps.shape[-2] // 2, maps.shape[-1] // 2
@@ -29,7 +29,8 @@ def quadrant_pool(maps:torch.Tensor, op:str='sum') -> torch.Tensor:
 # %% ../nbs/23_sm_eval.ipynb #7a8ba071
 @torch.no_grad()
 def pooled_features(encode, x:torch.Tensor, batch_size:int=500, op='sum', device=None):
-    "Quadrant-pooled features (N, 4K) of `encode(x_batch)` over all of `x`, batch by batch on `device` (default: x's), on the CPU; `op` a list gives {op: features} from one encoding pass."
+    """Quadrant-pooled features (N, 4K) of `encode(x_batch)` over all of `x`, batch by batch on `device` (default:
+    x's), on the CPU; `op` a list gives {op: features} from one encoding pass."""
     ops = [op] if isinstance(op, str) else list(op)
     out = {o: [] for o in ops}
     for i in range(0, len(x), batch_size):
@@ -42,16 +43,19 @@ def pooled_features(encode, x:torch.Tensor, batch_size:int=500, op='sum', device
 
 # %% ../nbs/23_sm_eval.ipynb #fb32c615
 def linear_readout(ftr, ytr, fte, yte, C:float=1.0, max_iter:int=1000, seed:int=0, n_threads:int=1) -> dict:
-    "Train logistic regression on standardised features (ftr, ytr); return train/test accuracy in %, feature count and convergence."
+    """Train logistic regression on standardised features (ftr, ytr); return train/test accuracy in %, feature count
+    and convergence."""
     import warnings
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
     from sklearn.exceptions import ConvergenceWarning
     from threadpoolctl import threadpool_limits
-    check_range('C', C, lo=0); check_range('max_iter', max_iter, lo=1, integer=True)
+    check_range('C', C, lo=0)
+    check_range('max_iter', max_iter, lo=1, integer=True)
     np_ = lambda t: t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
     ftr, fte, ytr, yte = np_(ftr).astype(np.float64), np_(fte).astype(np.float64), np_(ytr), np_(yte)
-    if ftr.ndim != 2 or len(ftr) != len(ytr): raise ValueError(f"features must be (N, D) matching the labels; got {ftr.shape} and {ytr.shape}")
+    if ftr.ndim != 2 or len(ftr) != len(ytr):
+        raise ValueError(f"features must be (N, D) matching the labels; got {ftr.shape} and {ytr.shape}")
     sc = StandardScaler().fit(ftr)
     with threadpool_limits(n_threads), warnings.catch_warnings():
         warnings.simplefilter('ignore', ConvergenceWarning)
@@ -87,37 +91,43 @@ def normalize_patches(p:torch.Tensor, eps:float=10 / 255**2) -> torch.Tensor:
 
 def zca_fit(p:torch.Tensor, eps:float=0.1):
     "ZCA whitening of the rows of p: returns (mean, P) with z = (p − mean) P, P symmetric."
-    p = p.double(); mu = p.mean(0)
+    p = p.double()
+    mu = p.mean(0)
     cov = torch.cov((p - mu).T)
     d, V = torch.linalg.eigh(cov)
     return mu.float(), (V @ torch.diag((d + eps).rsqrt()) @ V.T).float()
 
 # %% ../nbs/23_sm_eval.ipynb #7df0b1d1
 class KMeansFeatures(nn.Module):
-    "Coates & Ng single-layer features: `fit(x)` learns K centroids of whitened k×k patches; `encode(x)` gives triangle maps (B, K, H', W')."
+    """Coates & Ng single-layer features: `fit(x)` learns K centroids of whitened k×k patches; `encode(x)` gives
+    triangle maps (B, K, H', W')."""
     def __init__(self, n_filters:int=1600, kernel_size:int=6, n_patches:int=400_000, eps_norm:float=10 / 255**2,
                  eps_zca:float=0.1, encoding:str='triangle', seed:int=0, batch_size:int=4096, max_iter:int=100):
         super().__init__()
-        check_range('n_filters', n_filters, lo=1, integer=True); check_choice('encoding', encoding, ['triangle', 'hard'])
-        self.K, self.k, self.n_patches, self.eps_norm, self.eps_zca = n_filters, kernel_size, n_patches, eps_norm, eps_zca
+        check_range('n_filters', n_filters, lo=1, integer=True)
+        check_choice('encoding', encoding, ['triangle', 'hard'])
+        self.K, self.k, self.n_patches = n_filters, kernel_size, n_patches
+        self.eps_norm, self.eps_zca = eps_norm, eps_zca
         self.encoding, self.seed, self.batch_size, self.max_iter = encoding, seed, batch_size, max_iter
     def fit(self, x:torch.Tensor):
         "Sample patches of x (N, C, H, W), normalise, whiten and run MiniBatchKMeans."
         from sklearn.cluster import MiniBatchKMeans
         p = normalize_patches(random_patches(x, self.n_patches, self.k, self.seed), self.eps_norm)
         mu, P = zca_fit(p, self.eps_zca)
-        km = MiniBatchKMeans(self.K, batch_size=self.batch_size, max_iter=self.max_iter, n_init=3, random_state=self.seed)
+        km = MiniBatchKMeans(self.K, batch_size=self.batch_size, max_iter=self.max_iter, n_init=3,
+                             random_state=self.seed)
         km.fit(((p - mu) @ P).numpy())
         C = x.shape[1]
-        self.register_buffer('mu', mu); self.register_buffer('P', P)
+        self.register_buffer('mu', mu)
+        self.register_buffer('P', P)
         self.register_buffer('centroids', torch.tensor(km.cluster_centers_, dtype=torch.float32))
-        self.register_buffer('filt', P.T.reshape(-1, C, self.k, self.k).contiguous())   # row j of z = P' u: conv filter j
+        self.register_buffer('filt', P.T.reshape(-1, C, self.k, self.k).contiguous())   # row j of z = P' u: filter j
         return self
     def whitened(self, x:torch.Tensor) -> torch.Tensor:
         "Whitened normalised patches at every position, channels-last (B, H', W', C·k²)."
         n = x.shape[1] * self.k**2
         m = F.avg_pool2d(x.mean(1, keepdim=True), self.k, stride=1)                        # patch mean
-        v = (F.avg_pool2d(x.pow(2).mean(1, keepdim=True), self.k, stride=1) - m**2) * n / (n - 1)  # unbiased, like torch.var
+        v = (F.avg_pool2d(x.pow(2).mean(1, keepdim=True), self.k, stride=1) - m**2) * n / (n - 1)  # unbiased: torch.var
         s = (v.clamp_min(0) + self.eps_norm).sqrt()
         Px = F.conv2d(x, self.filt)                                                          # (B, D, H', W')
         P1, Pmu = self.P.sum(0), self.mu @ self.P
@@ -129,7 +139,8 @@ class KMeansFeatures(nn.Module):
         d2 = (z.pow(2).sum(-1, keepdim=True) - 2 * z @ self.centroids.T + self.centroids.pow(2).sum(1)).clamp_min(0)
         if self.encoding == 'hard': f = F.one_hot(d2.argmin(-1), self.K).float()
         else:
-            d = d2.sqrt(); f = (d.mean(-1, keepdim=True) - d).relu()
+            d = d2.sqrt()
+            f = (d.mean(-1, keepdim=True) - d).relu()
         return f.permute(0, 3, 1, 2)
     forward = encode
 
@@ -141,8 +152,10 @@ class PatchPreprocess(nn.Module):
     def __init__(self, mode:str='white', kernel_size:int=6, eps_norm:float=10 / 255**2, eps_zca:float=0.1,
                  n_patches:int=100_000, seed:int=0):
         super().__init__()
-        check_choice('mode', mode, PREPROCESS); check_range('kernel_size', kernel_size, lo=1, integer=True)
-        self.mode, self.k, self.eps_norm, self.eps_zca, self.n_patches, self.seed = mode, kernel_size, eps_norm, eps_zca, n_patches, seed
+        check_choice('mode', mode, PREPROCESS)
+        check_range('kernel_size', kernel_size, lo=1, integer=True)
+        self.mode, self.k, self.eps_norm, self.eps_zca = mode, kernel_size, eps_norm, eps_zca
+        self.n_patches, self.seed = n_patches, seed
         self.mu, self.P = None, None
     def _rows(self, p:torch.Tensor) -> torch.Tensor:
         "Preprocess raw patches p (n, C·k²) in [0, 1]."
@@ -154,7 +167,8 @@ class PatchPreprocess(nn.Module):
     def fit(self, x:torch.Tensor):
         "Fit the ZCA matrix (mode 'white') on `n_patches` random patches of the images x; a no-op otherwise."
         if self.mode == 'white':
-            self.mu, self.P = zca_fit(normalize_patches(random_patches(x, self.n_patches, self.k, self.seed), self.eps_norm), self.eps_zca)
+            patches = normalize_patches(random_patches(x, self.n_patches, self.k, self.seed), self.eps_norm)
+            self.mu, self.P = zca_fit(patches, self.eps_zca)
         return self
     def sample(self, x:torch.Tensor, n:int, seed:int=None) -> torch.Tensor:
         "`n` random preprocessed patches of x as rows (n, C·k²)."
@@ -171,12 +185,15 @@ class KMeansCodes(nn.Module):
     "K-means on preprocessed patch rows; `encode(maps)` (B, D, H', W') gives triangle (or hard) codes (B, K, H', W')."
     def __init__(self, n_filters:int, encoding:str='triangle', seed:int=0, batch_size:int=4096, max_iter:int=100):
         super().__init__()
-        check_range('n_filters', n_filters, lo=1, integer=True); check_choice('encoding', encoding, ['triangle', 'hard'])
-        self.K, self.encoding, self.seed, self.batch_size, self.max_iter = n_filters, encoding, seed, batch_size, max_iter
+        check_range('n_filters', n_filters, lo=1, integer=True)
+        check_choice('encoding', encoding, ['triangle', 'hard'])
+        self.K, self.encoding, self.seed = n_filters, encoding, seed
+        self.batch_size, self.max_iter = batch_size, max_iter
     def fit(self, rows:torch.Tensor):
         "Cluster the rows (n, D) into K centroids."
         from sklearn.cluster import MiniBatchKMeans
-        km = MiniBatchKMeans(self.K, batch_size=self.batch_size, max_iter=self.max_iter, n_init=3, random_state=self.seed)
+        km = MiniBatchKMeans(self.K, batch_size=self.batch_size, max_iter=self.max_iter, n_init=3,
+                             random_state=self.seed)
         km.fit(rows.detach().cpu().double().numpy())
         self.register_buffer('centroids', torch.tensor(km.cluster_centers_, dtype=torch.float32, device=rows.device))
         return self
@@ -200,8 +217,10 @@ class LeNet5(nn.Module):
         c1, c2 = channels
         self.convs = nn.ModuleList([nn.Conv2d(in_channels, c1, kernel_size), nn.Conv2d(c1, c2, kernel_size)])
         s = ((img_size - kernel_size + 1) // 2 - kernel_size + 1) // 2
-        if s < 1: raise ValueError(f"img_size={img_size} is too small for two {kernel_size}×{kernel_size} convs with pooling")
-        self.fc = nn.Sequential(nn.Linear(c2 * s * s, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, n_classes))
+        if s < 1:
+            raise ValueError(f"img_size={img_size} is too small for two {kernel_size}×{kernel_size} convs with pooling")
+        self.fc = nn.Sequential(nn.Linear(c2 * s * s, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                                nn.Linear(84, n_classes))
     def features(self, x, upto:int=2):
         "Output of the first `upto` conv blocks (conv, ReLU, pool)."
         for conv in self.convs[:upto]: x = F.max_pool2d(conv(x).relu(), 2)
@@ -209,33 +228,39 @@ class LeNet5(nn.Module):
     def forward(self, x): return self.fc(self.features(x).flatten(1))
 
 def load_filters(model:LeNet5, layer:int, weight:torch.Tensor, scale:str='match', freeze:bool=False) -> LeNet5:
-    "Copy `weight` (K, C, k, k) into conv `layer` of `model` (bias zeroed); `scale` 'match' (per-filter norm = the init's mean) or 'none'."
+    """Copy `weight` (K, C, k, k) into conv `layer` of `model` (bias zeroed); `scale` 'match' (per-filter norm = the
+    init's mean) or 'none'."""
     check_choice('scale', scale, ['match', 'none'])
     conv = model.convs[layer]
     if tuple(weight.shape) != tuple(conv.weight.shape):
-        raise ValueError(f"weight of shape {tuple(weight.shape)} does not fit conv layer {layer} of shape {tuple(conv.weight.shape)}")
+        raise ValueError(f"weight of shape {tuple(weight.shape)} does not fit conv layer {layer} "
+                         f"of shape {tuple(conv.weight.shape)}")
     with torch.no_grad():
         w = weight.detach().to(conv.weight)
         if scale == 'match':
             target = conv.weight.flatten(1).norm(dim=1).mean()
             w = w / w.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1) * target
-        conv.weight.copy_(w); conv.bias.zero_()
-    conv.weight.requires_grad_(not freeze); conv.bias.requires_grad_(not freeze)
+        conv.weight.copy_(w)
+        conv.bias.zero_()
+    conv.weight.requires_grad_(not freeze)
+    conv.bias.requires_grad_(not freeze)
     return model
 
 # %% ../nbs/23_sm_eval.ipynb #fe79b87e
 def filter_cosine(w:torch.Tensor, w0:torch.Tensor) -> torch.Tensor:
     "Per-filter cosine similarity between filters `w` and `w0` (K, ...)."
-    return F.cosine_similarity(w.detach().flatten(1).double(), w0.detach().flatten(1).double(), dim=1, eps=1e-12).float()
+    a, b = w.detach().flatten(1).double(), w0.detach().flatten(1).double()
+    return F.cosine_similarity(a, b, dim=1, eps=1e-12).float()
 
 def rotation_angle(w:torch.Tensor, w0:torch.Tensor) -> torch.Tensor:
     "Per-filter angle in degrees between `w` and `w0`."
     return torch.rad2deg(torch.arccos(filter_cosine(w, w0).clamp(-1, 1)))
 
 def filter_stability(w:torch.Tensor, w0:torch.Tensor, prefix:str='') -> dict:
-    "Summary of per-filter stability: mean/min/median cosine, mean angle, fraction of filters within 30° of their start."
+    "Per-filter stability: mean/min/median cosine, mean angle, fraction of filters within 30° of their start."
     c, a = filter_cosine(w, w0), rotation_angle(w, w0)
-    return {f'{prefix}cos_mean': c.mean().item(), f'{prefix}cos_min': c.min().item(), f'{prefix}cos_median': c.median().item(),
+    return {f'{prefix}cos_mean': c.mean().item(), f'{prefix}cos_min': c.min().item(),
+            f'{prefix}cos_median': c.median().item(),
             f'{prefix}angle_mean': a.mean().item(), f'{prefix}frac_within_30deg': (a < 30).float().mean().item()}
 
 # %% ../nbs/23_sm_eval.ipynb #f2056799
@@ -246,26 +271,33 @@ def filter_grid(w:torch.Tensor, ncols:int=None, pad:int=1) -> np.ndarray:
     w = w[:, :3] if C == 3 else w[:, :1].expand(K, 3, kh, kw)
     lo, hi = w.flatten(1).min(1)[0].view(-1, 1, 1, 1), w.flatten(1).max(1)[0].view(-1, 1, 1, 1)
     w = (w - lo) / (hi - lo).clamp_min(1e-12)
-    ncols = ncols or math.ceil(math.sqrt(K)); nrows = math.ceil(K / ncols)
+    ncols = ncols or math.ceil(math.sqrt(K))
+    nrows = math.ceil(K / ncols)
     img = np.ones((nrows * (kh + pad) + pad, ncols * (kw + pad) + pad, 3))
     for i in range(K):
         r, c = divmod(i, ncols)
-        img[pad + r*(kh+pad): pad + r*(kh+pad) + kh, pad + c*(kw+pad): pad + c*(kw+pad) + kw] = w[i].permute(1, 2, 0).numpy()
+        top, left = pad + r * (kh + pad), pad + c * (kw + pad)
+        img[top:top + kh, left:left + kw] = w[i].permute(1, 2, 0).numpy()
     return img
 
 def show_filters(w:torch.Tensor, ax=None, title:str=None, ncols:int=None):
     "Draw `filter_grid(w)` on `ax` (a new figure if None); returns the figure."
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(filter_grid(w, ncols), interpolation='nearest'); ax.set_axis_off()
+    ax.imshow(filter_grid(w, ncols), interpolation='nearest')
+    ax.set_axis_off()
     if title: ax.set_title(title)
     return ax.figure
 
 # %% ../nbs/23_sm_eval.ipynb #a3c97302
 def timed(fn, *args, device=None, **kwargs):
     "(result, seconds) of `fn(*args, **kwargs)`, synchronising CUDA on `device` if it is a GPU."
-    sync = (lambda: torch.cuda.synchronize(device)) if device is not None and torch.device(device).type == 'cuda' else (lambda: None)
-    sync(); t = time.perf_counter(); out = fn(*args, **kwargs); sync()
+    gpu = device is not None and torch.device(device).type == 'cuda'
+    sync = (lambda: torch.cuda.synchronize(device)) if gpu else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    sync()
     return out, time.perf_counter() - t
 
 # %% ../nbs/23_sm_eval.ipynb #7e829a7b
@@ -282,28 +314,46 @@ def load_subset(name:str, split:str='train', n:int=0, root='data', device='cpu',
 # %% ../nbs/23_sm_eval.ipynb #508ee41d
 from .core import MetricsLogger
 from .data import TensorLoader
+from .train import fit
 
-def train_local(rule, x, y=None, epochs:int=1, batch_size:int=100, lr:float=0.05, seed:int=0) -> MetricsLogger:
-    "Train a local `rule` with SGD(lr) for `epochs` on tensors x (and labels y); per-epoch loss, converged fraction, residual max/median over batches, epoch_time (s)."
+# %% ../nbs/23_sm_eval.ipynb #3cce5165
+class _LocalStats:
+    "Per-step statistics of a local rule (objective, converged, fixed-point residual), summarised per epoch."
+    def __init__(self): self.loss, self.conv, self.res = [], [], []
+    def __call__(self, st:dict):
+        self.loss.append(st['loss'])
+        self.conv.append(float(st.get('converged', True)))
+        self.res.append(float(st.get('residual', 0.)))
+    def epoch(self, rule=None, ep=None) -> dict:
+        "The epoch's mean loss, converged fraction and residual max/median; starts the next epoch afresh."
+        m = dict(loss=sum(self.loss) / len(self.loss), converged=sum(self.conv) / len(self.conv),
+                 residual_max=max(self.res), residual_median=float(np.median(self.res)))
+        self.__init__()
+        return m
+
+def train_local(rule, # a local rule (e.g. 'nsm', 'conv_nsm', 's2m')
+                x, # training inputs (a tensor on the device)
+                y=None, # labels, for a rule that takes them (S2M)
+                epochs:int=1,
+                batch_size:int=100,
+                lr:float=0.05, # plain SGD's learning rate
+                seed:int=0, # data order
+                unit:str=None, # the unit's name in messages (divergence)
+                progress:bool=False # print one line per epoch
+               ) -> MetricsLogger:
+    """Train a local `rule` with SGD(lr) for `epochs` on tensors x (and labels y) through `fit`; per-epoch loss,
+    converged fraction, residual max/median over batches, epoch_time (s), images_per_s."""
     check_range('epochs', epochs, lo=0, integer=True)
-    y = torch.zeros(len(x), dtype=torch.long, device=x.device) if y is None else y
-    opt, log = torch.optim.SGD(rule.parameters(), lr=lr), MetricsLogger()
-    loader = TensorLoader(x, y, batch_size=batch_size, seed=seed)
-    for ep in range(epochs):
-        def one_epoch():
-            losses, conv, res = [], [], []
-            for xb, yb in loader:
-                opt.zero_grad(set_to_none=True); st = rule(xb, yb); opt.step()
-                losses.append(st['loss']); conv.append(float(st.get('converged', True)))
-                res.append(float(st.get('residual', 0.)))
-            return sum(losses) / len(losses), sum(conv) / len(conv), res
-        (loss, conv, res), sec = timed(one_epoch, device=x.device)
-        log.log(step=ep + 1, loss=loss, converged=conv, residual_max=max(res), residual_median=float(np.median(res)),
-                epoch_time=sec, images_per_s=len(x) / sec)
+    stats = _LocalStats()
+    log = fit(rule, torch.optim.SGD(rule.parameters(), lr=lr), (x, y), epochs=epochs, batch_size=batch_size, seed=seed,
+              progress='print' if progress else False, every=stats.epoch, unit=unit, on_step=stats, prefix=None,
+              timing=True)
+    for step, sec in [(r['step'], r['value']) for r in log.rows if r['metric'] == 'epoch_time']:
+        log.log(step=step, images_per_s=len(x) / sec)
     return log
 
 def train_reference(ref, x, epochs:int=1, batch_size:int=100, lr:float=0.05, seed:int=0) -> MetricsLogger:
-    "Train a conventional `ConvNSMReference` on the same mini-batches `train_local` would draw; per-epoch epoch_time (s)."
+    "Train a conventional `ConvNSMReference` on the mini-batches `train_local` would draw; per-epoch epoch_time (s)."
     xs = x.detach().cpu().double()
     loader, log = TensorLoader(xs, torch.zeros(len(xs)), batch_size=batch_size, seed=seed), MetricsLogger()
     for ep in range(epochs):

@@ -104,12 +104,17 @@ def main(argv=None):
         if ckpath.exists() and rank == 0: print(f"resuming from {ckpath} after epoch {load_checkpoint(ckpath)['epoch'] + 1}", flush=True)
         t0 = time.time()
         log = pretrain(rule, opt, batches, args.epochs, checkpoint=(save, load),
-                       sync=(lambda r: average_grads(r, world)) if world > 1 else None, progress=rank == 0)
+                       sync=(lambda r: average_grads(r, world)) if world > 1 else None, progress=rank == 0,
+                       unit=f'{args.method} on {ds} (rank {rank})')
+        diverged = log.diverged.get(0)          # non-finite loss or weights: stopped, recorded, no probe
         if world > 1: dist.barrier()
         atomic_torch_save({k: v.cpu() for k, v in rule.state_dict().items()}, out/f'final_rank{rank}.pt')
         if rank == 0:
-            atomic_write(out/'pretrain.json', dump_json(dict(args=vars(args), world=world, log=log.rows, seconds=time.time() - t0, **provenance(dev)), indent=1))
+            info = dict(args=vars(args), world=world, log=log.rows, seconds=time.time() - t0, diverged=diverged)
+            atomic_write(out/'pretrain.json', dump_json(dict(info, **provenance(dev)), indent=1))
         if world > 1: dist.barrier(); dist.destroy_process_group()
+        if diverged:
+            sys.exit(f"pre-training diverged: {diverged}; no probe (see {out/'pretrain.json'})")
     if rank == 0 and not args.no_probe:
         from localrules.data import NUM_CLASSES
         from localrules.clapp import linear_probe

@@ -32,3 +32,16 @@ def test_ddp_sync_and_resume(tmp_path):
     assert not torch.equal(a['model.blocks.0.0.weight'], w1)                # it kept training
     probe = json.loads((out/'probe.json').read_text())
     assert probe['pretrain_epochs'] == 2 and probe['probe_acc'] > 20
+
+
+def test_diverged_pretraining_is_recorded_and_stops(tmp_path):
+    "A huge lr (one process): the run stops with a message naming the unit and step, pretrain.json records it."
+    out = tmp_path/'run'
+    args = [a if a != '1e-3' else '1e30' for a in ARGS]
+    cmd = [sys.executable, str(ROOT/'scripts'/'train_ssl.py'), *args, '--epochs', '3', '--out', str(out)]
+    r = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and 'pre-training diverged: clapp++ on digits (rank 0): non-finite' in r.stderr, r.stderr
+    info = json.loads((out/'pretrain.json').read_text())
+    assert 'step' in info['diverged'] and not (out/'probe.json').exists()
+    assert len([row for row in info['log'] if row['metric'] == 'ssl_loss']) < 3
