@@ -17,18 +17,29 @@ import torch, torch.distributed as dist
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--method', default='clapp++'); p.add_argument('--dataset', default='cifar10')
-    p.add_argument('--width', type=float, default=1.); p.add_argument('--epochs', type=int, default=300)
+    p.add_argument('--method', default='clapp++')
+    p.add_argument('--dataset', default='cifar10')
+    p.add_argument('--width', type=float, default=1.)
+    p.add_argument('--epochs', type=int, default=300)
     p.add_argument('--steps-per-epoch', type=int, default=0, help='0: the whole split')
-    p.add_argument('--batch-size', type=int, default=32, help='per process'); p.add_argument('--lr', type=float, default=2e-4)
-    p.add_argument('--weight-decay', type=float, default=None, help='AdamW weight decay (default: 1e-5 for tiny_imagenet, else 0, as the reference code)'); p.add_argument('--seed', type=int, default=2)
+    p.add_argument('--batch-size', type=int, default=32, help='per process')
+    p.add_argument('--lr', type=float, default=2e-4)
+    p.add_argument('--weight-decay', type=float, default=None,
+                   help='AdamW weight decay (default: 1e-5 for tiny_imagenet, else 0, as the reference code)')
+    p.add_argument('--seed', type=int, default=2)
     p.add_argument('--limit', type=int, default=0, help='use only the first N images (0: all)')
-    p.add_argument('--fast-aug', action='store_true', help='tensors on the device, batched approximate views (small data)')
-    p.add_argument('--num-workers', type=int, default=8); p.add_argument('--data-root', default='data')
-    p.add_argument('--download', action='store_true'); p.add_argument('--device', default='auto')
-    p.add_argument('--out', required=True); p.add_argument('--no-probe', action='store_true')
-    p.add_argument('--probe-only', action='store_true'); p.add_argument('--probe-epochs', type=int, default=300)
-    p.add_argument('--probe-batch-size', type=int, default=32); p.add_argument('--probe-augment', action='store_true')
+    p.add_argument('--fast-aug', action='store_true',
+                   help='tensors on the device, batched approximate views (small data)')
+    p.add_argument('--num-workers', type=int, default=8)
+    p.add_argument('--data-root', default='data')
+    p.add_argument('--download', action='store_true')
+    p.add_argument('--device', default='auto')
+    p.add_argument('--out', required=True)
+    p.add_argument('--no-probe', action='store_true')
+    p.add_argument('--probe-only', action='store_true')
+    p.add_argument('--probe-epochs', type=int, default=300)
+    p.add_argument('--probe-batch-size', type=int, default=32)
+    p.add_argument('--probe-augment', action='store_true')
     args = p.parse_args(argv)
     if args.weight_decay is None:
         from localrules.clapp import ssl_weight_decay
@@ -38,9 +49,12 @@ def parse(argv=None):
 def setup(device):
     "(rank, world, device) and the process group when launched by torchrun."
     from localrules.core import get_device
-    world = int(os.environ.get('WORLD_SIZE', 1)); rank = int(os.environ.get('RANK', 0))
+    world = int(os.environ.get('WORLD_SIZE', 1))
+    rank = int(os.environ.get('RANK', 0))
     dev = get_device(device)
-    if dev.type == 'cuda' and world > 1: dev = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))); torch.cuda.set_device(dev)
+    if dev.type == 'cuda' and world > 1:
+        dev = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
+        torch.cuda.set_device(dev)
     if world > 1: dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
     return rank, world, dev
 
@@ -53,17 +67,25 @@ def average_grads(rule, world):
     ps = [p for p in rule.parameters() if p.requires_grad]
     for p in ps:
         if p.grad is None: p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.flatten() for p in ps]); dist.all_reduce(flat); flat /= world
+    flat = torch.cat([p.grad.flatten() for p in ps])
+    dist.all_reduce(flat)
+    flat /= world
     i = 0
-    for p in ps: n = p.numel(); p.grad.copy_(flat[i:i+n].view_as(p)); i += n
+    for p in ps:
+        n = p.numel()
+        p.grad.copy_(flat[i:i+n].view_as(p))
+        i += n
 
 def build(args, dev, size):
     from localrules.rules import get_rule
     from localrules.clapp import VGGEncoder
-    return get_rule(args.method, VGGEncoder(width=args.width), dataset=args.dataset, image_size=size, fast=args.fast_aug).to(dev)
+    return get_rule(args.method, VGGEncoder(width=args.width), dataset=args.dataset, image_size=size,
+                    fast=args.fast_aug).to(dev)
 
 def main(argv=None):
-    args = parse(argv); out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
+    args = parse(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     from localrules.core import seed_everything, provenance
     from localrules.data import get_dataset
     from localrules.runs import atomic_torch_save, atomic_write, load_checkpoint, dump_json
@@ -77,23 +99,28 @@ def main(argv=None):
     if not args.probe_only:
         seed_everything(args.seed, deterministic=False)
         if args.fast_aug:
-            xssl = ssl_images(ds, ssl_split, args.data_root, args.download, limit=lim, device=dev)[0]; size = xssl.shape[-1]
+            xssl = ssl_images(ds, ssl_split, args.data_root, args.download, limit=lim, device=dev)[0]
+            size = xssl.shape[-1]
         rule = build(args, dev, size)
         if world > 1: broadcast_state(rule)
         opt = make_optimizer(rule.parameters(), 'adamw', args.lr, weight_decay=args.weight_decay)
         if args.fast_aug:
             def batches(ep):
-                torch.manual_seed(args.seed * 1_000_003 + ep * 1009 + rank)       # augmentations differ per rank, resumable
+                # augmentations differ per rank, resumable
+                torch.manual_seed(args.seed * 1_000_003 + ep * 1009 + rank)
                 g = torch.Generator().manual_seed(args.seed * 100_003 + ep)        # same permutation on every rank
                 idx = torch.randperm(len(xssl), generator=g)[rank::world].to(dev)
                 n = len(idx) // args.batch_size
                 if args.steps_per_epoch: n = min(n, args.steps_per_epoch)
                 for i in range(n): yield xssl[idx[i*args.batch_size:(i+1)*args.batch_size]]
         else:
-            pairs = TwoViews(get_dataset(ds, args.data_root, ssl_split, args.download, transform=lambda im: im), ds, size)
-            sampler = torch.utils.data.DistributedSampler(pairs, world, rank, shuffle=True, seed=args.seed, drop_last=True)
+            pairs = TwoViews(get_dataset(ds, args.data_root, ssl_split, args.download, transform=lambda im: im), ds,
+                             size)
+            sampler = torch.utils.data.DistributedSampler(pairs, world, rank, shuffle=True, seed=args.seed,
+                                                          drop_last=True)
             def batches(ep):
-                torch.manual_seed(args.seed * 1_000_003 + ep * 1009 + rank); sampler.set_epoch(ep)
+                torch.manual_seed(args.seed * 1_000_003 + ep * 1009 + rank)
+                sampler.set_epoch(ep)
                 dl = torch.utils.data.DataLoader(pairs, args.batch_size, sampler=sampler, drop_last=True,
                                                  num_workers=args.num_workers, pin_memory=dev.type == 'cuda')
                 for i, (x, _) in enumerate(dl):
@@ -101,7 +128,8 @@ def main(argv=None):
                     yield x.to(dev, non_blocking=True)
         save = lambda ck: atomic_torch_save(dict(ck, args=vars(args), world=world), ckpath) if rank == 0 else None
         load = lambda: load_checkpoint(ckpath, map_location=dev) if ckpath.exists() else None
-        if ckpath.exists() and rank == 0: print(f"resuming from {ckpath} after epoch {load_checkpoint(ckpath)['epoch'] + 1}", flush=True)
+        if ckpath.exists() and rank == 0:
+            print(f"resuming from {ckpath} after epoch {load_checkpoint(ckpath)['epoch'] + 1}", flush=True)
         t0 = time.time()
         log = pretrain(rule, opt, batches, args.epochs, checkpoint=(save, load),
                        sync=(lambda r: average_grads(r, world)) if world > 1 else None, progress=rank == 0,
@@ -112,7 +140,9 @@ def main(argv=None):
         if rank == 0:
             info = dict(args=vars(args), world=world, log=log.rows, seconds=time.time() - t0, diverged=diverged)
             atomic_write(out/'pretrain.json', dump_json(dict(info, **provenance(dev)), indent=1))
-        if world > 1: dist.barrier(); dist.destroy_process_group()
+        if world > 1:
+            dist.barrier()
+            dist.destroy_process_group()
         if diverged:
             sys.exit(f"pre-training diverged: {diverged}; no probe (see {out/'pretrain.json'})")
     if rank == 0 and not args.no_probe:
@@ -123,12 +153,14 @@ def main(argv=None):
         test_split = 'val' if ds == 'tiny_imagenet' else 'test'
         xtr, ytr = ssl_images(ds, 'train', args.data_root, args.download, limit=lim, device=dev)
         xte, yte = ssl_images(ds, test_split, args.data_root, args.download, limit=lim, device=dev)
-        rule = build(a, dev, xtr.shape[-1]); rule.load_state_dict(ck['rule'])
+        rule = build(a, dev, xtr.shape[-1])
+        rule.load_state_dict(ck['rule'])
         res = linear_probe(rule, (xtr, ytr), (xte, yte), NUM_CLASSES.get(ds), args.probe_epochs,
                            batch_size=args.probe_batch_size, seed=args.seed, augment=args.probe_augment)
         res['pretrain_epochs'] = ck['epoch'] + 1
         atomic_write(out/'probe.json', dump_json(dict(res, args=vars(args), **provenance(dev)), indent=1))
-        print(f"probe: test {res['probe_acc']:.2f}% (val {res['probe_val_acc']:.2f}%, epoch {res['probe_epoch']})", flush=True)
+        print(f"probe: test {res['probe_acc']:.2f}% (val {res['probe_val_acc']:.2f}%, epoch {res['probe_epoch']})",
+              flush=True)
 
 if __name__ == '__main__':
     main()

@@ -8,7 +8,8 @@ def test_theorem_3_1_at_paper_size():
     xq = quadrant_views(torch.rand(8, 1, 28, 28, dtype=torch.float64))      # 32 views: 8 images x 4 quadrants
     r = theory_alignment(net, xq, f='softplus', lam=0.01)
     assert len(r) == 6
-    assert min(d['cos'] for d in r) > 1 - 1e-6, [d['cos'] for d in r]       # local-SSL update = BP-SSL update in every layer
+    # local-SSL update = BP-SSL update in every layer
+    assert min(d['cos'] for d in r) > 1 - 1e-6, [d['cos'] for d in r]
     assert max(d['dist'] / d['norm_bp'] ** 2 for d in r) < 1e-6
     # the theorem needs the optimal predictors: fixed random ones break it below the last layer
     rr = theory_alignment(net, xq, f='softplus', lam=0.01, predictor='random')

@@ -1,10 +1,12 @@
-"Data-parallel pre-training (scripts/train_ssl.py) with 2 CPU processes (gloo): processes stay in sync, a rerun resumes."
+"""Data-parallel pre-training (scripts/train_ssl.py) with 2 CPU processes (gloo): processes stay in sync, a rerun
+resumes."""
 import json, os, subprocess, sys
 from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ['--method', 'clapp++', '--dataset', 'digits', '--width', '0.0625', '--batch-size', '8', '--steps-per-epoch', '2',
+ARGS = ['--method', 'clapp++', '--dataset', 'digits', '--width', '0.0625', '--batch-size', '8', '--steps-per-epoch',
+        '2',
         '--limit', '128', '--fast-aug', '--lr', '1e-3', '--device', 'cpu', '--probe-epochs', '2']
 
 def torchrun(out, epochs, *extra):

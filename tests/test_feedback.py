@@ -33,7 +33,8 @@ MODELS = {
 }
 LR = {'sequential': 0.01, 'lenet': 0.02, 'resnet18': 0.01, 'resnet20': 0.02}
 DFA_LR = 0.1       # DFA's injected errors exceed the true gradients (biotorch's benchmark: DFA at 1/100 of BP's rate)
-RULE_KW = {'drtp_any': dict(feedback_scale=0.1)}   # DRTP's target signal never vanishes: ReLU nets grow without it small
+# DRTP's target signal never vanishes: ReLU nets grow without it small
+RULE_KW = {'drtp_any': dict(feedback_scale=0.1)}
 
 def batch(n=2):
     g = torch.Generator().manual_seed(0)

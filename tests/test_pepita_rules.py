@@ -1,4 +1,5 @@
-"Interface checks for the forward-only rules of arXiv 2302.05440 (pepita, pepita_hebbian, pepita_timelocal, afa, drtp, ff)."
+"""Interface checks for the forward-only rules of arXiv 2302.05440 (pepita, pepita_hebbian, pepita_timelocal, afa, drtp,
+ff)."""
 import copy, pytest, torch
 from localrules.rules import MLP, get_rule, available_rules, grad_alignment
 
@@ -17,7 +18,11 @@ def test_fills_every_grad(name, bias, norm):
     rule = get_rule(name, m)
     x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
     out = rule(x, y)
-    assert torch.is_tensor(out['loss']) and out['loss'].dim() == 0 and torch.isfinite(out['loss']) and out['out'].shape == (16, 10) and not out['out'].requires_grad
+    assert torch.is_tensor(
+        out[
+            'loss']) and out[
+                'loss'].dim() == 0 and torch.isfinite(
+                    out['loss']) and out['out'].shape == (16, 10) and not out['out'].requires_grad
     for n, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.shape == p.shape, n
 
@@ -25,25 +30,35 @@ def test_fills_every_grad(name, bias, norm):
 @pytest.mark.parametrize('name', ['pepita', 'pepita_hebbian', 'pepita_timelocal'])
 def test_wm_state_roundtrip(name):
     "Mirrored factors live in the rule's state_dict, so checkpoints resume them."
-    torch.manual_seed(0); m = MLP([64, 32, 10]); rule = get_rule(name, m, wm=True)
+    torch.manual_seed(0)
+    m = MLP([64, 32, 10])
+    rule = get_rule(name, m, wm=True)
     x, y = torch.rand(16, 64), torch.randint(0, 10, (16,))
-    rule(x, y); rule.mirror(); sd = copy.deepcopy(rule.state_dict())
+    rule(x, y)
+    rule.mirror()
+    sd = copy.deepcopy(rule.state_dict())
     assert {'F0', 'F1', 'sigma0'} <= set(sd)
-    rule2 = get_rule(name, MLP([64, 32, 10]), wm=True); rule2.load_state_dict(sd)
+    rule2 = get_rule(name, MLP([64, 32, 10]), wm=True)
+    rule2.load_state_dict(sd)
     assert torch.equal(rule2.feedback_matrix(), rule.feedback_matrix())
 
 
 def test_regression_targets():
     "Float targets: linear output, e = h_L - y (teacher-student setting)."
-    torch.manual_seed(0); m = MLP([20, 8, 1], act='erf'); x, y = torch.randn(32, 20), torch.randn(32, 1)
+    torch.manual_seed(0)
+    m = MLP([20, 8, 1], act='erf')
+    x, y = torch.randn(32, 20), torch.randn(32, 1)
     for name in ('pepita', 'afa'):
-        m.zero_grad(set_to_none=True); get_rule(name, m)(x, y)
+        m.zero_grad(set_to_none=True)
+        get_rule(name, m)(x, y)
         e = m(x).detach() - y
-        if name == 'afa': torch.testing.assert_close(m.layers[1].weight.grad, e.T @ torch.erf(x @ m.layers[0].weight.T / 2**.5) / 32)
+        if name == 'afa':
+            torch.testing.assert_close(m.layers[1].weight.grad, e.T @ torch.erf(x @ m.layers[0].weight.T / 2**.5) / 32)
 
 
 def test_grad_alignment_all():
-    torch.manual_seed(0); x, y = torch.rand(32, 64), torch.randint(0, 10, (32,))
+    torch.manual_seed(0)
+    x, y = torch.rand(32, 64), torch.randint(0, 10, (32,))
     for name in NAMES:
         rows = grad_alignment(get_rule(name, MLP([64, 32, 10], act='tanh' if name == 'drtp' else 'relu')), x, y)
         assert len(rows) == 2 and all(0 <= r['angle'] <= 180 for r in rows)
@@ -99,7 +114,8 @@ def test_seq_rules_refuse_other_models():
 def test_afa_seq_on_two_layers():
     "AFA's twin takes a two-layer stack (dropout included: the same mask in its Jacobian) and writes every grad."
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Dropout(0.3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 10))
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Dropout(0.3), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(36, 10))
     rule = get_rule('afa', net)
     assert rule.name == 'afa_seq'
     rule(torch.randn(6, 3, 8, 8), torch.randint(0, 10, (6,)))

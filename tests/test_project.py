@@ -80,7 +80,8 @@ def test_title_cells_have_no_list_lines():
     assert not bad, f'bullet lines in the title cell of {bad}: move them to a later markdown cell'
 
 def test_ruff_finds_nothing():
-    "One statement a line, lines <= 120, in the notebooks, tests, scripts and benchmarks ([tool.ruff] in pyproject.toml)."
+    """One statement a line, lines <= 120, in the notebooks, tests, scripts and benchmarks ([tool.ruff] in
+    pyproject.toml)."""
     r = subprocess.run([sys.executable, '-m', 'ruff', 'check', '--output-format', 'concise', '--no-cache'], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, 'ruff check (fix these, or run it yourself):\n' + r.stdout[-4000:] + r.stderr[-2000:]
