@@ -100,28 +100,29 @@ class SimCLRViews:
 
 # %% ../nbs/32_clapp.ipynb #a4db1580
 class FastViews:
-    "Batched SimCLR-like views (crop, flip, colour jitter without hue, grayscale) of images (B,C,H,W) in [0,1]; no blur."
+    ("Batched SimCLR-like views (crop, flip, colour jitter without hue, grayscale) of images (B,C,H,W) in [0,1]; no "
+     "blur.")
     def __init__(self, dataset:str='cifar10', size:int=None, jitter:float=.8):
         self.size, self.norm, self.jitter = size or IMAGE_SIZE.get(dataset, 32), normalizer(dataset), jitter
         self.lo = 0.25 if dataset in ('cifar10', 'cifar10-jpeg') else 0.08
     def __call__(self, x):
-        B, dev = x.shape[0], x.device
-        u = lambda lo, hi: torch.empty(B, device=dev).uniform_(lo, hi)
+        n_img, dev = x.shape[0], x.device
+        u = lambda lo, hi: torch.empty(n_img, device=dev).uniform_(lo, hi)
         area, logr = u(self.lo, 1.), u(math.log(3 / 4), math.log(4 / 3))
         sw, sh = (area * logr.exp()).sqrt().clamp(max=1), (area / logr.exp()).sqrt().clamp(max=1)
         tx, ty = (1 - sw) * u(-1, 1), (1 - sh) * u(-1, 1)
-        flip = torch.where(torch.rand(B, device=dev) < .5, -1., 1.)
-        theta = torch.zeros(B, 2, 3, device=dev)
+        flip = torch.where(torch.rand(n_img, device=dev) < .5, -1., 1.)
+        theta = torch.zeros(n_img, 2, 3, device=dev)
         theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sw * flip, tx, sh, ty
-        grid = F.affine_grid(theta, (B, x.shape[1], self.size, self.size), align_corners=False)
+        grid = F.affine_grid(theta, (n_img, x.shape[1], self.size, self.size), align_corners=False)
         v = F.grid_sample(x, grid, align_corners=False)
-        j, on = self.jitter, (torch.rand(B, 1, 1, 1, device=dev) < .8).float()
-        f = lambda: 1 + on * (torch.empty(B, 1, 1, 1, device=dev).uniform_(-j, j))
+        j, on = self.jitter, (torch.rand(n_img, 1, 1, 1, device=dev) < .8).float()
+        f = lambda: 1 + on * (torch.empty(n_img, 1, 1, 1, device=dev).uniform_(-j, j))
         gray = lambda t: (0.299 * t[:, :1] + 0.587 * t[:, 1:2] + 0.114 * t[:, 2:3]) if t.shape[1] == 3 else t
         v = (v * f()).clamp(0, 1)
         v = ((v - gray(v).mean((2, 3), keepdim=True)) * f() + gray(v).mean((2, 3), keepdim=True)).clamp(0, 1)
         v = ((v - gray(v)) * f() + gray(v)).clamp(0, 1)
-        g = (torch.rand(B, 1, 1, 1, device=dev) < .2).float()
+        g = (torch.rand(n_img, 1, 1, 1, device=dev) < .2).float()
         v = g * gray(v).expand_as(v) + (1 - g) * v
         return self.norm(v)
 
@@ -129,7 +130,9 @@ class FastViews:
 def stack_views(x, augment=None) -> torch.Tensor:
     "The 2B stacked views of `x`: pairs (B,2,C,H,W) are unstacked, images (B,C,H,W) are augmented twice by `augment`."
     if x.ndim == 5: return torch.cat([x[:, 0], x[:, 1]])
-    if augment is None: raise ValueError("x holds single images (B,C,H,W) but the rule has no augmentation; pass pairs (B,2,C,H,W)")
+    if augment is None:
+        raise ValueError("x holds single images (B,C,H,W) but the rule has no augmentation; pass pairs (B,2,C,H,W)")
+
     return torch.cat([augment(x), augment(x)])
 
 def negative_index(n:int, negatives:str='shift', device='cpu') -> torch.Tensor:
@@ -137,14 +140,14 @@ def negative_index(n:int, negatives:str='shift', device='cpu') -> torch.Tensor:
     check_choice('negatives', negatives, ('shift', 'random'))
     j = torch.arange(n, device=device)
     if negatives == 'shift': return (j + 1) % n
-    B = n // 2
-    other = (j % B + torch.randint(1, B, (n,), device=device)) % B
-    return other + B * torch.randint(0, 2, (n,), device=device)
+    n_pairs = n // 2
+    other = (j % n_pairs + torch.randint(1, n_pairs, (n,), device=device)) % n_pairs
+    return other + n_pairs * torch.randint(0, 2, (n,), device=device)
 
 def clapp_loss(pred:Predictor, z, c, negatives:str='shift', f:str='hinge', loss_type:int=2) -> torch.Tensor:
     "CLAPP loss of one layer: z (2B, dz) pooled activity, c (2B, dc) reference (detached); positive = the other view."
-    B = z.shape[0] // 2
-    ref = torch.cat([c[B:], c[:B]]).detach()
+    n_pairs = z.shape[0] // 2
+    ref = torch.cat([c[n_pairs:], c[:n_pairs]]).detach()
     z_neg = z[negative_index(z.shape[0], negatives, z.device)]
     return local_ssl_loss(z, z_neg, ref, W=pred.weight, f=f, loss_type=loss_type)
 

@@ -73,10 +73,11 @@ def register_rule(name:str):
         if old is not None and old is not cls and not _same_class(old, cls):
             raise ValueError(f"rule name {name!r} is taken by {old.__module__}.{old.__qualname__}; "
                              f"{cls.__module__}.{cls.__qualname__} needs another name")
-        if old is not None and old.__module__ == '__main__' and cls.__module__ != '__main__': return cls
         cls.name = name
-        RULES[name] = cls
+        if old is None or old.__module__ != '__main__' or cls.__module__ == '__main__':
+            RULES[name] = cls                    # a notebook's live class stays registered over its module's twin
         return cls
+
     return deco
 
 def _discover():
