@@ -32,19 +32,23 @@ class VGGEncoder(nn.Module):
         self.channels = [max(1, round(c * width)) for c in channels]
         cins = [in_channels] + self.channels[:-1]
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(a, b, 3, padding=1, bias=True), nn.ReLU(inplace=True), *([nn.MaxPool2d(2)] if p else []))
+            nn.Sequential(nn.Conv2d(a, b, 3, padding=1, bias=True), nn.ReLU(inplace=True),
+                          *([nn.MaxPool2d(2)] if p else []))
             for a, b, p in zip(cins, self.channels, pool_after))
         self.pool_after = list(pool_after)
     def forward_all(self, x) -> list:
         hs = []
-        for b in self.blocks: x = b(x); hs.append(x)
+        for b in self.blocks:
+            x = b(x)
+            hs.append(x)
         return hs
     def forward(self, x): return self.forward_all(x)[-1]
     def out_shapes(self, size:int) -> list:
         "(C, H, W) of each block's output for square inputs of side `size`."
         out = []
         for c, p in zip(self.channels, self.pool_after):
-            size = size // 2 if p else size; out.append((c, size, size))
+            size = size // 2 if p else size
+            out.append((c, size, size))
         return out
 
 # %% ../nbs/32_clapp.ipynb #259d98d8
@@ -66,7 +70,9 @@ def pool_flat(h:torch.Tensor, k=None) -> torch.Tensor:
     "Average-pool map `h` (N,C,H,W) with kernel = stride = `k` and flatten; `k=None` pools globally to (N, C)."
     if k is None: return h.mean((2, 3))
     if k > h.shape[-1] or k > h.shape[-2]:
-        raise ValueError(f"pool size k={k} is larger than the {tuple(h.shape[-2:])} feature map (e.g. STL-10 kernels on 32-px images); use pool_sizes(dataset)")
+        raise ValueError(
+            f"pool size k={k} is larger than the {tuple(h.shape[-2:])} feature map (e.g. STL-10 kernels on 32-px "
+            f"images); use pool_sizes(dataset)")
     return F.avg_pool2d(h, k).flatten(1)
 
 def pooled_dims(shapes:list, pools) -> list:
@@ -88,7 +94,8 @@ def simclr_transform(dataset:str='cifar10', size:int=None) -> T.Compose:
     "SimCLR augmentation of one image tensor (C,H,W) in [0,1], followed by the dataset's normalisation."
     size = size or IMAGE_SIZE.get(dataset, 32)
     lo = 0.25 if dataset in ('cifar10', 'cifar10-jpeg') else 0.08
-    k = int(0.1 * size); k = k + 1 if k % 2 == 0 else k
+    k = int(0.1 * size)
+    k = k + 1 if k % 2 == 0 else k
     return T.Compose([T.RandomResizedCrop(size, scale=(lo, 1.), antialias=True), T.RandomHorizontalFlip(),
                       T.RandomApply([T.ColorJitter(.8, .8, .8, .2)], p=.8), T.RandomGrayscale(.2),
                       T.RandomApply([T.GaussianBlur(k, sigma=(.1, 2.))], p=.5), normalizer(dataset)])
@@ -331,11 +338,15 @@ def autograd_peak_bytes(fn) -> int:
         def __init__(self, t):
             self.t, self.k = t, (t.untyped_storage().data_ptr(), t.device)
             n, c = live.get(self.k, (t.untyped_storage().nbytes(), 0))
-            if c == 0: st['cur'] += n; st['peak'] = max(st['peak'], st['cur'])
+            if c == 0:
+                st['cur'] += n
+                st['peak'] = max(st['peak'], st['cur'])
             live[self.k] = (n, c + 1)
         def __del__(self):
             n, c = live[self.k]
-            if c == 1: del live[self.k]; st['cur'] -= n
+            if c == 1:
+                del live[self.k]
+                st['cur'] -= n
             else: live[self.k] = (n, c - 1)
     pack = lambda t: t if (t.is_leaf and t.requires_grad) else _Ref(t)     # parameters are not activations
     unpack = lambda r: r.t if isinstance(r, _Ref) else r
@@ -360,7 +371,8 @@ def ssl_images(name:str, split:str='train', root='data', download:bool=False, li
 class TwoViews(torch.utils.data.Dataset):
     "A dataset of PIL images or tensors -> (two normalised SimCLR views stacked as (2,C,H,W), label)."
     def __init__(self, ds, dataset:str, size:int=None):
-        self.ds = ds; self.tf = T.Compose([T.ToImage(), T.ToDtype(torch.float32, scale=True), simclr_transform(dataset, size)])
+        self.ds = ds
+        self.tf = T.Compose([T.ToImage(), T.ToDtype(torch.float32, scale=True), simclr_transform(dataset, size)])
     def __len__(self): return len(self.ds)
     def __getitem__(self, i):
         img, y = self.ds[i]
@@ -370,40 +382,53 @@ class TwoViews(torch.utils.data.Dataset):
 @torch.no_grad()
 def probe_features(rule:SSLRule, x, batch_size:int=256, layers=None) -> torch.Tensor:
     "Frozen-encoder features `rule.predict` of images `x` (blocks in `layers`, default all), in batches, eval mode."
-    was = rule.training; rule.eval()
+    was = rule.training
+    rule.eval()
     f = torch.cat([rule.predict(x[i:i+batch_size], layers) for i in range(0, len(x), batch_size)])
-    rule.train(was); return f
+    rule.train(was)
+    return f
 
 def split_val(y:torch.Tensor, val_frac:float=0.1, seed:int=0):
     "Indices (train, val) with `val_frac` of every class held out for validation."
-    g = torch.Generator().manual_seed(seed); tr, va = [], []
+    g = torch.Generator().manual_seed(seed)
+    tr, va = [], []
     for c in torch.unique(y.cpu()):
-        idx = (y.cpu() == c).nonzero().flatten(); idx = idx[torch.randperm(len(idx), generator=g)]
-        n = max(1, round(val_frac * len(idx))); va.append(idx[:n]); tr.append(idx[n:])
+        idx = (y.cpu() == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n = max(1, round(val_frac * len(idx)))
+        va.append(idx[:n])
+        tr.append(idx[n:])
     return torch.cat(tr), torch.cat(va)
 
 def label_subset(y:torch.Tensor, n:int, seed:int=0) -> torch.Tensor:
     "Indices of `n` labelled examples, as balanced over the classes as `y` allows (label-efficient probes)."
     check_range('n', n, lo=1, hi=len(y), integer=True)
-    g = torch.Generator().manual_seed(seed); yc = y.cpu()
+    g = torch.Generator().manual_seed(seed)
+    yc = y.cpu()
     per = [c[torch.randperm(len(c), generator=g)] for c in (torch.nonzero(yc == k).flatten() for k in torch.unique(yc))]
-    rank = torch.cat([torch.arange(len(p)) for p in per]); idx = torch.cat(per)
+    rank = torch.cat([torch.arange(len(p)) for p in per])
+    idx = torch.cat(per)
     return idx[torch.sort(rank, stable=True).indices[:n]]       # round-robin over the classes
 
 def linear_probe(rule:SSLRule, train:tuple, test:tuple, n_classes:int=None, epochs:int=100, lr:float=1e-3,
                  batch_size:int=32, val_frac:float=0.1, seed:int=0, augment:bool=False, wd:float=0., layers=None,
                  n_labels:int=None) -> dict:
-    "Linear probe of the frozen encoder (on `n_labels` balanced labelled images of `train`, default all): selects the epoch on a validation split of them, returns accuracies (%) and curve rows."
+    """Linear probe of the frozen encoder (on `n_labels` balanced labelled images of `train`, default all): selects the
+    epoch on a validation split of them, returns accuracies (%) and curve rows."""
     (xtr, ytr), (xte, yte) = train, test
-    if n_labels: i = label_subset(ytr, n_labels, seed).to(xtr.device); xtr, ytr = xtr[i], ytr[i]
+    if n_labels:
+        i = label_subset(ytr, n_labels, seed).to(xtr.device)
+        xtr, ytr = xtr[i], ytr[i]
     n_classes = n_classes or int(ytr.max()) + 1
-    itr, iva = split_val(ytr, val_frac, seed); dev = xtr.device
+    itr, iva = split_val(ytr, val_frac, seed)
+    dev = xtr.device
     itr, iva = itr.to(dev), iva.to(dev)
     crop = T.Compose([T.RandomResizedCrop(xtr.shape[-1], antialias=True), T.RandomHorizontalFlip()])
     ftr = probe_features(rule, xtr[itr], layers=layers)
     fva, fte = probe_features(rule, xtr[iva], layers=layers), probe_features(rule, xte, layers=layers)
     mu, sd = ftr.mean(0), ftr.std(0) + 1e-6
-    g = torch.Generator(device='cpu').manual_seed(seed); torch.manual_seed(seed)
+    g = torch.Generator(device='cpu').manual_seed(seed)
+    torch.manual_seed(seed)
     clf = nn.Linear(ftr.shape[1], n_classes).to(dev)
     opt = torch.optim.Adam(clf.parameters(), lr=lr, weight_decay=wd)
     acc = lambda f, y: 100 * (clf((f - mu) / sd).argmax(1) == y).float().mean().item()
@@ -414,9 +439,12 @@ def linear_probe(rule:SSLRule, train:tuple, test:tuple, n_classes:int=None, epoc
         for i in range(0, len(ftr), batch_size):
             j = perm[i:i+batch_size]
             loss = F.cross_entropy(clf((ftr[j] - mu) / sd), ytr[itr][j])
-            opt.zero_grad(); loss.backward(); opt.step()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
         with torch.no_grad(): va, te = acc(fva, ytr[iva]), acc(fte, yte)
-        rows += [dict(step=ep + 1, metric='probe_val_acc', value=va), dict(step=ep + 1, metric='probe_test_acc', value=te)]
+        rows += [dict(step=ep + 1, metric='probe_val_acc', value=va),
+                 dict(step=ep + 1, metric='probe_test_acc', value=te)]
         if va > best['val_acc']: best = dict(val_acc=va, test_acc=te, epoch=ep + 1)
     return dict(probe_acc=best['test_acc'], probe_val_acc=best['val_acc'], probe_epoch=best['epoch'], rows=rows)
 
@@ -458,10 +486,12 @@ def tensor_batches(x, batch_size:int, seed:int=0, steps:int=None):
 
 # %% ../nbs/32_clapp.ipynb #ad4095fa
 def ssl_loss(rule:SSLRule, x, seed:int=0) -> float:
-    "The rule's own self-supervised loss on images `x` with seeded views; parameters, their `.grad` and the RNG are left as they were."
+    """The rule's own self-supervised loss on images `x` with seeded views; parameters, their `.grad` and the RNG are
+    left as they were."""
     grads = [None if p.grad is None else p.grad.clone() for p in rule.parameters()]
     with torch.random.fork_rng(devices=[x.device] if x.device.type == 'cuda' else []):
-        torch.manual_seed(seed); loss = rule(x, None)['loss']
+        torch.manual_seed(seed)
+        loss = rule(x, None)['loss']
     for p, g in zip(rule.parameters(), grads): p.grad = g
     return float(loss)
 
@@ -469,11 +499,13 @@ def ssl_loss(rule:SSLRule, x, seed:int=0) -> float:
 from .rules import grad_alignment
 
 def bp_reference(rule:CLAPPpp) -> BPCLAPPpp:
-    "BP-CLAPP++ on `rule`'s encoder sharing its last-layer W_pred(s): same-layer, DFB, or both (their losses summed, as CLAPP++both's last layer)."
+    """BP-CLAPP++ on `rule`'s encoder sharing its last-layer W_pred(s): same-layer, DFB, or both (their losses summed,
+    as CLAPP++both's last layer)."""
     preds = [m[-1] for m in (rule.same, rule.top) if m is not None]
     ref = BPCLAPPpp(rule.model, rule.dataset, rule.size, pool=rule.pools[-1], predictor=preds,
                     negatives=rule.negatives, f=rule.f, loss_type=rule.loss_type)
-    ref.augment = rule.augment; return ref
+    ref.augment = rule.augment
+    return ref
 
 def layer_alignment(rule:SSLRule, x, reference:SSLRule=None, seed:int=0) -> dict:
     "Cosine between `rule`'s and BP-CLAPP++'s conv-weight update of every block on batch `x`: {layer index: cos}."

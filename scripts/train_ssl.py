@@ -1,6 +1,8 @@
-"""Self-supervised pre-training of the CLAPP++ encoder, data-parallel under torchrun, then (optionally) its linear probe.
+"""Self-supervised pre-training of the CLAPP++ encoder, data-parallel under torchrun, then (optionally) its linear
+probe.
 
-    torchrun --nproc_per_node 4 scripts/train_ssl.py --method clapp++ --dataset stl10 --epochs 300 --batch-size 8 --out runs/ssl/stl10
+    torchrun --nproc_per_node 4 scripts/train_ssl.py --method clapp++ --dataset stl10 --epochs 300 --batch-size 8 \
+        --out runs/ssl/stl10
     python scripts/train_ssl.py --probe-only --dataset stl10 --out runs/ssl/stl10          # probe from the checkpoint
 
 Without torchrun it runs in one process. Backend: nccl on GPU, gloo on CPU. Every process starts from rank 0's
