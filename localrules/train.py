@@ -12,7 +12,7 @@ import math
 import time
 import torch
 from tqdm.auto import tqdm
-from .core import MetricsLogger, check_choice, check_range
+from .core import MetricsLogger, check_choice, check_range, compile_mode, COMPILE_MODES
 from .rules import LearningRule
 from .data import TensorLoader
 
@@ -218,6 +218,13 @@ def _one_epoch(rule, opt, loader, ep:int, compiled, sync, on_step, timing:bool) 
     return dict(m, epoch_time=torch.tensor(time.perf_counter() - t0)) if timing else m
 
 # %% ../nbs/03_train.ipynb #92d03cde
+def _compile_mode(compile) -> str:
+    "The torch.compile mode `fit(compile=...)` asks for: None (eager) or one of `COMPILE_MODES`."
+    if compile is None: return compile_mode()
+    if compile is True: return 'default'
+    if compile is False: return None
+    return check_choice('compile', compile, COMPILE_MODES)
+
 def fit(rule:LearningRule, # the rule around a model: one network or a population
         opt, # the optimizer (`make_optimizer`)
         train, # tensors (x, y) on the device ((x,) or (x, None): no labels), a loader, or a function epoch -> batches
@@ -231,7 +238,8 @@ def fit(rule:LearningRule, # the rule around a model: one network or a populatio
         progress=True, # True: a bar over the epochs; 'print': one line per epoch; False: silent
         every=None, # every(rule, epoch) -> {metric: value or [value per member]} logged after each epoch
         unit:str=None, # the unit's name in messages (divergence)
-        compile:bool=False, # run the rule's step through torch.compile (one graph per batch shape; worth it on a GPU)
+        compile=None, # the step through torch.compile: True, or a mode of COMPILE_MODES ('reduce-overhead': CUDA
+                      # graphs); False: eager; None: what `localrules run --compile MODE` asked for (else eager)
         sync=None, # sync(rule) between the rule and the optimizer step (data-parallel gradient averaging)
         on_step=None, # on_step(metrics) after every step, with the rule's output dict (per-step statistics)
         prefix:str='train_', # logged train metrics f'{prefix}loss', f'{prefix}acc'; None: none (a hook logs them)
@@ -249,7 +257,8 @@ def fit(rule:LearningRule, # the rule around a model: one network or a populatio
         start = _restore(ck, rule, opt, sched, loader, log)
     if start == 0 and test is not None: log.log(step=0, **{f'test_{k}': v for k, v in evaluate(rule, *test).items()})
     members = getattr(rule.model, 'members', None) or 1
-    compiled = torch.compile(rule, dynamic=False) if compile else None
+    mode = _compile_mode(compile)
+    compiled = torch.compile(rule, dynamic=False, mode=mode) if mode else None
     bar = progress is True
     desc = unit or type(rule).__name__
     for ep in tqdm(range(start, epochs), desc=desc, disable=not bar, initial=start, total=epochs):
