@@ -241,6 +241,7 @@ class CLAPPppNo2D(CLAPPpp):
     def __init__(self, model, dataset='cifar10', image_size=None, pools=None, **kw):
         super().__init__(model, dataset, image_size, pools or [None] * len(model.blocks), **kw)
 
+# %% ../nbs/32_clapp.ipynb #48af58c8
 @register_rule('clapp++dfb')
 class CLAPPppDFB(CLAPPpp):
     "CLAPP++DFB: every layer's reference is the last layer's pooled map (direct feedback)."
@@ -410,6 +411,7 @@ def label_subset(y:torch.Tensor, n:int, seed:int=0) -> torch.Tensor:
     idx = torch.cat(per)
     return idx[torch.sort(rank, stable=True).indices[:n]]       # round-robin over the classes
 
+# %% ../nbs/32_clapp.ipynb #3e6af7b1
 def linear_probe(rule:SSLRule, train:tuple, test:tuple, n_classes:int=None, epochs:int=100, lr:float=1e-3,
                  batch_size:int=32, val_frac:float=0.1, seed:int=0, augment:bool=False, wd:float=0., layers=None,
                  n_labels:int=None) -> dict:

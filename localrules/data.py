@@ -92,6 +92,7 @@ def check_mnist_raw(name:str, raw, split:str):
     if n_images != n_labels:
         raise DatasetCorruptError(name, labels, f"{n_labels} labels for the {n_images} images of {images.name}")
 
+# %% ../nbs/01_data.ipynb #d1eb4bb7
 def check_md5_files(name:str, folder, files) -> list:
     "Each `(file name, md5)` of `files` under `folder` that exists has that MD5 checksum; returns the names missing."
     missing = []

@@ -128,6 +128,7 @@ def _dfa_error(ctx, feedback):
                            f"but the model's {what} has shape {tuple(e.shape)}; pass output_dim= to convert")
     return e
 
+# %% ../nbs/06_feedback.ipynb #160bae7d
 class DFAConv2dFn(torch.autograd.Function):
     "conv2d(x, W) + b; backward: to the input, the transposed convolution (B: K×C_in×kh×kw) of e spread over positions."
     @staticmethod

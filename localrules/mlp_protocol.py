@@ -302,6 +302,7 @@ def format_table(trows:list, digits:int=2) -> str:
         lines.append(' | '.join(cells))
     return '\n'.join(lines)
 
+# %% ../nbs/16_mlp_protocol.ipynb #97873ab1
 def plot_table(ax, trows:list, dataset:str, ylabel:str='test accuracy (%)', chance:float=None):
     "Bars of measured mean ± std per entry for `dataset`, with the paper's value as a black mark."
     rs = [r for r in trows if r['dataset'] == dataset]

@@ -45,6 +45,7 @@ def _ode_block(c, A, f, tol, max_iter, dt):
         if tol > 0 and delta <= tol: break
     return y, it, delta
 
+# %% ../nbs/20_nsm.ipynb #729bf97c
 def auto_step(M:torch.Tensor) -> float:
     ("Projected-gradient step min(1, 1/λ_max(M)): the linear part then contracts (γ < 2/λ_max), so the dynamics "
      "converge.")

@@ -181,6 +181,7 @@ def _clean(self:PepitaBase, x, y) -> Passes:
     h_out, t = output_target(hs[-1], y)
     return Passes(hs, pre, masks, h_out, t, h_out - t, n, w1f[0] if w1f else None)
 
+# %% ../nbs/10_pepita.ipynb #34d6e7fb
 PepitaBase.needs_WF = True      # the rule uses W_1F (fast modulated pass, AFA)
 
 @patch
@@ -205,6 +206,7 @@ def _modulated(self:PepitaBase, ps:Passes, weights=None) -> Passes:
     ps.hs_err, ps.pre_err = hs_err, pre
     return ps
 
+# %% ../nbs/10_pepita.ipynb #007b0e91
 @patch
 def updates(self:PepitaBase, ps:Passes): raise NotImplementedError
 
@@ -385,6 +387,7 @@ class LayerPass:
     layer:nn.Module = None                       # the nn.Linear / nn.Conv2d
     post:list = field(default_factory=list)      # the modules from a to h (activation, dropout)
 
+# %% ../nbs/10_pepita.ipynb #57b5bb89
 def stack_pass(mods:list, # the modules of the stack (`stack_modules`)
                x:torch.Tensor, # the input batch
                local:bool=False, # each layer's input detached and its output tracking its own weights
@@ -406,6 +409,7 @@ def stack_pass(mods:list, # the modules of the stack (`stack_modules`)
                 recs[-1].post.append(m)
     return recs, h
 
+# %% ../nbs/10_pepita.ipynb #c964118c
 class SameDraws:
     """Torch's random state now (CPU, device): `replayed()` runs a block from it again (the same dropout masks), then
     goes on."""

@@ -92,6 +92,7 @@ def _summary(group:tuple, rows:list) -> dict:
                 devices=sorted({r['device'] for r in rows}), commits=sorted({r['commit'][:10] for r in rows}),
                 date=max(r['date'] for r in rows), excluded={p: bad.count(p) for p in sorted(set(bad))})
 
+# %% ../nbs/07_report.ipynb #20353fa7
 def aggregate(ledger_rows:list, reference:list=None) -> list:
     "One summary per experiment, preset, protocol, setting and metric of the `final` ledger rows, with the paper's."
     groups = {}
@@ -332,6 +333,7 @@ def indexed_metrics(metrics) -> dict:
             fams.setdefault(hit.group(1), (label, {}))[1][int(hit.group(3))] = m
     return {f: (lab, dict(sorted(ix.items()))) for f, (lab, ix) in sorted(fams.items()) if len(ix) >= 3}
 
+# %% ../nbs/07_report.ipynb #1920f626
 def _family_panel(ax, d, family:str, label:str, index:dict, vary:list):
     "One panel of a metric family against its number: a line per setting, mean ± sd over seeds as error bars."
     import seaborn as sns
@@ -388,6 +390,7 @@ def final_figure(df, title:str, first=()):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/07_report.ipynb #d3a2f1c0
 def _integer_steps(steps) -> bool:
     return all(float(s).is_integer() for s in steps)
 
@@ -523,6 +526,7 @@ def save_ledger_figures(results='results', experiment:str=None, force:bool=False
         redrawn.append(name)
     return redrawn
 
+# %% ../nbs/07_report.ipynb #eb80c468
 def stale_pages(results='results', nbs=None) -> list:
     """What the committed pages under `results` (and the experiment notebooks under `nbs`, default: `results`' sibling
     `nbs/` where it exists) say that the ledger no longer gives ([] when all are up to date)."""
@@ -628,6 +632,7 @@ def _smoke_stands_in(want:dict, key:dict) -> bool:
         return True
     return str(key['dataset']) in SMOKE_STAND_INS.get(want['dataset'], (want['dataset'],))
 
+# %% ../nbs/07_report.ipynb #c55c6afc
 def not_run_reason(ref:dict, meta:dict=None) -> str:
     "Why the `paper` preset has not measured `ref` (from its dataset and the experiment's expected time)."
     ds = _ref_key(ref).get('dataset')
@@ -679,6 +684,7 @@ def status_rows(reference:list, summaries:list, experiments:dict=None) -> list:
         out.append(row)
     return out
 
+# %% ../nbs/07_report.ipynb #524a1b9a
 STATUSES = ('reproduced', 'off', 'no result', 'smoke only', 'not run')
 
 def status_counts(rows:list) -> dict:
@@ -804,6 +810,7 @@ def check_sm_filters_stable(summaries:list) -> list:
         out.append(dict(preset=preset, protocol=json.loads(proto), agrees=agrees, message=msg))
     return out
 
+# %% ../nbs/07_report.ipynb #7caa32c5
 FIGURE_CHECKS = [
     ('fig3_depth_init_wd_angle', 'Fig. 3a', 'PEPITA keeps its accuracy from 1 to 3 hidden layers',
      check_depth_keeps_accuracy),
@@ -893,6 +900,7 @@ def _output_html(out:dict) -> str:
         return f'<pre class="output">{html.escape(join(data["text/plain"]))}</pre>'
     return ''
 
+# %% ../nbs/07_report.ipynb #5fce0526
 def render_cells(nb) -> tuple:
     "(title, summary, body HTML) of notebook `nb`, honouring hide/echo/output/include directives."
     from pygments import highlight
@@ -1059,6 +1067,7 @@ def execute_ledger_cells(notebooks:dict, cwd, results, timeout:int=900):
     for (rel, i), c in zip(where, combined.cells[1:]):
         notebooks[rel].cells[i].outputs = c.outputs
 
+# %% ../nbs/07_report.ipynb #a7ce6449
 def build_site(out='_site_offline', nbs=None, execute=('results', 'status'), timeout:int=900, results=None) -> Path:
     "Render every notebook under `nbs` to one HTML site in `out`; the `execute` pages and the `ledger` cells run first."
     import nbformat

@@ -189,6 +189,7 @@ class _FeedbackLinear(torch.autograd.Function):
         gw = g.mT @ x                                            # laid out like W: no copy when it is accumulated
         return gx, gw, (g.sum(-2) if ctx.has_bias else None), None
 
+# %% ../nbs/02_rules.ipynb #04b7ee65
 def affine(h:torch.Tensor, w:torch.Tensor, b:torch.Tensor=None) -> torch.Tensor:
     "h Wᵀ + b for one network (W: out×in) or a population (W: N×out×in, h: B×in shared or N×B×in)."
     if w.dim() == 2: return F.linear(h, w, b)

@@ -112,6 +112,7 @@ def _per_layer(v, n, name):
     if len(v) != n: raise ValueError(f"{name}={v!r} needs one value per layer ({n})")
     return v
 
+# %% ../nbs/22_s2m.ipynb #8ca83e5e
 def _layer_rule(layer, tau:float):
     name = 's2m' if isinstance(layer, _LabelPathway) else 'conv_nsm' if isinstance(layer, ConvNSM) else 'nsm'
     return get_rule(name, layer, tau=tau)

@@ -60,6 +60,7 @@ def make_optimizer(params, name:str='sgd', lr=0.1, momentum=0., weight_decay=0.,
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     return (torch.optim.Adam if name == 'adam' else torch.optim.AdamW)(params, lr=lr, weight_decay=weight_decay)
 
+# %% ../nbs/03_train.ipynb #b8396093
 class MemberStepDecay:
     "Learning rate × `gamma` (one per member) at each epoch in `milestones`: MultiStepLR for `MemberSGD`."
     def __init__(self, opt:MemberSGD, milestones=(60, 90), gamma=0.1):
