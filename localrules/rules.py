@@ -104,7 +104,11 @@ def get_rule(name:str, # a registered rule name (`available_rules()`)
     if twin and not isinstance(model, MLP):
         if twin not in RULES: _discover()
         cls = RULES.get(twin, cls)
-    cls.check_model(model)
+    try:
+        cls.check_model(model)
+    except TypeError as e:
+        if cls is RULES[name]: raise
+        raise TypeError(f"{e} (get_rule({name!r}, ...) hands models other than an MLP to {cls.name!r})") from None
     return cls(model, **kwargs)
 
 # %% ../nbs/02_rules.ipynb #bf3838a6

@@ -101,3 +101,8 @@ def test_refuses_unsupported(name):
         msg = str(e.value)
         assert any(f"rule {n!r} needs " in msg for n in names), f"rule {name!r}: unclear refusal {msg!r}"
         assert f"got {type(bad).__name__}" in msg, f"rule {name!r}: the refusal does not say what it got: {msg!r}"
+
+def test_a_twin_refusal_names_the_rule_asked_for():
+    "get_rule('fa', model) hands non-MLP models to 'fa_any'; refused there, the message names both."
+    with pytest.raises(TypeError, match=r"get_rule\('fa', \.\.\.\) hands models other than an MLP to 'fa_any'"):
+        get_rule('fa', 'not a model')
