@@ -151,7 +151,13 @@ def negative_index(n:int, negatives:str='shift', device='cpu') -> torch.Tensor:
     other = (j % n_pairs + torch.randint(1, n_pairs, (n,), device=device)) % n_pairs
     return other + n_pairs * torch.randint(0, 2, (n,), device=device)
 
-def clapp_loss(pred:Predictor, z, c, negatives:str='shift', f:str='hinge', loss_type:int=2) -> torch.Tensor:
+def clapp_loss(pred:Predictor, # the layer's predictor: its weight W (dz, dc) scores u = zᵀ W c
+               z, # (2B, dz) pooled activity of the layer: view 1's B rows stacked over view 2's
+               c, # (2B, dc) reference activity (detached); row i's positive is the other view's row
+               negatives:str='shift', # 'shift': row j+1 is row j's negative; 'random': a random row of another image
+               f:str='hinge', # the contrast function: 'hinge', 'softplus' or 'linear'
+               loss_type:int=2 # 1: f(u⁺ − u⁻); 2: f(u⁺) + f(−u⁻)
+              ) -> torch.Tensor:
     "CLAPP loss of one layer: z (2B, dz) pooled activity, c (2B, dc) reference (detached); positive = the other view."
     n_pairs = z.shape[0] // 2
     ref = torch.cat([c[n_pairs:], c[:n_pairs]]).detach()
@@ -362,7 +368,13 @@ def to_ssl_images(x:torch.Tensor, size:int=32) -> torch.Tensor:
     if x.shape[-1] != size: x = F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False).clamp(0, 1)
     return x
 
-def ssl_images(name:str, split:str='train', root='data', download:bool=False, limit:int=None, device='cpu'):
+def ssl_images(name:str, # a dataset name of `DATASETS`
+               split:str='train', # a split of `SPLITS[name]`
+               root='data', # folder of the datasets
+               download:bool=False, # fetch the dataset into `root` if missing
+               limit:int=None, # at most this many images (see `to_tensors`); None: all
+               device='cpu' # where the returned tensors go
+              ):
     "(x, y): dataset `name`'s `split` as (N,3,H,W) float images in [0,1] (small ones as 32-px RGB stand-ins)."
     from localrules.data import load_tensors
     x, y = load_tensors(name, split, root, 'cpu', limit=limit, download=download)
@@ -412,9 +424,20 @@ def label_subset(y:torch.Tensor, n:int, seed:int=0) -> torch.Tensor:
     return idx[torch.sort(rank, stable=True).indices[:n]]       # round-robin over the classes
 
 # %% ../nbs/32_clapp.ipynb #3e6af7b1
-def linear_probe(rule:SSLRule, train:tuple, test:tuple, n_classes:int=None, epochs:int=100, lr:float=1e-3,
-                 batch_size:int=32, val_frac:float=0.1, seed:int=0, augment:bool=False, wd:float=0., layers=None,
-                 n_labels:int=None) -> dict:
+def linear_probe(rule:SSLRule, # the trained SSL rule; its encoder stays frozen (features by `rule.predict`)
+                 train:tuple, # (x, y): training images (N, 3, H, W) and labels (probe fitted and validated on them)
+                 test:tuple, # (x, y): test images and labels
+                 n_classes:int=None, # classifier outputs; None: the largest training label + 1
+                 epochs:int=100, # probe epochs; the one with the best validation accuracy is kept
+                 lr:float=1e-3, # Adam learning rate of the probe
+                 batch_size:int=32, # probe mini-batch size
+                 val_frac:float=0.1, # fraction of the labelled images held out to select the epoch
+                 seed:int=0, # draws the label subset, validation split, probe init and batch order
+                 augment:bool=False, # features recomputed every epoch from random-resized-crop + flip augmented images
+                 wd:float=0., # Adam weight decay of the probe
+                 layers=None, # encoder blocks whose features are concatenated; None: all
+                 n_labels:int=None # only this many class-balanced labelled training images; None: all
+                ) -> dict:
     """Linear probe of the frozen encoder (on `n_labels` balanced labelled images of `train`, default all): selects the
     epoch on a validation split of them, returns accuracies (%) and curve rows."""
     (xtr, ytr), (xte, yte) = train, test

@@ -18,8 +18,14 @@ from .local_ssl import LocalSSLLoss
 # %% ../nbs/31_clapp_theory.ipynb #b67e73ef
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
-def theory_images(dataset:str='mnist', split:str='train', n:int=1024, root='data', download:bool=False, size:int=28,
-                  dtype=torch.float64) -> torch.Tensor:
+def theory_images(dataset:str='mnist', # a dataset name of `DATASETS`; colour images are averaged to one channel
+                  split:str='train', # a split of `SPLITS[dataset]`
+                  n:int=1024, # the first n images
+                  root='data', # folder of the datasets
+                  download:bool=False, # fetch the dataset into `root` if missing
+                  size:int=28, # side H = W in pixels (bilinear resizing if different)
+                  dtype=torch.float64 # dtype of the returned tensor
+                 ) -> torch.Tensor:
     """The first `n` images of `dataset` as (n, 1, size, size), upsampled if smaller, normalised with MNIST's mean and
     std."""
     x, _ = load_tensors(dataset, split, root, 'cpu', limit=n, download=download)
@@ -77,8 +83,13 @@ class TheoryNet(nn.Module):
         return [(F.avg_pool2d(h, k) if k > 1 else h).flatten(1) for h, k in zip(hs, self.pools)]
 
 # %% ../nbs/31_clapp_theory.ipynb #b4273d48
-def fit_predictor(loss:LocalSSLLoss, z:torch.Tensor, c:torch.Tensor, lr:float=0.2, max_iter:int=1000,
-                  rounds:int=1) -> float:
+def fit_predictor(loss:LocalSSLLoss, # the loss whose trainable predictors are fitted, in place
+                  z:torch.Tensor, # (N, dz) layer activity (detached)
+                  c:torch.Tensor, # (N, dc) reference activity (detached)
+                  lr:float=0.2, # LBFGS step size > 0
+                  max_iter:int=1000, # LBFGS iterations per round, >= 1
+                  rounds:int=1 # LBFGS restarts, >= 1
+                 ) -> float:
     """Minimise `loss(z, c)` over the loss's own trainable predictors with LBFGS (strong Wolfe; at most
     `rounds`·`max_iter` iterations, 1.25× as many evaluations); return the final loss, which must be finite."""
     check_range('lr', lr, lo=0, lo_open=True)
@@ -124,9 +135,18 @@ def grad_cos(a:torch.Tensor, b:torch.Tensor) -> float:
     return F.cosine_similarity(a.flatten(), b.flatten(), dim=0, eps=1e-30).item()
 
 # %% ../nbs/31_clapp_theory.ipynb #3ec8bca7
-def theory_alignment(net:TheoryNet, x:torch.Tensor, f:str='softplus', lam:float=0.01, dfb:bool=False,
-                     predictor:str='optimal', rank:int=None, lr:float=0.2, max_iter:int=1000, rounds:int=1,
-                     seed:int=0) -> list:
+def theory_alignment(net:TheoryNet, # the network whose per-layer updates are compared
+                     x:torch.Tensor, # (N, 1, H, W) input images (e.g. `theory_images`)
+                     f:str='softplus', # the contrast function: 'hinge', 'softplus' or 'linear'
+                     lam:float=0.01, # L2 regularisation strength of the predictors
+                     dfb:bool=False, # direct feedback: every layer's reference is the last layer's activity
+                     predictor:str='optimal', # 'optimal': hidden-layer predictors fitted too; 'random': left at init
+                     rank:int=None, # hidden-layer predictors of this rank (when below full); None: full rank
+                     lr:float=0.2, # LBFGS step size of `fit_predictor`
+                     max_iter:int=1000, # LBFGS iterations per round
+                     rounds:int=1, # LBFGS rounds
+                     seed:int=0 # torch seed of the predictors' initialisation
+                    ) -> list:
     """Predictors at their L2-regularised optimum (last layer first), then per layer: cos and squared distance of local
     vs BP-SSL updates."""
     check_choice('predictor', predictor, ('optimal', 'random'))

@@ -56,8 +56,15 @@ class ConvNSMRule(NSMRule):
         return model, dict(tau=0.5), torch.rand(4, 1, 6, 6, generator=g), None
 
 # %% ../nbs/21_conv_nsm.ipynb #80993ddb
-def conv_nsm_reference(x:np.ndarray, W:np.ndarray, M:np.ndarray, n_iter:int=40, tol:float=0., gamma:float=1.,
-                       stride:int=1, padding:int=0) -> tuple:
+def conv_nsm_reference(x:np.ndarray, # (B, C, H, W) images
+                       W:np.ndarray, # (K, C, k, k) feedforward filters
+                       M:np.ndarray, # (K, K) lateral weights
+                       n_iter:int=40, # projected-gradient iterations per patch (at most, with tol > 0)
+                       tol:float=0., # > 0: a patch stops once max|Δy|/gamma <= tol; 0: always n_iter
+                       gamma:float=1., # step size, or 'auto': min(1, 1/λ_max(M))
+                       stride:int=1, # patch stride in pixels
+                       padding:int=0 # zero padding on each side, in pixels
+                      ) -> tuple:
     ("Per-sample, per-patch NumPy convolutional NSM (`gamma` a number or 'auto'; `tol` > 0 stops each patch on its "
      "own): returns (maps (B,K,H',W'), ⟨y xᵀ⟩ shaped like W, ⟨y yᵀ⟩).")
     x, W, M = np.asarray(x), np.asarray(W), np.asarray(M)

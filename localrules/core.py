@@ -28,7 +28,14 @@ def describe_range(lo=None, hi=None, lo_open:bool=False, hi_open:bool=False) -> 
     excluded = [str(b) for b, o in ((lo, lo_open), (hi, hi_open)) if o]
     return f"{lo} to {hi}" + (f" ({' and '.join(excluded)} excluded)" if excluded else '')
 
-def check_range(name:str, value, lo=None, hi=None, integer:bool=False, lo_open:bool=False, hi_open:bool=False):
+def check_range(name:str, # the parameter's name, in the error message
+                value, # the value checked
+                lo=None, # lower bound; None: none
+                hi=None, # upper bound; None: none
+                integer:bool=False, # value must be an int (a bool never passes)
+                lo_open:bool=False, # lo itself excluded
+                hi_open:bool=False # hi itself excluded
+               ):
     """Raise `ValueError` naming `name` unless `value` is a finite number in [lo, hi] (`lo_open`/`hi_open`: that bound
     excluded), an integer if `integer`; return `value`."""
     ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.number))

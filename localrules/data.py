@@ -167,7 +167,13 @@ def mnist5k(split:str='train'):
     return TensorDataset(x, torch.tensor(y[idx], dtype=torch.int64))
 
 # %% ../nbs/01_data.ipynb #8b7714c5
-def teacher_student(n:int=1000, D:int=500, M:int=2, seed:int=0, teacher_seed:int=0, noise:float=0.):
+def teacher_student(n:int=1000, # samples
+                    D:int=500, # input dimension
+                    M:int=2, # hidden erf units of the teacher
+                    seed:int=0, # draws the inputs and the label noise
+                    teacher_seed:int=0, # draws the teacher's weights w1 (M, D) and w2 (M,)
+                    noise:float=0. # std of Gaussian noise added to the labels
+                   ):
     """n samples x ~ N(0, I_D) labelled by a fixed random soft-committee teacher with M hidden erf units; returns
     (TensorDataset, teacher dict)."""
     check_range('n', n, lo=1, integer=True)
@@ -276,7 +282,13 @@ def _check_md5s(name:str, root:Path):
     if hasattr(cls, 'meta'): files.append((cls.meta['filename'], cls.meta['md5']))
     check_md5_files(name, root/cls.base_folder, files)
 
-def get_dataset(name:str, root='data', split:str='train', download:bool=False, transform=None, **kwargs) -> Dataset:
+def get_dataset(name:str, # one of `DATASETS`
+                root='data', # folder of the datasets ('~' expanded)
+                split:str='train', # one of `SPLITS[name]`
+                download:bool=False, # fetch the dataset into `root` if missing
+                transform=None, # per-item transform of the image datasets; None: ToTensor
+                **kwargs # options of `teacher_student` (name='teacher_student' only)
+               ) -> Dataset:
     """Dataset `name` ∈ `DATASETS`, `split` ∈ `SPLITS[name]`, from `root` (downloaded there if `download`); `transform`
     defaults to ToTensor."""
     check_choice('name', name, DATASETS)
@@ -305,7 +317,12 @@ def subset_index(ds:Dataset, n:int, seed:int=0) -> list:
     if not hasattr(ds, 'samples'): return list(range(n))
     return sorted(torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist())
 
-def to_tensors(ds:Dataset, device='cpu', flatten:bool=False, limit:int=None, dtype=torch.float32):
+def to_tensors(ds:Dataset, # the dataset
+               device='cpu', # where the tensors go
+               flatten:bool=False, # images (N, C, H, W) -> (N, C·H·W)
+               limit:int=None, # at most this many items (see `subset_index`); None: all
+               dtype=torch.float32 # dtype of x (y keeps its own)
+              ):
     """All of `ds` (or `limit` items of it: see `subset_index`) as `(x, y)` tensors on `device`; images flattened if
     `flatten`."""
     n = len(ds) if limit is None else min(limit, len(ds))
@@ -323,8 +340,14 @@ def to_tensors(ds:Dataset, device='cpu', flatten:bool=False, limit:int=None, dty
     x = x.to(device=device, dtype=dtype)
     return (x.flatten(1) if flatten else x), y.to(device)
 
-def load_tensors(name:str, split:str='train', root='data', device='cpu', flatten:bool=False, limit:int=None,
-                 download:bool=False):
+def load_tensors(name:str, # one of `DATASETS`
+                 split:str='train', # one of `SPLITS[name]`
+                 root='data', # folder of the datasets
+                 device='cpu', # where the tensors go
+                 flatten:bool=False, # images (N, C, H, W) -> (N, C·H·W)
+                 limit:int=None, # at most this many items (see `to_tensors`); None: all
+                 download:bool=False # fetch the dataset into `root` if missing
+                ):
     "`get_dataset` then `to_tensors`: the whole split of `name` on `device`."
     return to_tensors(get_dataset(name, root, split, download), device, flatten, limit)
 

@@ -46,7 +46,15 @@ def _linear_param_grads(ctx, g, x):
     return gw, gb
 
 # %% ../nbs/06_feedback.ipynb #3ecacb10
-def conv_grads(g, x, weight, stride, padding, dilation, groups:int, mask:list):
+def conv_grads(g, # (B, K, H', W') error at the conv's output
+               x, # (B, C, H, W) the conv's input
+               weight, # (K, C/groups, k, k) the kernel the error flows back through
+               stride, # the conv's stride, as conv2d takes it
+               padding, # the conv's padding
+               dilation, # the conv's dilation
+               groups:int, # the conv's groups
+               mask:list # three bools: which of (∂x, ∂W, ∂b) to compute; the others come back None
+              ):
     "(∂x, ∂W, ∂b) of `conv2d(x, weight)` for output error `g`, from aten's convolution backward; `mask` picks which."
     bias_sizes = [weight.shape[0]] if mask[2] else None
     return torch.ops.aten.convolution_backward(g, x.to(g.dtype), weight.to(g.dtype), bias_sizes, stride, padding,
@@ -170,7 +178,12 @@ def init_bound(shape, init:str='xavier_uniform', like:torch.Tensor=None) -> floa
     if init == 'he_uniform': return math.sqrt(6 / fan_in)
     return 1 / math.sqrt(fan_in)
 
-def draw_feedback(shape, init:str='xavier_uniform', generator=None, device='cpu', like=None) -> torch.Tensor:
+def draw_feedback(shape, # the tensor's shape (a layer's weight shape)
+                  init:str='xavier_uniform', # a name of `INITS`: the bound a (`init_bound`)
+                  generator=None, # torch.Generator; None: torch's global RNG
+                  device='cpu', # where the tensor is drawn
+                  like=None # the layer's weight, for init='weight' (a from its RMS)
+                 ) -> torch.Tensor:
     "A random tensor U(±a) of `shape`, a from `init_bound`; from `generator` (or torch's global RNG when None)."
     a = init_bound(shape, init, like)
     return (torch.rand(shape, generator=generator, device=device) * 2 - 1) * a

@@ -32,12 +32,21 @@ def blur_masks(u:torch.Tensor, blur_steps:int=6) -> torch.Tensor:
         m = F.conv2d(F.pad(m, (0, 0, 1, 1), mode='replicate'), k.view(1, 1, 3, 1))
     return (m > 0.5).to(torch.float32).reshape(*lead, 1, *hw)
 
-def hybrid_masks(n:int, hw:tuple, blur_steps:int=6, generator=None, device='cpu') -> torch.Tensor:
+def hybrid_masks(n:int, # masks
+                 hw:tuple, # (H, W) mask size in pixels
+                 blur_steps:int=6, # blur passes over the random bits: more passes, larger regions
+                 generator=None, # torch.Generator of the random bits; None: torch's global RNG
+                 device='cpu' # where the masks go
+                ) -> torch.Tensor:
     "n binary masks (n, 1, H, W) with large regions of ones and zeros: blurred random bits thresholded at ½."
     return blur_masks(torch.rand(n, 1, *hw, generator=generator).to(device), blur_steps)
 
-def hybrid_images(x:torch.Tensor, image_shape:tuple=None, blur_steps:int=6, generator=None,
-                  model:MLP=None) -> torch.Tensor:
+def hybrid_images(x:torch.Tensor, # (B, D) flattened images, or (N, B, D) for a population of N
+                  image_shape:tuple=None, # (C, H, W) of one image; None: inferred from D (`infer_image_shape`)
+                  blur_steps:int=6, # blur passes of the masks (`hybrid_masks`)
+                  generator=None, # torch.Generator of the partner shift and masks without a seeded model
+                  model:MLP=None # a seeded model: its own draws (one per member) replace `generator`
+                 ) -> torch.Tensor:
     """Hybrid negatives: each flattened image mixed, through a blurred random mask, with another image of its batch;
     with a seeded `model` (one network or a population, x N×B×D) from the model's own draws."""
     n, D = x.shape[-2], x.shape[-1]

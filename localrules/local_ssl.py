@@ -32,8 +32,16 @@ def score(z:torch.Tensor, c:torch.Tensor, W:torch.Tensor=None) -> torch.Tensor:
     return ((z if W is None else z @ W) * c).sum(-1)
 
 # %% ../nbs/30_local_ssl.ipynb #b2b2ff9b
-def local_ssl_loss(z_pos, z_neg, c_pos, c_neg=None, W=None, f:str='hinge', loss_type:int=2, margin:float=None,
-                   reduction:str='mean') -> torch.Tensor:
+def local_ssl_loss(z_pos, # (B, dz) activity of the positive pairs
+                   z_neg, # (B, dz) activity of the negative pairs
+                   c_pos, # (B, dc) references of the positives (detached)
+                   c_neg=None, # (B, dc) references of the negatives (detached); None: c_pos
+                   W=None, # (dz, dc) predictor of the score u = zᵀ W c; None: the identity (dz = dc)
+                   f:str='hinge', # the contrast function: 'hinge', 'softplus' or 'linear'
+                   loss_type:int=2, # 1: f(u⁺ − u⁻); 2: f(u⁺) + f(−u⁻)
+                   margin:float=None, # the margin m of f; None: `DEFAULT_MARGIN[f]` (1 for hinge/softplus, 0 linear)
+                   reduction:str='mean' # over the batch: 'mean', 'sum' or 'none' (per sample, (B,))
+                  ) -> torch.Tensor:
     "Type-1 `f(u⁺ − u⁻)` or type-2 `f(u⁺) + f(−u⁻)` local-SSL loss with scores `u = zᵀ W c` and detached references."
     check_choice('loss_type', loss_type, LOSS_TYPES)
     check_choice('reduction', reduction, ('mean', 'sum', 'none'))

@@ -118,7 +118,12 @@ def _model(s:dict, in_dim:int, n_classes:int, seed) -> MLP:
     sizes = [in_dim] + [s['hidden']] * s['depth'] + [n_classes]
     return MLP(sizes, act=s['act'], dropout=s['dropout'], init=s['init'], norm=s['norm'], seed=seed)
 
-def build(s:dict, in_dim:int, n_classes:int, device='cpu', seed:int=0):
+def build(s:dict, # unit settings: rule, lr, momentum, wd, milestones, gamma, hidden, depth, act, ... (see `structure`)
+          in_dim:int, # input features per sample (the flattened image size)
+          n_classes:int, # output units
+          device='cpu', # where the rule and model live
+          seed:int=0 # seeds everything: the weights and the rule's draws
+         ):
     "(rule, optimizer, scheduler) of one network with settings `s`, drawing everything from `seed`."
     seed_everything(seed)
     model = _model(s, in_dim, n_classes, seed)
@@ -129,7 +134,12 @@ def build(s:dict, in_dim:int, n_classes:int, device='cpu', seed:int=0):
     return rule, opt, sched
 
 # %% ../nbs/16_mlp_protocol.ipynb #5aa4064f
-def load_data(dataset:str, root='data', device='cpu', download:bool=False, limit:int=None) -> tuple:
+def load_data(dataset:str, # a name of `DATASETS` ('mnist', 'cifar10', ...)
+              root='data', # folder of the datasets
+              device='cpu', # where the tensors go
+              download:bool=False, # fetch the dataset into `root` if missing
+              limit:int=None # train on a fixed random subset (seed 0) of this many samples; None: all
+             ) -> tuple:
     """((x_train, y_train), (x_test, y_test)) of `dataset`, flattened, on `device`; `limit`: a fixed random subset of
     the training set."""
     tr = load_tensors(dataset, 'train', root, device, flatten=True, download=download)
@@ -157,15 +167,31 @@ def _train(built:tuple, s:dict, data:tuple, seed, checkpoint, every, progress:bo
         torch.set_flush_denormal(False)
     return rule, log
 
-def train_unit(s:dict, data:tuple, seed:int=0, device='cpu', checkpoint=None, every=None, progress:bool=False,
-               cpu_threads:int=1, unit:str=None):
+def train_unit(s:dict, # unit settings (see `build`); its epochs and batch_size drive `fit`
+               data:tuple, # ((x_train, y_train), (x_test, y_test)), as `load_data` returns
+               seed:int=0, # the unit's seed: weights, rule draws and data order
+               device='cpu', # where the model is built
+               checkpoint=None, # (save, load) callables for `fit`: resume from the last finished epoch
+               every=None, # every(rule, epoch) -> {metric: value} logged after each epoch
+               progress:bool=False, # `fit`'s progress: True a bar, 'print' a line per epoch, False silent
+               cpu_threads:int=1, # torch threads while training on the CPU (restored after); 0 or None: unchanged
+               unit:str=None # the unit's name in messages (divergence)
+              ):
     "Build the unit of settings `s` and train it on `data=(train, test)`; returns (rule, MetricsLogger)."
     (xtr, ytr), _ = data
     built = build(s, xtr.shape[1], _n_classes(s, ytr), device, seed)
     return _train(built, s, data, seed, checkpoint, every, progress, cpu_threads, unit)
 
-def train_population(ss:list, data:tuple, seeds:list, device='cpu', checkpoint=None, every=None, progress:bool=False,
-                     cpu_threads:int=1, unit:str=None):
+def train_population(ss:list, # settings dicts, one per member; only `MEMBER_SETTINGS` may differ between them
+                     data:tuple, # ((x_train, y_train), (x_test, y_test)), as `load_data` returns
+                     seeds:list, # one seed per member: weights, rule draws and data order
+                     device='cpu', # where the population is built
+                     checkpoint=None, # (save, load) callables for `fit`: resume from the last finished epoch
+                     every=None, # every(rule, epoch) -> {metric: [value per member]} logged after each epoch
+                     progress:bool=False, # `fit`'s progress: True a bar, 'print' a line per epoch, False silent
+                     cpu_threads:int=1, # torch threads while training on the CPU (restored after); 0 or None: unchanged
+                     unit:str=None # the unit's name in messages (divergence)
+                    ):
     "Train the units `ss` (settings) with `seeds` as one population; returns (rule, MetricsLogger with a `member` tag)."
     (xtr, ytr), _ = data
     built = build_population(ss, seeds, xtr.shape[1], _n_classes(ss[0], ytr), device)
@@ -178,7 +204,12 @@ def structure(s:dict) -> dict:
     "The settings that units of one population must share (all but `MEMBER_SETTINGS` and the variant's name)."
     return {k: v for k, v in s.items() if k not in MEMBER_SETTINGS + ('variant',)}
 
-def build_population(ss:list, seeds:list, in_dim:int, n_classes:int, device='cpu'):
+def build_population(ss:list, # settings dicts, one per member; only `MEMBER_SETTINGS` may differ between them
+                     seeds:list, # one seed per member (each (settings, seed) pair at most once)
+                     in_dim:int, # input features per sample (the flattened image size)
+                     n_classes:int, # output units
+                     device='cpu' # where the rule and population live
+                    ):
     "(rule, optimizer, scheduler) of a population: member i has settings `ss[i]` and seed `seeds[i]`."
     if len(ss) != len(seeds) or not ss:
         raise ValueError(
@@ -270,7 +301,13 @@ def parse_entry(entry:str) -> tuple:
     rule, _, variant = entry.partition('/')
     return rule, variant or 'base'
 
-def compare_table(finals:list, reference:list, entries:list, datasets:list, metric:str='test_acc', **fixed) -> list:
+def compare_table(finals:list, # final-metric rows (dicts with metric, value, rule, variant, dataset, ...)
+                  reference:list, # the paper's reference rows (see `paper_value`)
+                  entries:list, # 'rule' or 'rule/variant' names, e.g. 'bp', 'pepita/wd'
+                  datasets:list, # dataset names: one row per (entry, dataset)
+                  metric:str='test_acc', # the metric compared
+                  **fixed # further fields both the measured and the paper's rows must match (e.g. depth=2)
+                 ) -> list:
     "One row per (entry, dataset): measured mean/std/n over seeds and the paper's value/std (None where it has none)."
     out = []
     for e in entries:
@@ -303,7 +340,12 @@ def format_table(trows:list, digits:int=2) -> str:
     return '\n'.join(lines)
 
 # %% ../nbs/16_mlp_protocol.ipynb #97873ab1
-def plot_table(ax, trows:list, dataset:str, ylabel:str='test accuracy (%)', chance:float=None):
+def plot_table(ax, # the matplotlib Axes drawn on
+               trows:list, # rows of `compare_table`
+               dataset:str, # only this dataset's rows are drawn
+               ylabel:str='test accuracy (%)', # the y-axis label
+               chance:float=None # a dotted line at chance level (the bars' unit); None: none
+              ):
     "Bars of measured mean ± std per entry for `dataset`, with the paper's value as a black mark."
     rs = [r for r in trows if r['dataset'] == dataset]
     xs = range(len(rs))

@@ -53,8 +53,16 @@ def auto_step(M:torch.Tensor) -> float:
     return min(1., 1. / lam) if lam > 0 else 1.
 
 @torch.no_grad()
-def sm_dynamics(c:torch.Tensor, M:torch.Tensor, act:str='relu', dynamics:str='pgd', gamma='auto', dt:float=0.1,
-                tol:float=1e-4, max_iter:int=100, block:int=None) -> tuple:
+def sm_dynamics(c:torch.Tensor, # (N, K) feedforward drives W x
+                M:torch.Tensor, # (K, K) lateral weights
+                act:str='relu', # 'relu' (nonnegative SM) or 'linear'
+                dynamics:str='pgd', # 'pgd': projected gradient; 'ode': Euler steps of the neural ODE
+                gamma='auto', # pgd step size; 'auto': `auto_step(M)` = min(1, 1/λ_max(M))
+                dt:float=0.1, # ode Euler time step
+                tol:float=1e-4, # stop once max|Δy|/step <= tol (step: gamma or dt); 0: always max_iter
+                max_iter:int=100, # at most this many iterations
+                block:int=None # rows iterated together; 0: all at once; None: all on a GPU, 4096 on the CPU
+               ) -> tuple:
     ("Fixed point of y = f(c − (M − I) y) for drives `c` (N, K) by projected gradient ('pgd', step `gamma`, 'auto' = "
      "`auto_step(M)`) or Euler ('ode', step `dt`); returns (y, iterations, residual max|Δy|/step); no autograd.")
     f = 'relu' if act == 'relu' else None

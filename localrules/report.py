@@ -62,7 +62,13 @@ def _group_key(r:dict) -> tuple:
     proto = protocol(r['params'], list(key))
     return (r['experiment'], r['preset'], proto, json.dumps(key, sort_keys=True), r['metric'])
 
-def match_reference(reference:list, experiment:str, metric:str, key:dict, aliases:dict=None, seeds=()):
+def match_reference(reference:list, # reference rows: dicts with experiment, metric, key 'a=1;b=x', value, ...
+                    experiment:str, # the experiment's name
+                    metric:str, # the metric's name
+                    key:dict, # our fields, compared to the row's key fields
+                    aliases:dict=None, # {field: {our value: the paper's value}} translations
+                    seeds=() # our seeds: a row keyed by one seed matches only if we ran that seed
+                   ):
     "The reference row of `experiment`/`metric` whose key fields equal `key`'s (`aliases`: {field: {ours: paper's}})."
     aliases = aliases or {}
     for ref in reference:
@@ -959,7 +965,13 @@ def _nav_html(items:list, current:str) -> str:
     lis = ''.join(f'<li><a href="{h}"{" class=active" if h == current else ""}>{t}</a></li>' for t, h in items)
     return f'<ul>{lis}</ul>'
 
-def page_html(title:str, summary:str, body:str, navbar:list, sidebar:list, current:str) -> str:
+def page_html(title:str, # the page's title (heading and <title>)
+              summary:str, # a lead paragraph under the title; '' for none
+              body:str, # the page's HTML content
+              navbar:list, # [(text, href)] links of the top bar
+              sidebar:list, # [(section, [(text, href)])] side navigation
+              current:str # the page's file name, marked active in the sidebar
+             ) -> str:
     "A whole page: `navbar` [(text, href)], `sidebar` [(section, [(text, href)])], `current` the page's file name."
     import html
     top = ''.join(f'<a href="{h}">{html.escape(t)}</a>' for t, h in navbar)
@@ -1068,7 +1080,12 @@ def execute_ledger_cells(notebooks:dict, cwd, results, timeout:int=900):
         notebooks[rel].cells[i].outputs = c.outputs
 
 # %% ../nbs/07_report.ipynb #a7ce6449
-def build_site(out='_site_offline', nbs=None, execute=('results', 'status'), timeout:int=900, results=None) -> Path:
+def build_site(out='_site_offline', # folder the HTML site is written to (created)
+               nbs=None, # folder of the notebooks; None: the package's nbs/
+               execute=('results', 'status'), # pages (paths under nbs without .ipynb) executed before rendering
+               timeout:int=900, # seconds allowed per executed cell
+               results=None # folder of run results for the ledgers; None: nbs/../results
+              ) -> Path:
     "Render every notebook under `nbs` to one HTML site in `out`; the `execute` pages and the `ledger` cells run first."
     import nbformat
     from nbconvert.preprocessors import ExecutePreprocessor

@@ -28,7 +28,12 @@ def quadrant_pool(maps:torch.Tensor, op:str='sum') -> torch.Tensor:
 
 # %% ../nbs/23_sm_eval.ipynb #7a8ba071
 @torch.no_grad()
-def pooled_features(encode, x:torch.Tensor, batch_size:int=500, op='sum', device=None):
+def pooled_features(encode, # encode(x_batch) -> (B, K, H, W) feature maps
+                    x:torch.Tensor, # (N, C, H, W) images
+                    batch_size:int=500, # images per encoding pass
+                    op='sum', # quadrant pooling 'sum', 'mean' or 'max'; a list of them gives {op: features}
+                    device=None # where each batch is encoded; None: x's device
+                   ):
     """Quadrant-pooled features (N, 4K) of `encode(x_batch)` over all of `x`, batch by batch on `device` (default:
     x's), on the CPU; `op` a list gives {op: features} from one encoding pass."""
     ops = [op] if isinstance(op, str) else list(op)
@@ -42,7 +47,15 @@ def pooled_features(encode, x:torch.Tensor, batch_size:int=500, op='sum', device
     return res[op] if isinstance(op, str) else res
 
 # %% ../nbs/23_sm_eval.ipynb #fb32c615
-def linear_readout(ftr, ytr, fte, yte, C:float=1.0, max_iter:int=1000, seed:int=0, n_threads:int=1) -> dict:
+def linear_readout(ftr, # (N, D) training features (tensor or array)
+                   ytr, # (N,) training labels
+                   fte, # (M, D) test features
+                   yte, # (M,) test labels
+                   C:float=1.0, # inverse L2 regularisation strength of the logistic regression, >= 0
+                   max_iter:int=1000, # solver iterations; reaching them counts as not converged
+                   seed:int=0, # the solver's random_state
+                   n_threads:int=1 # BLAS/OpenMP threads while fitting
+                  ) -> dict:
     """Train logistic regression on standardised features (ftr, ytr); return train/test accuracy in %, feature count
     and convergence."""
     import warnings
@@ -227,7 +240,12 @@ class LeNet5(nn.Module):
         return x
     def forward(self, x): return self.fc(self.features(x).flatten(1))
 
-def load_filters(model:LeNet5, layer:int, weight:torch.Tensor, scale:str='match', freeze:bool=False) -> LeNet5:
+def load_filters(model:LeNet5, # the network, changed in place and returned
+                 layer:int, # index of the conv layer in `model.convs`
+                 weight:torch.Tensor, # (K, C, k, k) filters: the conv weight's shape
+                 scale:str='match', # 'match': each filter rescaled to the init's mean filter norm; 'none': as given
+                 freeze:bool=False # no gradients to the layer's weight and bias
+                ) -> LeNet5:
     """Copy `weight` (K, C, k, k) into conv `layer` of `model` (bias zeroed); `scale` 'match' (per-filter norm = the
     init's mean) or 'none'."""
     check_choice('scale', scale, ['match', 'none'])
@@ -303,7 +321,14 @@ def timed(fn, *args, device=None, **kwargs):
 # %% ../nbs/23_sm_eval.ipynb #7e829a7b
 from .data import load_tensors as _load_tensors
 
-def load_subset(name:str, split:str='train', n:int=0, root='data', device='cpu', download:bool=False, seed:int=0):
+def load_subset(name:str, # a dataset name of `DATASETS`
+                split:str='train', # a split of `SPLITS[name]`
+                n:int=0, # images in the random subset; 0 or at least the split's size: all, in order
+                root='data', # folder of the datasets
+                device='cpu', # where the returned tensors go
+                download:bool=False, # fetch the dataset into `root` if missing
+                seed:int=0 # draws the subset
+               ):
     "(x, y) tensors of a seeded random subset of `n` images of `name`/`split` on `device` (all if n is 0 or too large)."
     x, y = _load_tensors(name, split, root, 'cpu', download=download)
     if n and n < len(x):
@@ -352,7 +377,13 @@ def train_local(rule, # a local rule (e.g. 'nsm', 'conv_nsm', 's2m')
         log.log(step=step, images_per_s=len(x) / sec)
     return log
 
-def train_reference(ref, x, epochs:int=1, batch_size:int=100, lr:float=0.05, seed:int=0) -> MetricsLogger:
+def train_reference(ref, # a `ConvNSMReference` (NumPy), trained in place by `ref.step(batch, lr)`
+                    x, # (N, C, H, W) training images (taken to the CPU as float64)
+                    epochs:int=1, # passes over x
+                    batch_size:int=100, # images per step
+                    lr:float=0.05, # learning rate of each `ref.step`
+                    seed:int=0 # batch order, the same as `train_local`'s `TensorLoader`
+                   ) -> MetricsLogger:
     "Train a conventional `ConvNSMReference` on the mini-batches `train_local` would draw; per-epoch epoch_time (s)."
     xs = x.detach().cpu().double()
     loader, log = TensorLoader(xs, torch.zeros(len(xs)), batch_size=batch_size, seed=seed), MetricsLogger()

@@ -46,7 +46,13 @@ class MemberSGD(torch.optim.Optimizer):
                 else: state['momentum_buffer'].mul_(mom).add_(d)
                 p.addcmul_(state['momentum_buffer'], lr, value=-1)
 
-def make_optimizer(params, name:str='sgd', lr=0.1, momentum=0., weight_decay=0., nesterov:bool=False):
+def make_optimizer(params, # the parameters (or parameter groups) to optimise
+                   name:str='sgd', # 'sgd', 'adam' or 'adamw'
+                   lr=0.1, # learning rate >= 0; a list or tensor (one value per member) gives `MemberSGD`
+                   momentum=0., # SGD momentum (adam/adamw ignore it); or one value per member
+                   weight_decay=0., # L2 weight decay (decoupled for adamw); or one value per member
+                   nesterov:bool=False # Nesterov momentum ('sgd' with one value for all members only)
+                  ):
     "A torch optimizer ('sgd', 'adam', 'adamw') over `params`; lists (one value per member) give `MemberSGD`."
     check_choice('optimizer', name, ['sgd', 'adam', 'adamw'])
     per_member = any(isinstance(v, (list, tuple)) or torch.is_tensor(v) for v in (lr, momentum, weight_decay))

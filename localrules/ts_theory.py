@@ -40,7 +40,12 @@ def I3(C, A, B, Cc):
     lam3 = (1 + caa) * (1 + ccc) - cac ** 2
     return (2 / np.pi) * (C[B, Cc] * (1 + caa) - C[A, B] * cac) / ((1 + caa) * np.sqrt(lam3))
 
-def I4(C, A, B, Cc, Dd):
+def I4(C, # covariance matrix of the Gaussian local fields (students, teachers, feedback)
+       A, # indices into C of a: the result's axis 0
+       B, # indices into C of b: axis 1
+       Cc, # indices into C of c: axis 2
+       Dd # indices into C of d: axis 3
+      ):
     "I₄[a,b,c,d] = E[g'(γa) g'(γb) g(γc) g(γd)] for a in A, b in B, c in Cc, d in Dd."
     sl = [np.s_[:, None, None, None], np.s_[None, :, None, None], np.s_[None, None, :, None],
           np.s_[None, None, None, :]]
@@ -115,9 +120,16 @@ def _bounded(fun, max_evals:int, t_end:float):
         return fun(t, y)
     return f
 
-def integrate(s0:dict, eta:float, t_eval, rule:str='afa', n_mc:int=100_000, mc_seed:int=0, rtol:float=1e-7,
-              atol:float=1e-10,
-              max_evals:int=20_000) -> dict:
+def integrate(s0:dict, # initial order parameters Q, R, W2, f and constants T, W2t, ft, qf (`order_params`)
+              eta:float, # learning rate η >= 0
+              t_eval, # times t = steps / D at which the state is returned; the last one ends the integration
+              rule:str='afa', # 'afa' (closed-form expectations) or 'pepita' (Monte-Carlo expectations)
+              n_mc:int=100_000, # Monte-Carlo samples for 'pepita' (antithetic: 2·n_mc evaluated)
+              mc_seed:int=0, # draws the Monte-Carlo samples
+              rtol:float=1e-7, # RK45 relative tolerance (at least 1e-6 for 'pepita')
+              atol:float=1e-10, # RK45 absolute tolerance (at least 1e-9 for 'pepita')
+              max_evals:int=20_000 # right-hand-side evaluations allowed before a `RuntimeError`
+             ) -> dict:
     """Integrate the ODEs of `rule` ('afa' closed form, 'pepita' Monte Carlo) from state `s0`, in at most `max_evals`
     right-hand-side evaluations; returns {'t', 'Q', 'R', 'W2', 'f', 'eg'} over t_eval."""
     check_range('eta', eta, lo=0)
@@ -141,8 +153,15 @@ def integrate(s0:dict, eta:float, t_eval, rule:str='afa', n_mc:int=100_000, mc_s
     return dict(t=sol.t, eg=np.array([eg(st) for st in states]), **out)
 
 # %% ../nbs/13_ts_theory.ipynb #7529d387
-def init_weights(D:int, K:int=2, M:int=2, q0:float=1., w2_teacher=None, w2_init:float=0., f_align:float=0.,
-                 seed:int=0) -> dict:
+def init_weights(D:int, # input dimension
+                 K:int=2, # student hidden units
+                 M:int=2, # teacher hidden units
+                 q0:float=1., # initial student norm: W1 entries ~ N(0, q0), so Q(0) ≈ q0·I
+                 w2_teacher=None, # teacher second-layer weights (M,); None: ones
+                 w2_init:float=0., # std of the student's second-layer weights W2 (K,) at init
+                 f_align:float=0., # in [-1, 1]: alignment of the feedback F with the sum of the student's rows
+                 seed:int=0 # numpy seed of all draws
+                ) -> dict:
     "Teacher, student and feedback weights (numpy) for the teacher-student AFA setting."
     for n, v in (('D', D), ('K', K), ('M', M)): check_range(n, v, lo=1, integer=True)
     check_range('f_align', f_align, lo=-1, hi=1)
@@ -169,7 +188,13 @@ def order_params(w:dict) -> dict:
                 qf=np.einsum('...d,...d->...', F, F) / D, W2t=np.array(w['W2t'], dtype=float))
 
 # %% ../nbs/13_ts_theory.ipynb #444166e4
-def simulate(w0:dict, eta:float, t_eval, seeds=(0,), rule:str='afa', chunk:int=2048) -> dict:
+def simulate(w0:dict, # initial weights W1, W2, W1t, W2t, F, as `init_weights` returns
+             eta:float, # learning rate η >= 0
+             t_eval, # non-negative increasing times t = steps / D at which to record
+             seeds=(0,), # data seeds, one simulation each (the results' seed axis)
+             rule:str='afa', # 'afa' or 'pepita'
+             chunk:int=2048 # online steps whose samples are drawn at once (memory vs speed)
+            ) -> dict:
     """Simulate online AFA/PEPITA from weights `w0` for each data seed; returns order parameters and ε_g at `t_eval`
     (arrays [t, seed, ...])."""
     check_choice('rule', rule, ('afa', 'pepita'))
@@ -235,7 +260,13 @@ def rhs_pepita(s:dict, eta:float, z:np.ndarray) -> dict:
                 W2=-eta * g(lm).T @ e / n, f=-eta * d.T @ (rho - s['qf'] * e) / n)
 
 # %% ../nbs/13_ts_theory.ipynb #ca5da4cc
-def early_time(q0:float, f0, W2t, ft, qf:float, eta:float) -> dict:
+def early_time(q0:float, # initial student norm Q_kk(0)
+               f0, # (K,) initial student-feedback overlaps f(0)
+               W2t, # (M,) teacher second-layer weights
+               ft, # (M,) teacher-feedback overlaps
+               qf:float, # feedback norm F·F / D
+               eta:float # learning rate η
+              ) -> dict:
     """Early-time slopes (Sup. E.1): dR/dt|₀ (eq 27), the coefficient c of dW₂/dt ≈ c·t (eq 28), df/dt|₀ (derived, and
     eq 29 as printed)."""
     f0, W2t, ft = (np.asarray(a, dtype=float) for a in (f0, W2t, ft))
@@ -245,7 +276,15 @@ def early_time(q0:float, f0, W2t, ft, qf:float, eta:float) -> dict:
     df_eq29 = (2 / math.pi) * eta * f0 * (W2t @ ft) / np.sqrt((1 + q0) * (1 + qf) - f0 ** 2)
     return dict(dR=dR, dW2_coef=dW2_coef, df=df, df_eq29=df_eq29)
 
-def early_f(t, q0:float, f0, W2t, ft, qf:float, eta:float, paper:bool=False):
+def early_f(t, # times (any shape; t = steps / D)
+            q0:float, # initial student norm Q_kk(0)
+            f0, # (K,) initial student-feedback overlaps f(0)
+            W2t, # (M,) teacher second-layer weights
+            ft, # (M,) teacher-feedback overlaps
+            qf:float, # feedback norm F·F / D
+            eta:float, # learning rate η
+            paper:bool=False # use eq 29's slope as printed instead of the derived one
+           ):
     "f(t) ≈ f(0) + t·df/dt|₀ to first order in t (eq 30; `paper=True` uses eq 29's printed slope)."
     e = early_time(q0, f0, W2t, ft, qf, eta)
     return np.asarray(f0, float) + np.multiply.outer(np.asarray(t, float), e['df_eq29' if paper else 'df'])
