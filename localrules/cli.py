@@ -93,8 +93,9 @@ def check_params(exp:dict, preset:str, params:dict) -> dict:
     return resolve_params(exp['PRESETS'], preset, params, exp['CHOICES'], exp.get('SPEC'), exp.get('RELATIONS'))
 
 def latest_unfinished(name:str, preset:str, runs_root='runs'):
-    "The newest run folder of `name` at `preset` without a DONE marker, or None."
-    cands = sorted(p for p in (Path(runs_root)/name).glob(f'{preset}-*') if not (p/'DONE').exists())
+    "The newest unfinished run folder of `name` at `preset` (no DONE, or its notebook not saved), or None."
+    cands = sorted(p for p in (Path(runs_root)/name).glob(f'{preset}-*')
+                   if not ((p/'DONE').exists() and (p/'notebook.ipynb').exists()))
     return cands[-1] if cands else None
 
 # %% ../nbs/05_cli.ipynb #c11a0001
@@ -117,8 +118,9 @@ def _execute(exp:dict, nb_path:Path, parameters:dict, shard, quiet:bool):
     "Papermill into a temporary notebook renamed into place: a failed run never replaces an executed notebook."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
+    from localrules.runs import _tmp_beside
     nb_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=nb_path.parent, prefix=f'.{nb_path.stem}.', suffix='.ipynb')
+    fd, tmp = _tmp_beside(nb_path, suffix='.ipynb')    # named by this process: a resumed run removes it if killed
     os.close(fd)
     saved = os.environ.pop(SHARD_ENV, None)
     if shard:
