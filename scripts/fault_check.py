@@ -118,7 +118,8 @@ def leftovers(out:Path) -> list:
     "What a finished run folder must not hold: temporary files, checkpoints, claims, locks, failed notebooks; files "
     "not readable by others; a missing DONE or results.jsonl."
     bad = [f"{p.relative_to(out)}: left over" for p in sorted(out.rglob('*')) if p.is_file() and
-           (p.name.startswith('.') or p.suffix in ('.pt', '.lock') or p.parent.name == 'claims' or 'failed' in p.name)]
+           (p.name.startswith('.') or p.suffix == '.lock' or p.parent.name in ('claims', 'checkpoints')
+            or p.name.endswith('.failed.ipynb'))]
     bad += [f"{p.relative_to(out)}: mode {oct(p.stat().st_mode & 0o777)}, not readable by others"
             for p in sorted(out.rglob('*')) if p.is_file() and not p.stat().st_mode & 0o004]
     bad += [f"{n} missing" for n in ('DONE', 'results.jsonl', 'notebook.ipynb') if not (out/n).exists()]
