@@ -235,9 +235,12 @@ def attempt(name:str, args:list, runs:Path, moment:tuple, resume:bool, work:Path
     return dict(moment=f"{kind} {at}" + (' s' if kind == 'time' else ''), killed=killed,
                 seconds=round(time.time() - t0, 2), rc=None if killed else proc.returncode)
 
-def check_experiment(name:str, kills:int, rng:random.Random, work:Path, reference:Path=None, timeout:float=900) -> dict:
+def check_experiment(name:str, kills:int, rng:random.Random, work:Path, reference:Path=None, timeout:float=900,
+                     args:list=None, # `-p` overrides (default: `SHRINK`'s, if any)
+                     at:list=None, # the kill moments, e.g. [('event', 'recorded:1')] (default: drawn by `moments`)
+                    ) -> dict:
     "Kill and resume one experiment `kills` times; compare with the uninterrupted run. Returns its summary."
-    args = SHRINK.get(name, [])
+    args = SHRINK.get(name, []) if args is None else args
     work.mkdir(parents=True, exist_ok=True)
     res = dict(experiment=name, overrides=args, kills=[], problems=[], mismatches=[])
     if reference:                              # its duration: from run.json's writing to DONE's, plus a start
@@ -252,7 +255,8 @@ def check_experiment(name:str, kills:int, rng:random.Random, work:Path, referenc
     for i in range(kills):
         if finished(out):
             break
-        a = attempt(name, args, runs, moments(rng, i, ref, out), i > 0, work, timeout)
+        moment = at[i] if at else moments(rng, i, ref, out)
+        a = attempt(name, args, runs, moment, i > 0, work, timeout)
         out = run_folder(runs, name)
         now = snapshot(out)
         changed = [u for u, v in kept.items() if now.get(u) != v]
