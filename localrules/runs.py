@@ -778,9 +778,13 @@ def _run_rows(units:Path):
     return meta, rows
 
 def collect(runs_root='runs', ledger_dir='results/ledger') -> dict:
-    "Merge every run's rows under `runs_root` into the ledger files; returns {experiment: number of rows}."
+    "Merge the rows of every finished run under `runs_root` into the ledger files; returns {experiment: number of rows}."
     new = {}
     for res in sorted(Path(runs_root).glob('*/*/units')):
+        if not (res.parent/'DONE').exists():             # interrupted, running, or a shard: its units are no result yet
+            warn(f"{res.parent}: not finished (no DONE), skipped; resume it (localrules run NAME --out "
+                 f"{res.parent}) to gather its results")
+            continue
         meta, rows = _run_rows(res)
         if meta is None:
             continue

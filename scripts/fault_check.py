@@ -115,8 +115,8 @@ def problems_after_kill(out:Path) -> list:
     return bad
 
 def leftovers(out:Path) -> list:
-    "What a finished run folder must not hold: temporary files, checkpoints, claims, locks, failed notebooks; files "
-    "not readable by others; a missing DONE or results.jsonl."
+    """What a finished run folder must not hold: temporary files, checkpoints, claims, locks, failed notebooks, files
+    not readable by others, half-written files; or lack: DONE, results.jsonl, notebook.ipynb."""
     bad = [f"{p.relative_to(out)}: left over" for p in sorted(out.rglob('*')) if p.is_file() and
            (p.name.startswith('.') or p.suffix == '.lock' or p.parent.name in ('claims', 'checkpoints')
             or p.name.endswith('.failed.ipynb'))]
@@ -188,6 +188,7 @@ def compare_runs(ref:Path, got:Path) -> tuple:
 def reference_run(name:str, args:list, work:Path, timeout:float) -> dict:
     "Run `name` uninterrupted into work/ref; watch its checkpoints (how many it writes, seen by polling)."
     runs = work/'ref'
+    work.mkdir(parents=True, exist_ok=True)
     t0, seen, began = time.time(), set(), None
     proc = start(name, args, runs, False, work/'log.txt')
     while proc.poll() is None and time.time() - t0 < timeout:
@@ -217,7 +218,8 @@ def moments(rng:random.Random, i:int, ref:dict, out:Path) -> tuple:
     return 'event', f'{event}:{rng.randint(1, most)}'
 
 def attempt(name:str, args:list, runs:Path, moment:tuple, resume:bool, work:Path, timeout:float) -> dict:
-    "Start (or resume) the run and SIGKILL it at `moment`; returns what happened."
+    """Start (or resume) the run and SIGKILL it at `moment`: ('time', s after its kernel started the run), ('in-unit', s
+    after its first checkpoint), ('event', 'EVENT:N') (the fault point); returns what happened."""
     kind, at = moment
     t0 = began = time.time()
     proc = start(name, args, runs, resume, work/'log.txt', fault=at if kind == 'event' else None)
@@ -226,18 +228,21 @@ def attempt(name:str, args:list, runs:Path, moment:tuple, resume:bool, work:Path
         if kind == 'time' and began == t0 and out and (out/'run.json').exists() and \
                 (out/'run.json').stat().st_mtime >= t0:
             began = time.time()                          # this attempt's kernel has (re)started the run
-        if (kind == 'time' and began > t0 and time.time() - began >= at) or (kind == 'event' and stopped(proc)):
+        if kind == 'in-unit' and began == t0 and any(m / 1e9 >= t0 for _, m in checkpoints(out)):
+            began = time.time()                          # this attempt has written a checkpoint: it is inside a unit
+        if (kind != 'event' and began > t0 and time.time() - began >= at) or (kind == 'event' and stopped(proc)):
             break
         time.sleep(0.01)
     killed = proc.poll() is None
     if killed:
         kill_all(proc)
-    return dict(moment=f"{kind} {at}" + (' s' if kind == 'time' else ''), killed=killed,
+    when = {'time': f'{at} s after the run started', 'in-unit': f'{at} s after a checkpoint'}.get(kind, at)
+    return dict(moment=f"{kind} {when}", killed=killed,
                 seconds=round(time.time() - t0, 2), rc=None if killed else proc.returncode)
 
 def check_experiment(name:str, kills:int, rng:random.Random, work:Path, reference:Path=None, timeout:float=900,
                      args:list=None, # `-p` overrides (default: `SHRINK`'s, if any)
-                     at:list=None, # the kill moments, e.g. [('event', 'recorded:1')] (default: drawn by `moments`)
+                     at:list=None, # kill moments, e.g. [None, ('event', 'recorded:1')] (None: drawn by `moments`)
                     ) -> dict:
     "Kill and resume one experiment `kills` times; compare with the uninterrupted run. Returns its summary."
     args = SHRINK.get(name, []) if args is None else args
@@ -255,7 +260,7 @@ def check_experiment(name:str, kills:int, rng:random.Random, work:Path, referenc
     for i in range(kills):
         if finished(out):
             break
-        moment = at[i] if at else moments(rng, i, ref, out)
+        moment = at[i] if at and at[i] else moments(rng, i, ref, out)
         a = attempt(name, args, runs, moment, i > 0, work, timeout)
         out = run_folder(runs, name)
         now = snapshot(out)
