@@ -14,8 +14,8 @@ __all__ = ['STANDARD_PARAMS', 'STANDARD_SPEC', 'SPEC_KEYS', 'TYPES', 'RELATION_O
            'read_reference', 'summarise', 'compare']
 
 # %% ../nbs/04_runs.ipynb #e38b02d0
-import json, os, re, ast, hashlib, datetime, math, operator, tempfile, shutil, statistics, socket, sys, time, uuid, pickle
-import contextlib, threading, atexit, signal
+import json, os, re, ast, hashlib, datetime, math, operator, tempfile, shutil, statistics, socket, sys, time, uuid
+import pickle, contextlib, threading, atexit, signal
 from pathlib import Path
 import torch
 from .core import provenance, check_choice, check_range, describe_range
@@ -612,12 +612,12 @@ class Run:
         for path in list(self._held):
             self._release(path)
     def record(self, key:dict, metrics:dict=None, curves=None,
-               diverged:str=None, # a message: the unit diverged; its metrics are not results, it is marked 'diverged'
+               diverged:str=None, # a message: the unit diverged; its metrics are no results, it is marked 'diverged'
               ) -> list:
         "Finish unit `key`: write its final `metrics` ({name: value}) and `curves` (a MetricsLogger or rows), once."
         base = dict(experiment=self.experiment, preset=self.preset, run_id=self.meta['run_id'],
-                    **{k: self.meta[k] for k in ('commit', 'device', 'torch', 'date')}, tf32=self.meta.get('tf32', False),
-                    params=json.dumps(self.params, sort_keys=True), **key)
+                    **{k: self.meta[k] for k in ('commit', 'device', 'torch', 'date')},
+                    tf32=self.meta.get('tf32', False), params=json.dumps(self.params, sort_keys=True), **key)
         base.setdefault('seed', None)
         if diverged is not None and not isinstance(diverged, str):
             raise TypeError(f"diverged={diverged!r} must be a message (str) or None")
@@ -693,7 +693,7 @@ class Run:
                 os.unlink(tmp)
         return path
     def _drop_leftovers(self):
-        "Every unit is recorded: remove the checkpoints and dead workers' claims a kill left (e.g. just after a record)."
+        "Every unit is recorded: remove the checkpoints and dead workers' claims a kill left (e.g. after a record)."
         for p in sorted((self.dir/'checkpoints').glob('*.pt')):
             p.unlink(missing_ok=True)
             print(f"removed {p.relative_to(self.dir)}: the checkpoint of a unit recorded before a kill", flush=True)
@@ -723,8 +723,8 @@ def forget_checkpoint(self:Run, **key):
     if path.exists(): path.unlink()
 
 # %% ../nbs/04_runs.ipynb #a9247d60
-ROW_FIELDS = ('experiment', 'preset', 'run_id', 'commit', 'device', 'torch', 'date', 'tf32', 'params', 'kind', 'step', 'metric',
-              'value', 'seed', 'status', 'message')
+ROW_FIELDS = ('experiment', 'preset', 'run_id', 'commit', 'device', 'torch', 'date', 'tf32', 'params', 'kind', 'step',
+              'metric', 'value', 'seed', 'status', 'message')
 
 def key_fields(row:dict) -> dict:
     "The unit-key fields of a result row (rule, dataset, ... but not the seed)."
@@ -778,7 +778,7 @@ def _run_rows(units:Path):
     return meta, rows
 
 def collect(runs_root='runs', ledger_dir='results/ledger') -> dict:
-    "Merge the rows of every finished run under `runs_root` into the ledger files; returns {experiment: number of rows}."
+    "Merge the rows of every finished run under `runs_root` into the ledger files; returns {experiment: row count}."
     new = {}
     for res in sorted(Path(runs_root).glob('*/*/units')):
         if not (res.parent/'DONE').exists():             # interrupted, running, or a shard: its units are no result yet

@@ -1,5 +1,5 @@
 """Fault injection: a run killed (SIGKILL) at random moments and at fault points, resumed with `--resume`, ends exactly
-as an uninterrupted one (scripts/fault_check.py over every experiment; here three small ones)."""
+as an uninterrupted one (scripts/fault_check.py does it for every experiment; here two small ones, for CI)."""
 import random, sys
 from conftest import ROOT
 
@@ -16,19 +16,16 @@ def check(tmp_path, name:str, args:list, at:list) -> dict:
     assert r['results_compared'] > 0 and not r['mismatches'], r['mismatches'][:5]
     return r
 
-def test_bp_vs_fa_killed_at_random_moments_and_mid_checkpoint(tmp_path):
-    args = ['-p', 'epochs', '4', '-p', 'milestones', '[]', '-p', 'seeds', '[0, 1]']   # 2 units, 4 checkpoints each
-    moment = ('in-unit', round(random.Random(0).uniform(0, 0.5), 2))                # a random moment inside a unit
-    r = check(tmp_path, 'bp_vs_fa', args, [moment, ('event', 'checkpoint:2')])
-    assert r['kills'][1]['checkpoints'] == 1, 'the second kill should land inside a unit, its checkpoint on disk'
-
-def test_population_killed_between_members(tmp_path):
-    # Table 1's two PEPITA rows train as one population: killed after its first member is recorded, the other one is
-    # trained again on resume (in a population of one) and must give the same numbers.
-    args = ['-p', 'entries', "['pepita', 'pepita/wd']", '-p', 'epochs', '2', '-p', 'milestones', '[]',
-            '-p', 'limit', '500', '-p', 'hidden', '32']
-    r = check(tmp_path, 'table1_mlp_1hl', args, [('event', 'recorded:1')])
-    assert r['units'] == 2 and r['kills'][0]['units_done'] == 1
+def test_population_killed_inside_a_unit_and_between_members(tmp_path):
+    # Table 1's two PEPITA rows (dropout, a random draw per step) train as one population of two. Killed first at a
+    # random moment after an epoch's checkpoint, then after the first member is recorded: resumed, the other member is
+    # trained again in a population of one and must give the same numbers, bit for bit.
+    args = ['-p', 'entries', "['pepita', 'pepita/wd']", '-p', 'epochs', '8', '-p', 'milestones', '[]',
+            '-p', 'hidden', '32']
+    moment = ('in-unit', round(random.Random(0).uniform(0, 0.02), 3))               # a random moment inside the unit
+    r = check(tmp_path, 'table1_mlp_1hl', args, [moment, ('event', 'recorded:1')])
+    assert r['units'] == 2 and r['kills'][0]['checkpoints'] == 1, 'the first kill should land inside the population'
+    assert r['kills'][1]['units_done'] == 1, 'the second kill should land between the two members'
 
 def test_clapp_killed_while_writing_its_checkpoint(tmp_path):
     "CLAPP++ pre-training killed while its second epoch's checkpoint is written: resumed from the first epoch's."
