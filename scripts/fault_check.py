@@ -337,7 +337,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.merge:
         parts = [json.loads(Path(f).read_text()) for f in a.merge]
-        results = [r for part in parts for r in part['experiments']]
+        results = list({r['experiment']: r for part in parts[::-1] for r in part['experiments']}.values())  # 1st wins
         meta = {k: v for k, v in parts[0].items() if k not in ('totals', 'experiments')}
         meta['settings']['merged_from'] = [part['settings']['command'] for part in parts]
         write_summary(Path(a.out), meta, sorted(results, key=lambda r: r['experiment']))

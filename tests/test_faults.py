@@ -16,16 +16,16 @@ def check(tmp_path, name:str, args:list, at:list) -> dict:
     assert r['results_compared'] > 0 and not r['mismatches'], r['mismatches'][:5]
     return r
 
-def test_population_killed_inside_a_unit_and_between_members(tmp_path):
-    # Table 1's two PEPITA rows (dropout, a random draw per step) train as one population of two. Killed first at a
-    # random moment after an epoch's checkpoint, then after the first member is recorded: resumed, the other member is
-    # trained again in a population of one and must give the same numbers, bit for bit.
-    args = ['-p', 'entries', "['pepita', 'pepita/wd']", '-p', 'epochs', '8', '-p', 'milestones', '[]',
-            '-p', 'hidden', '32']
-    moment = ('in-unit', round(random.Random(0).uniform(0, 0.02), 3))               # a random moment inside the unit
-    r = check(tmp_path, 'table1_mlp_1hl', args, [moment, ('event', 'recorded:1')])
-    assert r['units'] == 2 and r['kills'][0]['checkpoints'] == 1, 'the first kill should land inside the population'
-    assert r['kills'][1]['units_done'] == 1, 'the second kill should land between the two members'
+def test_population_killed_inside_a_unit(tmp_path):
+    # Table 1's two PEPITA rows train as one population of two, with dropout (a random draw per step): killed at a
+    # random moment after an epoch's checkpoint, resumed from it, they must end with the same numbers, bit for bit.
+    # (A kill between the two members' records, the other trained again alone: scripts/fault_check.py, `recorded`.)
+    args = ['-p', 'entries', "['pepita', 'pepita/wd']", '-p', 'epochs', '6', '-p', 'milestones', '[]',
+            '-p', 'hidden', '32', '-p', 'limit', '1000']
+    moment = ('in-unit', round(random.Random(0).uniform(0, 0.01), 3))               # a random moment inside the unit
+    r = check(tmp_path, 'table1_mlp_1hl', args, [moment])
+    assert r['units'] == 2 and r['kills'][0]['units_done'] == 0 and r['kills'][0]['checkpoints'] == 1, \
+        'the kill should land inside the population, its checkpoint on disk'
 
 def test_clapp_killed_while_writing_its_checkpoint(tmp_path):
     "CLAPP++ pre-training killed while its second epoch's checkpoint is written: resumed from the first epoch's."
