@@ -340,6 +340,7 @@ def main(argv=None):
         results = list({r['experiment']: r for part in parts[::-1] for r in part['experiments']}.values())  # 1st wins
         meta = {k: v for k, v in parts[0].items() if k not in ('totals', 'experiments')}
         meta['settings']['merged_from'] = [part['settings']['command'] for part in parts]
+        meta['provenance']['merged'] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
         write_summary(Path(a.out), meta, sorted(results, key=lambda r: r['experiment']))
         print(totals(results))
         return 0
