@@ -75,26 +75,34 @@ def _malformed(exp:dict, preset:str, name:str, value:BadLiteral) -> str:
     "The message for a `-p` value that is not a valid literal: what was given, why, what is allowed, an example."
     from localrules.runs import param_spec, describe_spec
     presets = exp['PRESETS']
-    if name not in presets.get(preset, {}): return f"{name}={str(value)!r} is not a valid Python literal ({value.reason})"
+    if name not in presets.get(preset, {}):
+        return f"{name}={str(value)!r} is not a valid Python literal ({value.reason})"
     allowed = describe_spec(param_spec(name, presets, exp.get('SPEC'), exp.get('CHOICES')))
     example = presets[preset][name]
     return (f"{name}={str(value)!r} is not a valid Python literal ({value.reason}); allowed: {allowed}, "
             f"e.g. -p {name} {repr(example) if not isinstance(example, str) else example!r}")
 
 def check_params(exp:dict, preset:str, params:dict) -> dict:
-    "Validate the `-p` values `params` against the notebook's parameter cell and declaration (PRESETS, CHOICES, SPEC, RELATIONS) before any kernel starts; returns the resolved configuration."
+    """Validate the `-p` values `params` against the notebook's parameter cell and declaration (PRESETS, CHOICES, SPEC,
+    RELATIONS) before any kernel starts; returns the resolved configuration."""
     owned = [k for k in params if k in CLI_OWNED]
-    if owned: raise ValueError('; '.join(f"{k} cannot be given with -p; use the option {CLI_OWNED[k]} of `localrules run`" for k in owned))
+    if owned:
+        raise ValueError('; '.join(f"{k} cannot be given with -p; use the option {CLI_OWNED[k]} of `localrules run`"
+                                   for k in owned))
     unknown = [k for k in params if k not in exp['params']]
-    if unknown: raise ValueError(f"unknown parameter(s) {unknown} for {exp['name']}; allowed: {[p for p in exp['params'] if p not in CLI_OWNED]}")
-    params = {k: str(v) if isinstance(v, BadLiteral) and _kind(exp, preset, k) == 'str' else v for k, v in params.items()}
+    if unknown:
+        allowed = [p for p in exp['params'] if p not in CLI_OWNED]
+        raise ValueError(f"unknown parameter(s) {unknown} for {exp['name']}; allowed: {allowed}")
+    params = {k: str(v) if isinstance(v, BadLiteral) and _kind(exp, preset, k) == 'str' else v
+              for k, v in params.items()}
     bad = [k for k, v in params.items() if isinstance(v, BadLiteral)]
     if bad: raise ValueError(_malformed(exp, preset, bad[0], params[bad[0]]))
     return resolve_params(exp['PRESETS'], preset, params, exp['CHOICES'], exp.get('SPEC'), exp.get('RELATIONS'))
 
 def latest_unfinished(name:str, preset:str, runs_root='runs'):
-    "The newest run folder of `name` at `preset` without a DONE marker, or None."
-    cands = sorted(p for p in (Path(runs_root)/name).glob(f'{preset}-*') if not (p/'DONE').exists())
+    "The newest unfinished run folder of `name` at `preset` (no DONE, or its notebook not saved), or None."
+    cands = sorted(p for p in (Path(runs_root)/name).glob(f'{preset}-*')
+                   if not ((p/'DONE').exists() and (p/'notebook.ipynb').exists()))
     return cands[-1] if cands else None
 
 # %% ../nbs/05_cli.ipynb #c11a0001
@@ -117,8 +125,9 @@ def _execute(exp:dict, nb_path:Path, parameters:dict, shard, quiet:bool):
     "Papermill into a temporary notebook renamed into place: a failed run never replaces an executed notebook."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
+    from localrules.runs import _tmp_beside
     nb_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=nb_path.parent, prefix=f'.{nb_path.stem}.', suffix='.ipynb')
+    fd, tmp = _tmp_beside(nb_path, suffix='.ipynb')    # named by this process: a resumed run removes it if killed
     os.close(fd)
     saved = os.environ.pop(SHARD_ENV, None)
     if shard:

@@ -138,6 +138,7 @@ def test_report_skips_bad_lines_and_lists_diverged_units(tmp_path):
     run = Run(runs/'demo'/'smoke-1', 'demo', 'smoke', {'lr': 0.1})
     run.record(dict(rule='bp', seed=0), {'test_acc': 90.})
     run.record(dict(rule='bp', seed=1), {'test_acc': 12.}, diverged='loss became nan at epoch 3')
+    run.finish()                                                  # the ledger gathers finished runs only
     (results/'ledger').mkdir(parents=True)
     (results/'ledger'/'other.jsonl').write_text('{"experiment": "other", "kind": "fin\n')
     p = cli('report', '--update-ledger', '--runs', runs, '--results', results, check=True)
