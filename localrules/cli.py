@@ -13,7 +13,7 @@ __all__ = ['CLI_OWNED', 'project_root', 'experiments_dir', 'experiments', 'get_e
 # %% ../nbs/05_cli.ipynb #fb3ab885
 import argparse, ast, json, os, sys, shutil, tempfile
 from pathlib import Path
-from .core import get_device
+from .core import get_device, COMPILE_MODES
 from .runs import (read_experiment, resolve_params, default_run_dir, collect, read_ledger, read_reference,
                              compare, atomic_write, STANDARD_PARAMS, SHARD_ENV, parse_shard, read_json, flagged,
                              FILE_MODE, RunFileError, dump_json, key_fields)
@@ -35,12 +35,14 @@ def experiments() -> dict:
 
 def get_experiment(name:str) -> dict:
     exps = experiments()
-    if name not in exps: raise SystemExit(f"error: unknown experiment {name!r}; available: {', '.join(exps)} (see `localrules list`)")
+    if name not in exps:
+        raise SystemExit(f"error: unknown experiment {name!r}; available: {', '.join(exps)} (see `localrules list`)")
     return exps[name]
 
 # %% ../nbs/05_cli.ipynb #4a0e5778
 class BadLiteral(str):
-    "A command-line value that looks like a Python literal but does not parse; `check_params` refuses it, naming the parameter."
+    """A command-line value that looks like a Python literal but does not parse; `check_params` refuses it, naming the
+    parameter."""
     def __new__(cls, s:str, reason:str):
         obj = super().__new__(cls, s)
         obj.reason = reason
@@ -52,7 +54,8 @@ def _looks_literal(t:str) -> bool:
     return bool(t) and (t[0] in '[({"\'' or t[-1] in '])}"\'' or number)
 
 def parse_value(s:str):
-    "A command-line value as a Python literal if it is one, else the string; text meant as a literal that does not parse (`[10,`, `0.1.2`) comes back as a `BadLiteral`."
+    """A command-line value as a Python literal if it is one, else the string; text meant as a literal that does not
+    parse (`[10,`, `0.1.2`) comes back as a `BadLiteral`."""
     t = s.strip()
     if t.lower() in ('true', 'false'): return t.lower() == 'true'
     if t.lower() in ('none', 'null'): return None
@@ -283,11 +286,13 @@ def cmd_rules(args): print(rules_table())
 
 # %% ../nbs/05_cli.ipynb #83f55926
 def paper_time(e:dict, rates:dict) -> str:
-    "The paper preset's expected time: for MLP experiments from their arithmetic and a measured FLOP rate, else the notebook's own estimate."
+    """The paper preset's expected time: for MLP experiments from their arithmetic and a measured FLOP rate, else the
+    notebook's own estimate."""
     from localrules.mlp_protocol import preset_times, fmt_duration
     t = preset_times(e['PRESETS'].get('paper', {}), rates)
     if not t: return e['EXPERIMENT'].get('time', {}).get('paper', '?')
-    here = f"{fmt_duration(t['here'])} here (measured, 1 CPU thread)" if 'here' in t else 'here: run benchmarks/population.py'
+    here = 'here: run benchmarks/population.py'
+    if 'here' in t: here = f"{fmt_duration(t['here'])} here (measured, 1 CPU thread)"
     return f"{here}; {fmt_duration(t['h100'])} on one H100 at fp32 peak ({t['flop'] / 1e15:.1f} PFLOP, a floor)"
 
 def cmd_list(args):
@@ -298,7 +303,9 @@ def cmd_list(args):
     print(f"{'experiment':{w}}  paper        figure/table          smoke          paper preset")
     for n, e in exps.items():
         m = e['EXPERIMENT']
-        print(f"{n:{w}}  {m.get('paper', ''):12} {m.get('figure', ''):21} {m.get('time', {}).get('smoke', '?'):14} {paper_time(e, rates)}")
+        print(
+            f"{n:{w}}  {m.get('paper', ''):12} {m.get('figure', ''):21} {m.get('time', {}).get('smoke', '?'):14} "
+            f"{paper_time(e, rates)}")
 
 def rerun_command(args, out) -> str:
     "The `localrules run` command that continues the run in folder `out` with the same parameters."
@@ -331,6 +338,7 @@ def cmd_run(args):
     from papermill.exceptions import PapermillExecutionError
     params = {k: parse_value(v) for k, v in (args.param or [])}
     if args.tf32: os.environ['LOCALRULES_TF32'] = '1'            # the kernel and the shard jobs inherit it
+    if args.compile: os.environ['LOCALRULES_COMPILE'] = args.compile   # `fit` compiles every step (provenance)
     if args.shard and args.executor:
         raise SystemExit("error: --shard I/N runs one share here; --executor submits all --shards: give one of them")
     if (args.shards is None) != (args.executor is None):
@@ -385,11 +393,13 @@ def cmd_docs(args):
 
 def _add_run_parser(sub):
     r = sub.add_parser('run', help='run one experiment notebook with papermill (one share, or all shards as jobs)')
-    r.add_argument('name'); r.add_argument('--preset', default='smoke', choices=['smoke', 'paper'])
+    r.add_argument('name')
+    r.add_argument('--preset', default='smoke', choices=['smoke', 'paper'])
     r.add_argument('-p', '--param', nargs=2, action='append', metavar=('KEY', 'VALUE'), help='override one parameter')
     r.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     r.add_argument('--out', default=None, help='run folder (an existing one is resumed)')
-    r.add_argument('--resume', action='store_true', help='continue the latest unfinished run of this experiment and preset')
+    r.add_argument('--resume', action='store_true',
+                   help='continue the latest unfinished run of this experiment and preset')
     r.add_argument('--runs', default='runs', help='root folder of run folders')
     r.add_argument('--quiet', action='store_true', help='do not stream the notebook output')
     r.add_argument('--shard', default=None, metavar='I/N', help='train only share I of N of the units into --out')
@@ -402,20 +412,29 @@ def _add_run_parser(sub):
     r.add_argument('--array-parallelism', type=int, default=None, metavar='K', help='at most K jobs at once (SLURM)')
     r.add_argument('--cpus', type=int, default=None, help='CPUs per job (SLURM)')
     r.add_argument('--mem', type=float, default=None, metavar='GB', help='memory per job in GB (SLURM)')
-    r.add_argument('--tf32', action='store_true', help='allow TF32 matrix products on CUDA (recorded in every result; default: fp32)')
+    r.add_argument('--tf32', action='store_true',
+                   help='allow TF32 matrix products on CUDA (recorded in every result; default: fp32)')
+    r.add_argument('--compile', default=None, choices=COMPILE_MODES, metavar='MODE',
+                   help=f"torch.compile every training step: one of {COMPILE_MODES} ('reduce-overhead': CUDA graphs)")
     r.set_defaults(f=cmd_run)
 
 def main(argv=None):
     "Entry point of the `localrules` console command."
     p = argparse.ArgumentParser(prog='localrules', description='Run and report the experiments of localrules.')
     sub = p.add_subparsers(dest='cmd', required=True)
-    sub.add_parser('list', help='every experiment with its paper, figure/table and expected time').set_defaults(f=cmd_list)
+    sub.add_parser('list',
+                   help='every experiment with its paper, figure/table and expected time').set_defaults(f=cmd_list)
     sub.add_parser('rules', help='every learning rule and the models it supports').set_defaults(f=cmd_rules)
     _add_run_parser(sub)
     rp = sub.add_parser('report', help='paper-shaped tables of the results ledger, measured beside paper (only reads)')
-    rp.add_argument('--runs', default='runs'); rp.add_argument('--results', default='results'); rp.set_defaults(f=cmd_report)
+    rp.add_argument('--runs', default='runs')
+    rp.add_argument('--results', default='results')
+    rp.set_defaults(f=cmd_report)
     rp.add_argument('--experiment', default=None, help='only this experiment')
-    rp.add_argument('--update-ledger', action='store_true', help='first gather the run folders under --runs into the committed ledger')
+    rp.add_argument('--update-ledger', action='store_true',
+                    help='first gather the run folders under --runs into the committed ledger')
     d = sub.add_parser('docs', help='render the docs pages to HTML without Quarto')
-    d.add_argument('--out', default='_site_offline'); d.set_defaults(f=cmd_docs)
-    args = p.parse_args(argv); args.f(args)
+    d.add_argument('--out', default='_site_offline')
+    d.set_defaults(f=cmd_docs)
+    args = p.parse_args(argv)
+    args.f(args)

@@ -44,7 +44,8 @@ def _common_kind(name:str, values:list) -> str:
     raise ValueError(f"{name}: no single type in the preset values {values}; declare it in SPEC[{name!r}]['type']")
 
 def param_spec(name:str, presets:dict, spec:dict=None, choices:dict=None) -> dict:
-    "The full rule of parameter `name`: its SPEC entry, with the type (and list/dict entry type) taken from the presets' values where not declared and CHOICES merged in."
+    """The full rule of parameter `name`: its SPEC entry, with the type (and list/dict entry type) taken from the
+    presets' values where not declared and CHOICES merged in."""
     s = dict((spec or {}).get(name, {}))
     bad = [k for k in s if k not in SPEC_KEYS]
     if bad: raise ValueError(f"SPEC[{name!r}] has unknown key(s) {bad}; allowed: {list(SPEC_KEYS)}")
@@ -55,7 +56,8 @@ def param_spec(name:str, presets:dict, spec:dict=None, choices:dict=None) -> dic
     if s['type'] == 'list': s.setdefault('len_lo', 0 if any(v == [] for v in values) else 1)
     if s['type'] in ('list', 'dict') and 'of' not in s:
         items = [e for v in values if v for e in (v.values() if isinstance(v, dict) else v)]
-        if not items: raise ValueError(f"{name}: every preset value is empty; declare the entry type in SPEC[{name!r}]['of']")
+        if not items:
+            raise ValueError(f"{name}: every preset value is empty; declare the entry type in SPEC[{name!r}]['of']")
         s['of'] = _common_kind(name, items)
     if (choices or {}).get(name) is not None: s.setdefault('choices', list(choices[name]))
     return s
@@ -63,7 +65,8 @@ def param_spec(name:str, presets:dict, spec:dict=None, choices:dict=None) -> dic
 def describe_spec(s:dict) -> str:
     "What rule `s` allows, in words."
     kind = s['type']
-    if kind == 'list' and 'of' in s:                     # a list of lists: the inner lists are checked by their notebook
+    # a list of lists: the inner lists are checked by their notebook
+    if kind == 'list' and 'of' in s:
         n_lo, n_hi = s.get('len_lo', 1), s.get('len_hi')
         size = f"{n_lo} to {n_hi} entries" if n_hi is not None else f"at least {n_lo} entries" if n_lo else 'any length'
         extra = [w for w in ('distinct', 'strictly increasing') if s.get(w.split()[-1])]
@@ -91,7 +94,8 @@ def _check_scalar(name:str, value, s:dict):
         raise ValueError(f"{name}={value!r} must be of type {kind}; allowed: {describe_spec(s)}")
     if kind == 'float': value = float(value)
     if kind in ('int', 'float'):
-        check_range(name, value, s.get('lo'), s.get('hi'), kind == 'int', s.get('lo_open', False), s.get('hi_open', False))
+        check_range(name, value, s.get('lo'), s.get('hi'), kind == 'int', s.get('lo_open', False),
+                    s.get('hi_open', False))
     if 'choices' in s and value not in s['choices']:
         raise ValueError(f"{name}={value!r} is not allowed; choose from {list(s['choices'])}")
     return value
@@ -114,13 +118,15 @@ def _check_list(name:str, value, s:dict) -> list:
 
 def _check_dict(name:str, value, s:dict) -> dict:
     "`value` against a dict rule `s`: allowed keys, each value."
-    if not isinstance(value, dict): raise ValueError(f"{name}={value!r} must be of type dict; allowed: {describe_spec(s)}")
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}={value!r} must be of type dict; allowed: {describe_spec(s)}")
     bad = [k for k in value if 'keys' in s and k not in s['keys']]
     if bad: raise ValueError(f"{name}={value!r} has key(s) {bad} that are not allowed; allowed: {describe_spec(s)}")
     return {k: _check_scalar(f'{name}[{k!r}]', v, _entry_rule(s)) for k, v in value.items()}
 
 def check_value(name:str, value, s:dict):
-    "`value` checked against the rule `s` (see `param_spec`); returns it (ints widened to floats, a lone list entry wrapped)."
+    """`value` checked against the rule `s` (see `param_spec`); returns it (ints widened to floats, a lone list entry
+    wrapped)."""
     if value is None:
         if s.get('none'): return None
         raise ValueError(f"{name}=None is not allowed; allowed: {describe_spec(s)}")
@@ -139,7 +145,8 @@ def _operand(side, cfg:dict):
 def _entries(v) -> list: return list(v) if isinstance(v, (list, tuple)) else [v]
 
 def check_relations(cfg:dict, relations:list=None):
-    "Raise `ValueError` naming both sides unless every rule `[a, op, b]` of `relations` holds in `cfg` (a list side: each of its entries; `in`: each entry of `a` is in `b`)."
+    """Raise `ValueError` naming both sides unless every rule `[a, op, b]` of `relations` holds in `cfg` (a list side:
+    each of its entries; `in`: each entry of `a` is in `b`)."""
     for a, op, b in relations or []:
         (na, va), (nb, vb) = _operand(a, cfg), _operand(b, cfg)
         if va is None or vb is None: continue
@@ -150,7 +157,8 @@ def check_relations(cfg:dict, relations:list=None):
             raise ValueError(f"{na}={va!r} must be {op} {nb}={vb!r}{each}; change {na if isinstance(a, str) else nb}")
 
 def check_declaration(presets:dict, spec:dict=None, relations:list=None):
-    "The declaration itself is sound: SPEC names parameters of the presets, each relation is `[a, op, b]` over known names."
+    """The declaration itself is sound: SPEC names parameters of the presets, each relation is `[a, op, b]` over known
+    names."""
     names = set.union(*(set(p) for p in presets.values()))
     bad = [k for k in spec or {} if k not in names]
     if bad: raise ValueError(f"SPEC names {bad}, which are not preset parameters {sorted(names)}")
@@ -161,8 +169,10 @@ def check_declaration(presets:dict, spec:dict=None, relations:list=None):
         unknown = [s for s in sides if s not in names]
         if unknown: raise ValueError(f"relation {r!r} names {unknown}, which are not preset parameters")
 
-def resolve_params(presets:dict, preset:str, given:dict, choices:dict=None, spec:dict=None, relations:list=None) -> dict:
-    "The preset's values, overridden by the non-None entries of `given`, each checked against its rule (`param_spec`), then the `relations`; unknown names fail."
+def resolve_params(presets:dict, preset:str, given:dict, choices:dict=None, spec:dict=None,
+                   relations:list=None) -> dict:
+    """The preset's values, overridden by the non-None entries of `given`, each checked against its rule (`param_spec`),
+    then the `relations`; unknown names fail."""
     check_choice('preset', preset, presets)
     check_declaration(presets, spec, relations)
     base = presets[preset]
@@ -181,14 +191,16 @@ def resolve_params(presets:dict, preset:str, given:dict, choices:dict=None, spec
 DECLARATIONS = ('EXPERIMENT', 'PRESETS', 'CHOICES', 'SPEC', 'RELATIONS')
 
 def read_experiment(path) -> dict:
-    "EXPERIMENT, PRESETS, CHOICES, SPEC, RELATIONS (literals) and the `parameters` cell's names of the experiment notebook at `path`."
+    """EXPERIMENT, PRESETS, CHOICES, SPEC, RELATIONS (literals) and the `parameters` cell's names of the experiment
+    notebook at `path`."""
     nb = json.loads(Path(path).read_text())
     out, params = {}, None
     for c in nb['cells']:
         if c['cell_type'] != 'code': continue
         src = ''.join(c['source'])
         if 'parameters' in c.get('metadata', {}).get('tags', []):
-            params = [t.id for n in ast.parse(src).body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]
+            params = [t.id for n in ast.parse(src).body if isinstance(n, ast.Assign) for t in n.targets
+                      if isinstance(t, ast.Name)]
         for n in ast.parse(src).body if not src.lstrip().startswith(('%', '!')) else []:
             if isinstance(n, ast.Assign) and len(n.targets) == 1 and getattr(n.targets[0], 'id', None) in DECLARATIONS:
                 out[n.targets[0].id] = ast.literal_eval(n.value)
@@ -334,10 +346,12 @@ def load_checkpoint(path, map_location=None):
 
 # %% ../nbs/04_runs.ipynb #eaed3928
 def _slug(key:dict, legacy:bool=False) -> str:
-    "A unit's file name: the key, readable; a hash of the exact key is added where characters were replaced or it is long."
+    """A unit's file name: the key, readable; a hash of the exact key is added where characters were replaced or it is
+    long."""
     raw = '-'.join(f'{k}={v}' for k, v in sorted(key.items()))
     s = re.sub(r'[^A-Za-z0-9=._-]+', '_', raw)
-    if legacy: raw = s                                  # the name before 2026-11-28, where 'a+b' and 'a_b' shared a file
+    # the name before 2026-11-28, where 'a+b' and 'a_b' shared a file
+    if legacy: raw = s
     return s if s == raw and len(s) < 120 else s[:80] + '-' + hashlib.sha1(raw.encode()).hexdigest()[:12]
 
 def default_run_dir(experiment:str, preset:str, root='runs') -> Path:
@@ -837,13 +851,16 @@ def summarise(rows:list) -> list:
     out = []
     for (exp, preset, run_id, key, metric), rs in groups.items():
         vs = [r['value'] for r in rs]
-        out.append(dict(experiment=exp, preset=preset, run_id=run_id, key=json.loads(key), metric=metric, mean=statistics.fmean(vs),
-                        std=statistics.stdev(vs) if len(vs) > 1 else 0., n=len(vs), device=rs[-1]['device'], commit=rs[-1]['commit'], date=max(r['date'] for r in rs),
+        out.append(dict(experiment=exp, preset=preset, run_id=run_id, key=json.loads(key), metric=metric,
+                        mean=statistics.fmean(vs),
+                        std=statistics.stdev(vs) if len(vs) > 1 else 0., n=len(vs), device=rs[-1]['device'],
+                        commit=rs[-1]['commit'], date=max(r['date'] for r in rs),
                         params=rs[-1]['params']))
     return out
 
 def compare(ledger_rows:list, reference:list, latest_only:bool=True) -> list:
-    "Measured summaries with the matching paper number (`paper`, `paper_std`); `latest_only`: of the runs with the same experiment, preset and parameters, only the newest."
+    """Measured summaries with the matching paper number (`paper`, `paper_std`); `latest_only`: of the runs with the
+    same experiment, preset and parameters, only the newest."""
     summ = summarise(ledger_rows)
     if latest_only:
         last = {}
@@ -855,6 +872,9 @@ def compare(ledger_rows:list, reference:list, latest_only:bool=True) -> list:
         s['paper'] = s['paper_std'] = None
         for ref in reference:
             k = _parse_key(ref['key'])
-            if ref['experiment'] == s['experiment'] and ref['metric'] == s['metric'] and all(str(s['key'].get(a)) == b for a, b in k.items()):
+            if ref[
+                'experiment'] == s[
+                    'experiment'] and ref[
+                        'metric'] == s['metric'] and all(str(s['key'].get(a)) == b for a, b in k.items()):
                 s['paper'], s['paper_std'] = ref['value'], ref['std']
     return summ
