@@ -4,6 +4,7 @@ import re, shutil
 from pathlib import Path
 import pytest
 from conftest import cli, ROOT
+SHOT_MS = 120_000      # screenshots wait on fonts; a loaded CI machine needs more than playwright's 30 s
 
 CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
 NUMBER = re.compile(r'\d+\.\d+ ± \d')
@@ -60,7 +61,7 @@ def test_navigate_from_home_to_api_and_experiment_pages(site, shots):
         page.goto((site/'index.html').as_uri())
         assert page.locator('nav.sidebar h3').count() >= 4
         assert 'Experiments' in page.inner_text('header') and 'Status' in page.inner_text('header')
-        page.screenshot(path=str(shots/'home.png'), full_page=True)
+        page.screenshot(path=str(shots/'home.png'), full_page=True, timeout=SHOT_MS)
         page.click('nav.sidebar a[href="07_report.html"]')                       # an API page, with equations
         page.wait_for_load_state('load')
         assert page.url.endswith('07_report.html') and page.inner_text('h1') == 'report'
@@ -71,7 +72,7 @@ def test_navigate_from_home_to_api_and_experiment_pages(site, shots):
         prose = ' '.join(page.eval_on_selector_all('main p', 'ps => ps.map(p => p.innerText)'))
         assert '\\frac' not in prose and '$' not in prose and 'MATHPH' not in prose, prose[:300]
         assert page.locator('main math mfrac').count() >= 1                       # a fraction laid out as one
-        page.screenshot(path=str(shots/'api.png'), full_page=True)
+        page.screenshot(path=str(shots/'api.png'), full_page=True, timeout=SHOT_MS)
         page.click('nav.sidebar a[href="experiments-table1_mlp_1hl.html"]')       # an experiment page
         page.wait_for_load_state('load')
         text = page.inner_text('main')
@@ -82,7 +83,7 @@ def test_navigate_from_home_to_api_and_experiment_pages(site, shots):
                                           'ts => ts.map(t => Array.from(t.querySelectorAll("th")).map(h => '
                                           'h.innerText))')
         cells = page.eval_on_selector_all('main table td', 'ds => ds.map(d => d.innerText)')
-        page.screenshot(path=str(shots/'experiment.png'), full_page=True)
+        page.screenshot(path=str(shots/'experiment.png'), full_page=True, timeout=SHOT_MS)
         b.close()
     assert any('paper' in h and any(c not in ('paper',) for c in h) for h in heads), heads
     assert any(NUMBER.search(c) or re.fullmatch(r'\d+\.\d+ \(n=\d+\)', c) for c in cells)
@@ -97,7 +98,7 @@ def test_status_page_counts_and_measured_vs_paper(site, shots):
         text = page.inner_text('main')
         rows = page.eval_on_selector_all('main table tr',
                                          'rs => rs.map(r => Array.from(r.cells).map(c => c.innerText))')
-        page.screenshot(path=str(shots/'status.png'), full_page=True)
+        page.screenshot(path=str(shots/'status.png'), full_page=True, timeout=SHOT_MS)
         b.close()
     m = re.search(r'(\d+) paper numbers: (\d+) reproduced, (\d+) off, (\d+) no result, (\d+) smoke only, (\d+) not run',
                   text)
@@ -123,7 +124,7 @@ def test_results_page_renders_tables_and_figures(site, shots):
         n_tables = page.locator('table').count()
         imgs = page.eval_on_selector_all('main img',
                                          'els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])')
-        page.screenshot(path=str(shots/'results.png'), full_page=True)
+        page.screenshot(path=str(shots/'results.png'), full_page=True, timeout=SHOT_MS)
         b.close()
     assert n_tables >= 1
     assert imgs and all(ok and w > 100 and h > 100 for ok, w, h in imgs), imgs
