@@ -157,6 +157,7 @@ def _execute(exp:dict, nb_path:Path, parameters:dict, shard, quiet:bool):
     os.replace(tmp, nb_path)
     os.chmod(nb_path, FILE_MODE)
 
+# %% ../nbs/05_cli.ipynb #24dbb4de
 def run_experiment(name:str, preset:str='smoke', params:dict=None, device:str='auto', out=None, resume:bool=False,
                    runs_root='runs', quiet:bool=False,
                    shard=None, # 'I/N' or (I, N): train only that share of the units into `out` (required)
@@ -314,6 +315,7 @@ def rerun_command(args, out) -> str:
     dev = '' if args.device == 'auto' else f' --device {args.device}'
     return f"localrules run {args.name} --preset {args.preset}{ps}{dev} --out {out}"
 
+# %% ../nbs/05_cli.ipynb #e8f847a4
 def failure_advice(ename:str, evalue:str, out, args, notebook=None) -> str:
     "The message after a failed notebook: the error, where its traceback is, and what to do next (for this error)."
     out = Path(out) if out else None
@@ -362,6 +364,7 @@ def cmd_run(args):
     except KeyboardInterrupt:
         raise SystemExit("interrupted: finished units are kept; run the same command with --out RUN_FOLDER to continue")
 
+# %% ../nbs/05_cli.ipynb #fa7c41df
 def flagged_lines(rows:list) -> list:
     "One line per diverged unit or null final value of the ledger: no result, not in the means."
     lines = set()
@@ -387,6 +390,7 @@ def cmd_report(args):
         print("units without results (diverged, or a value that is not finite; not in the means):")
         print('\n'.join(marked))
 
+# %% ../nbs/05_cli.ipynb #e31b293a
 def cmd_docs(args):
     site = build_offline_docs(args.out)
     print(f"offline docs: {site}/index.html")
@@ -418,6 +422,7 @@ def _add_run_parser(sub):
                    help=f"torch.compile every training step: one of {COMPILE_MODES} ('reduce-overhead': CUDA graphs)")
     r.set_defaults(f=cmd_run)
 
+# %% ../nbs/05_cli.ipynb #df5f1b17
 def main(argv=None):
     "Entry point of the `localrules` console command."
     p = argparse.ArgumentParser(prog='localrules', description='Run and report the experiments of localrules.')

@@ -95,6 +95,7 @@ def conv_nsm_reference(x:np.ndarray, # (B, C, H, W) images
     n = B * Ho * Wo
     return Y, (Cyx / n).reshape(W.shape), Cyy / n
 
+# %% ../nbs/21_conv_nsm.ipynb #732b95ad
 class ConvNSMReference:
     "Conventional (per-sample, per-patch NumPy) convolutional NSM trainer with the same local updates."
     def __init__(self, W, M, tau:float=0.1, n_iter:int=40, tol:float=0., gamma:float=1., stride:int=1, padding:int=0):

@@ -167,6 +167,7 @@ def _train(built:tuple, s:dict, data:tuple, seed, checkpoint, every, progress:bo
         torch.set_flush_denormal(False)
     return rule, log
 
+# %% ../nbs/16_mlp_protocol.ipynb #ce753afa
 def train_unit(s:dict, # unit settings (see `build`); its epochs and batch_size drive `fit`
                data:tuple, # ((x_train, y_train), (x_test, y_test)), as `load_data` returns
                seed:int=0, # the unit's seed: weights, rule draws and data order

@@ -86,6 +86,7 @@ def _discover():
     for m in pkgutil.iter_modules(localrules.__path__):
         if m.name not in ('cli', '_modidx'): importlib.import_module(f'localrules.{m.name}')
 
+# %% ../nbs/02_rules.ipynb #2c4f74da
 def available_rules(details:bool=False):
     "Sorted names of all registered learning rules, or with `details` {name: what models it supports}."
     _discover()

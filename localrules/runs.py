@@ -17,6 +17,7 @@ __all__ = ['STANDARD_PARAMS', 'STANDARD_SPEC', 'SPEC_KEYS', 'TYPES', 'RELATION_O
 import json, os, re, ast, hashlib, datetime, math, operator, tempfile, shutil, statistics, socket, sys, time, uuid
 import pickle, contextlib, threading, atexit, signal
 from pathlib import Path
+from fastcore.basics import patch
 import torch
 from .core import provenance, check_choice, check_range, describe_range
 
@@ -62,6 +63,7 @@ def param_spec(name:str, presets:dict, spec:dict=None, choices:dict=None) -> dic
     if (choices or {}).get(name) is not None: s.setdefault('choices', list(choices[name]))
     return s
 
+# %% ../nbs/04_runs.ipynb #57382acb
 def describe_spec(s:dict) -> str:
     "What rule `s` allows, in words."
     kind = s['type']
@@ -87,6 +89,7 @@ def _entry_rule(s:dict) -> dict:
     "The rule of one entry of a list or dict rule `s`."
     return dict({k: v for k, v in s.items() if k in ('lo', 'hi', 'lo_open', 'hi_open', 'choices')}, type=s['of'])
 
+# %% ../nbs/04_runs.ipynb #36aafa07
 def _check_scalar(name:str, value, s:dict):
     "`value` against a scalar rule `s`: type, finite range, choices; ints widen to floats."
     kind = s['type']
@@ -116,6 +119,7 @@ def _check_list(name:str, value, s:dict) -> list:
         raise ValueError(f"{name}={value!r} is not strictly increasing; allowed: {describe_spec(s)}")
     return out
 
+# %% ../nbs/04_runs.ipynb #06896302
 def _check_dict(name:str, value, s:dict) -> dict:
     "`value` against a dict rule `s`: allowed keys, each value."
     if not isinstance(value, dict):
@@ -169,6 +173,7 @@ def check_declaration(presets:dict, spec:dict=None, relations:list=None):
         unknown = [s for s in sides if s not in names]
         if unknown: raise ValueError(f"relation {r!r} names {unknown}, which are not preset parameters")
 
+# %% ../nbs/04_runs.ipynb #74ed798e
 def resolve_params(presets:dict, preset:str, given:dict, choices:dict=None, spec:dict=None,
                    relations:list=None) -> dict:
     """The preset's values, overridden by the non-None entries of `given`, each checked against its rule (`param_spec`),
@@ -242,6 +247,7 @@ def _tmp_beside(path:Path, suffix:str=''):
     os.chmod(tmp, FILE_MODE)
     return fd, tmp
 
+# %% ../nbs/04_runs.ipynb #2471cf57
 def sweep_temporaries(folder) -> list:
     "Remove the temporary files under `folder` of writers on this host that ended (killed mid-write); returns them."
     gone = []
@@ -270,6 +276,7 @@ def fault_point(*events:str):
         print(f"fault injection: stopped at {event} {_fault_counts[event]} (pid {os.getpid()})", flush=True)
         os.kill(os.getpid(), signal.SIGSTOP)
 
+# %% ../nbs/04_runs.ipynb #e257716f
 def atomic_write(path, data, mode='w'):
     "Write `data` to `path` via a temporary file and `os.replace`: readers never see a partial file."
     path = Path(path)
@@ -304,6 +311,7 @@ def write_new(path, data:str):
         if os.path.exists(tmp):
             os.unlink(tmp)
 
+# %% ../nbs/04_runs.ipynb #037fa64c
 def atomic_torch_save(obj, path):
     "`torch.save` to `path` atomically, through a temporary file unique to this writer."
     path = Path(path)
@@ -372,6 +380,7 @@ def parse_shard(shard):
         raise ValueError(f"shard={shard!r} must be 'I/N' with 0 <= I < N (e.g. '0/4')")
     return int(m[1]), int(m[2])
 
+# %% ../nbs/04_runs.ipynb #be4ca3aa
 def unit_shard(key:dict, n:int) -> int:
     "The shard (0 .. n-1) of unit `key`: a stable hash of the exact key, the same on every machine and Python."
     raw = json.dumps(key, sort_keys=True, default=str)
@@ -398,6 +407,7 @@ def _alive(pid:int, start=None) -> bool:
         return not Path('/proc').is_dir()                # no /proc: trust os.kill; with /proc: a zombie
     return start is None or now == start
 
+# %% ../nbs/04_runs.ipynb #800673fd
 class _Holder:
     "Who holds a claim or lock: host, pid (with its start time), when, and how often it beats."
     @staticmethod
@@ -433,6 +443,7 @@ def _create(path:Path, data:str):
     finally:
         os.unlink(tmp)
 
+# %% ../nbs/04_runs.ipynb #eccc7111
 def _read_holder(path:Path):
     "(info or None if unreadable, raw bytes, mtime) of a claim or lock file, or None when it is gone."
     try:
@@ -549,183 +560,220 @@ class Run:
     def mine(self, **key) -> bool:
         "Whether unit `key` belongs to this worker's shard (always, without a shard)."
         return self.shard is None or unit_shard(key, self.shard[1]) == self.shard[0]
-    def claim(self, **key) -> bool:
-        "True when this worker should train unit `key` now: not done, in its shard, and no live worker holds it."
-        if self.done(**key) or not self.mine(**key):
-            return False
-        path = self._claim_path(key)
-        for _ in range(5):
-            if self._try_claim(path, key):
-                if not self.done(**key):                 # finished by another worker just before
-                    return True
-                self._release(path)
-                return False
-            held = _read_holder(path)
-            if held is None:
-                continue                                 # released meanwhile: try again
-            info, raw, mtime = held
-            if isinstance(info, dict) and info.get('host') == socket.gethostname() and info.get('pid') == os.getpid():
-                self._held[path] = info.get('token')     # this process's own claim (e.g. a cell run again)
-                self._start_heartbeat()
+
+# %% ../nbs/04_runs.ipynb #a766f59c
+@patch
+def claim(self:Run, **key) -> bool:
+    "True when this worker should train unit `key` now: not done, in its shard, and no live worker holds it."
+    if self.done(**key) or not self.mine(**key):
+        return False
+    path = self._claim_path(key)
+    for _ in range(5):
+        if self._try_claim(path, key):
+            if not self.done(**key):                 # finished by another worker just before
                 return True
-            if not _Holder.stale(info, mtime, self.timeout):
-                self._waiting[path] = key
-                return False
-            if self._take_over(path, raw, mtime, key):
-                return not self.done(**key) or self._release(path)
-        return False
-    def _try_claim(self, path:Path, key:dict) -> bool:
-        info = _Holder.info(key=key, heartbeat_s=self.heartbeat, timeout_s=self.timeout,
-                            shard=None if self.shard is None else f'{self.shard[0]}/{self.shard[1]}')
-        try:
-            _create(path, dump_json(info))
-        except FileExistsError:
-            return False
-        self._held[path] = info['token']
-        self._start_heartbeat()
-        return True
-    def _take_over(self, path:Path, raw:bytes, mtime:float, key:dict) -> bool:
-        "Replace the stale claim `path` (content `raw`, heartbeat `mtime`) by ours; atomic against racing workers."
-        grave = path.with_name(f'.{path.name}.stale-{uuid.uuid4().hex}')
-        try:
-            os.rename(path, grave)                       # exactly one worker moves any given file away
-        except FileNotFoundError:
-            return False
-        if grave.read_bytes() != raw or grave.stat().st_mtime != mtime:
-            with contextlib.suppress(FileExistsError):   # not the claim judged stale (a live one): put it back
-                os.link(grave, path)
-            grave.unlink()
-            return False
-        grave.unlink()
-        info = json.loads(raw) if raw.strip().startswith(b'{') else {}
-        print(f"taking over unit {key} from a stopped worker ({info.get('host')}, pid {info.get('pid')})", flush=True)
-        return self._try_claim(path, key)
-    def _start_heartbeat(self):
-        if self._beating is None:
-            self._beating = threading.Thread(target=self._beat, daemon=True, name='localrules-claims')
-            self._beating.start()
-    def _beat(self):
-        "Touch every held claim each `heartbeat` seconds (its mtime is the heartbeat); drop claims taken over."
-        while True:
-            time.sleep(self.heartbeat)
-            for path, token in list(self._held.items()):
-                held = _read_holder(path)
-                if held is None or (isinstance(held[0], dict) and held[0].get('token') != token):
-                    self._held.pop(path, None)
-                    continue
-                with contextlib.suppress(FileNotFoundError):
-                    os.utime(path)
-    def _release(self, path:Path) -> bool:
-        "Remove our claim `path` (if still ours); returns False."
-        token = self._held.pop(path, None)
-        held = _read_holder(path)
-        if token is not None and held is not None and isinstance(held[0], dict) and held[0].get('token') == token:
-            path.unlink(missing_ok=True)
-        return False
-    def _release_all(self):
-        for path in list(self._held):
             self._release(path)
-    def record(self, key:dict, metrics:dict=None, curves=None,
-               diverged:str=None, # a message: the unit diverged; its metrics are no results, it is marked 'diverged'
-              ) -> list:
-        "Finish unit `key`: write its final `metrics` ({name: value}) and `curves` (a MetricsLogger or rows), once."
-        base = dict(experiment=self.experiment, preset=self.preset, run_id=self.meta['run_id'],
-                    **{k: self.meta[k] for k in ('commit', 'device', 'torch', 'date')},
-                    tf32=self.meta.get('tf32', False), params=json.dumps(self.params, sort_keys=True), **key)
-        base.setdefault('seed', None)
-        if diverged is not None and not isinstance(diverged, str):
-            raise TypeError(f"diverged={diverged!r} must be a message (str) or None")
-        if diverged:
-            rows = [dict(base, kind='status', step=None, metric=None, value=None, status='diverged', message=diverged)]
-        else:
-            rows = [_stored(dict(base, kind='final', step=None, metric=k, value=v)) for k, v in (metrics or {}).items()]
-        for r in (getattr(curves, 'rows', curves) or []):
-            row = dict(base, kind='curve', **{k: v for k, v in r.items() if k not in base})
-            rows.append(_stored(row, 'diverged' if diverged else None))
-        path = self._unit(key)
-        try:
-            write_new(path, dump_json(rows))
-        except FileExistsError:
-            raise FileExistsError(f"unit {key} is already recorded in {path}; "
-                                  "finished units are never rewritten") from None
-        fault_point('recorded')                          # the unit is in place; its checkpoint and claim not yet gone
-        self._trained += 1
-        ck = self._path('checkpoints', key, '.pt')
-        ck.unlink(missing_ok=True)
-        self._release(self._claim_path(key))
-        return rows
-    def checkpoint(self, **key):
-        "(save, load) callables for `fit`: the unit's checkpoint, written atomically, removed when the unit finishes."
-        path = self._path('checkpoints', key, '.pt')
-        return (lambda obj: atomic_torch_save(obj, path),
-                lambda: load_checkpoint(path) if path.exists() else None)
-    def _wait_for_others(self, poll:float=1.):
-        "Wait until the units other live workers held are finished; a worker that stopped leaves an error."
-        told = False
-        while self._waiting:
-            for path, key in list(self._waiting.items()):
-                held = _read_holder(path)
-                if self.done(**key):
-                    self._waiting.pop(path)
-                elif held is None or _Holder.stale(held[0], held[2], self.timeout):
-                    raise RuntimeError(f"unit {key} was being trained by another worker, which stopped before "
-                                       f"finishing it; run again into the same folder ({self.dir}) to train it")
-            if self._waiting and not told:
-                print(f"waiting for {len(self._waiting)} unit(s) other workers are training", flush=True)
-                told = True
-            if self._waiting:
-                time.sleep(poll)
-    def _stop_if_sharded(self, what:str):
-        if self.shard:
-            i, n = self.shard
-            raise ShardDone(f"shard {i}/{n} is done ({self._trained} unit(s) trained here); {what} come from the "
-                            "gather run (the notebook once without a shard)")
-    def rows(self, kind:str=None) -> list:
-        "All result rows recorded so far (`kind` 'final', 'curve' or 'status' to filter); non-finite values as floats."
-        self._stop_if_sharded('tables and figures')
-        if not self._held:                               # holding none: nobody can be waiting for us
-            self._wait_for_others()
-        rs = []
-        for p in sorted((self.dir/'units').glob('*.json')):
-            todo = 'delete it and run again into the same folder to train that unit again'
-            unit = read_json(p, 'unit result', todo)
-            if not isinstance(unit, list) or not all(isinstance(r, dict) for r in unit):
-                raise RunFileError(f"{p}: the unit result is damaged (not a list of rows); {todo}")
-            rs += [_restored(r) for r in unit]
-        return [r for r in rs if kind is None or r['kind'] == kind]
-    def savefig(self, fig, name:str):
-        "Save a matplotlib figure as figures/<name>.png (atomically)."
-        path = self.dir/'figures'/f'{name}.png'
-        fd, tmp = _tmp_beside(path, suffix='.png')
-        os.close(fd)
-        try:
-            fig.savefig(tmp, dpi=120, bbox_inches='tight')
-            fault_point('write')
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
-    def _drop_leftovers(self):
-        "Every unit is recorded: remove the checkpoints and dead workers' claims a kill left (e.g. after a record)."
-        for p in sorted((self.dir/'checkpoints').glob('*.pt')):
+            return False
+        held = _read_holder(path)
+        if held is None:
+            continue                                 # released meanwhile: try again
+        info, raw, mtime = held
+        if isinstance(info, dict) and info.get('host') == socket.gethostname() and info.get('pid') == os.getpid():
+            self._held[path] = info.get('token')     # this process's own claim (e.g. a cell run again)
+            self._start_heartbeat()
+            return True
+        if not _Holder.stale(info, mtime, self.timeout):
+            self._waiting[path] = key
+            return False
+        if self._take_over(path, raw, mtime, key):
+            return not self.done(**key) or self._release(path)
+    return False
+
+# %% ../nbs/04_runs.ipynb #c4b64f71
+@patch
+def _try_claim(self:Run, path:Path, key:dict) -> bool:
+    info = _Holder.info(key=key, heartbeat_s=self.heartbeat, timeout_s=self.timeout,
+                        shard=None if self.shard is None else f'{self.shard[0]}/{self.shard[1]}')
+    try:
+        _create(path, dump_json(info))
+    except FileExistsError:
+        return False
+    self._held[path] = info['token']
+    self._start_heartbeat()
+    return True
+
+@patch
+def _take_over(self:Run, path:Path, raw:bytes, mtime:float, key:dict) -> bool:
+    "Replace the stale claim `path` (content `raw`, heartbeat `mtime`) by ours; atomic against racing workers."
+    grave = path.with_name(f'.{path.name}.stale-{uuid.uuid4().hex}')
+    try:
+        os.rename(path, grave)                       # exactly one worker moves any given file away
+    except FileNotFoundError:
+        return False
+    if grave.read_bytes() != raw or grave.stat().st_mtime != mtime:
+        with contextlib.suppress(FileExistsError):   # not the claim judged stale (a live one): put it back
+            os.link(grave, path)
+        grave.unlink()
+        return False
+    grave.unlink()
+    info = json.loads(raw) if raw.strip().startswith(b'{') else {}
+    print(f"taking over unit {key} from a stopped worker ({info.get('host')}, pid {info.get('pid')})", flush=True)
+    return self._try_claim(path, key)
+
+# %% ../nbs/04_runs.ipynb #7bdc0ac4
+@patch
+def _start_heartbeat(self:Run):
+    if self._beating is None:
+        self._beating = threading.Thread(target=self._beat, daemon=True, name='localrules-claims')
+        self._beating.start()
+
+@patch
+def _beat(self:Run):
+    "Touch every held claim each `heartbeat` seconds (its mtime is the heartbeat); drop claims taken over."
+    while True:
+        time.sleep(self.heartbeat)
+        for path, token in list(self._held.items()):
+            held = _read_holder(path)
+            if held is None or (isinstance(held[0], dict) and held[0].get('token') != token):
+                self._held.pop(path, None)
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(path)
+
+@patch
+def _release(self:Run, path:Path) -> bool:
+    "Remove our claim `path` (if still ours); returns False."
+    token = self._held.pop(path, None)
+    held = _read_holder(path)
+    if token is not None and held is not None and isinstance(held[0], dict) and held[0].get('token') == token:
+        path.unlink(missing_ok=True)
+    return False
+
+@patch
+def _release_all(self:Run):
+    for path in list(self._held):
+        self._release(path)
+
+# %% ../nbs/04_runs.ipynb #3826c65a
+@patch
+def record(self:Run, key:dict, metrics:dict=None, curves=None,
+           diverged:str=None, # a message: the unit diverged; its metrics are no results, it is marked 'diverged'
+          ) -> list:
+    "Finish unit `key`: write its final `metrics` ({name: value}) and `curves` (a MetricsLogger or rows), once."
+    base = dict(experiment=self.experiment, preset=self.preset, run_id=self.meta['run_id'],
+                **{k: self.meta[k] for k in ('commit', 'device', 'torch', 'date')},
+                tf32=self.meta.get('tf32', False), params=json.dumps(self.params, sort_keys=True), **key)
+    base.setdefault('seed', None)
+    if diverged is not None and not isinstance(diverged, str):
+        raise TypeError(f"diverged={diverged!r} must be a message (str) or None")
+    if diverged:
+        rows = [dict(base, kind='status', step=None, metric=None, value=None, status='diverged', message=diverged)]
+    else:
+        rows = [_stored(dict(base, kind='final', step=None, metric=k, value=v)) for k, v in (metrics or {}).items()]
+    for r in (getattr(curves, 'rows', curves) or []):
+        row = dict(base, kind='curve', **{k: v for k, v in r.items() if k not in base})
+        rows.append(_stored(row, 'diverged' if diverged else None))
+    path = self._unit(key)
+    try:
+        write_new(path, dump_json(rows))
+    except FileExistsError:
+        raise FileExistsError(f"unit {key} is already recorded in {path}; "
+                              "finished units are never rewritten") from None
+    fault_point('recorded')                          # the unit is in place; its checkpoint and claim not yet gone
+    self._trained += 1
+    ck = self._path('checkpoints', key, '.pt')
+    ck.unlink(missing_ok=True)
+    self._release(self._claim_path(key))
+    return rows
+
+@patch
+def checkpoint(self:Run, **key):
+    "(save, load) callables for `fit`: the unit's checkpoint, written atomically, removed when the unit finishes."
+    path = self._path('checkpoints', key, '.pt')
+    return (lambda obj: atomic_torch_save(obj, path),
+            lambda: load_checkpoint(path) if path.exists() else None)
+
+# %% ../nbs/04_runs.ipynb #08f43a96
+@patch
+def _wait_for_others(self:Run, poll:float=1.):
+    "Wait until the units other live workers held are finished; a worker that stopped leaves an error."
+    told = False
+    while self._waiting:
+        for path, key in list(self._waiting.items()):
+            held = _read_holder(path)
+            if self.done(**key):
+                self._waiting.pop(path)
+            elif held is None or _Holder.stale(held[0], held[2], self.timeout):
+                raise RuntimeError(f"unit {key} was being trained by another worker, which stopped before "
+                                   f"finishing it; run again into the same folder ({self.dir}) to train it")
+        if self._waiting and not told:
+            print(f"waiting for {len(self._waiting)} unit(s) other workers are training", flush=True)
+            told = True
+        if self._waiting:
+            time.sleep(poll)
+
+@patch
+def _stop_if_sharded(self:Run, what:str):
+    if self.shard:
+        i, n = self.shard
+        raise ShardDone(f"shard {i}/{n} is done ({self._trained} unit(s) trained here); {what} come from the "
+                        "gather run (the notebook once without a shard)")
+
+# %% ../nbs/04_runs.ipynb #cdf20224
+@patch
+def rows(self:Run, kind:str=None) -> list:
+    "All result rows recorded so far (`kind` 'final', 'curve' or 'status' to filter); non-finite values as floats."
+    self._stop_if_sharded('tables and figures')
+    if not self._held:                               # holding none: nobody can be waiting for us
+        self._wait_for_others()
+    rs = []
+    for p in sorted((self.dir/'units').glob('*.json')):
+        todo = 'delete it and run again into the same folder to train that unit again'
+        unit = read_json(p, 'unit result', todo)
+        if not isinstance(unit, list) or not all(isinstance(r, dict) for r in unit):
+            raise RunFileError(f"{p}: the unit result is damaged (not a list of rows); {todo}")
+        rs += [_restored(r) for r in unit]
+    return [r for r in rs if kind is None or r['kind'] == kind]
+
+@patch
+def savefig(self:Run, fig, name:str):
+    "Save a matplotlib figure as figures/<name>.png (atomically)."
+    path = self.dir/'figures'/f'{name}.png'
+    fd, tmp = _tmp_beside(path, suffix='.png')
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches='tight')
+        fault_point('write')
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+# %% ../nbs/04_runs.ipynb #10ea8601
+@patch
+def _drop_leftovers(self:Run):
+    "Every unit is recorded: remove the checkpoints and dead workers' claims a kill left (e.g. after a record)."
+    for p in sorted((self.dir/'checkpoints').glob('*.pt')):
+        p.unlink(missing_ok=True)
+        print(f"removed {p.relative_to(self.dir)}: the checkpoint of a unit recorded before a kill", flush=True)
+    for p in sorted((self.dir/'claims').glob('*.json')):
+        held = _read_holder(p)
+        if held is not None and p not in self._held and _Holder.stale(held[0], held[2], self.timeout):
             p.unlink(missing_ok=True)
-            print(f"removed {p.relative_to(self.dir)}: the checkpoint of a unit recorded before a kill", flush=True)
-        for p in sorted((self.dir/'claims').glob('*.json')):
-            held = _read_holder(p)
-            if held is not None and p not in self._held and _Holder.stale(held[0], held[2], self.timeout):
-                p.unlink(missing_ok=True)
-    def finish(self):
-        "Write results.jsonl (every row) and mark the run complete; a sharded worker only stops."
-        self._stop_if_sharded('results.jsonl and DONE')
-        self._release_all()
-        rows = self.rows()
-        self._drop_leftovers()
-        atomic_write(self.dir/'results.jsonl', ''.join(dump_json(_stored(r)) + '\n' for r in rows))
-        atomic_write(self.dir/'DONE', self.meta['date'])
-        with contextlib.suppress(OSError):
-            (self.dir/'claims').rmdir()                  # empty once every unit is recorded
-        print(f'results: {self.dir/"results.jsonl"}')
+
+@patch
+def finish(self:Run):
+    "Write results.jsonl (every row) and mark the run complete; a sharded worker only stops."
+    self._stop_if_sharded('results.jsonl and DONE')
+    self._release_all()
+    rows = self.rows()
+    self._drop_leftovers()
+    atomic_write(self.dir/'results.jsonl', ''.join(dump_json(_stored(r)) + '\n' for r in rows))
+    atomic_write(self.dir/'DONE', self.meta['date'])
+    with contextlib.suppress(OSError):
+        (self.dir/'claims').rmdir()                  # empty once every unit is recorded
+    print(f'results: {self.dir/"results.jsonl"}')
 
 # %% ../nbs/04_runs.ipynb #96605dd6
 from fastcore.basics import patch
@@ -771,6 +819,7 @@ def read_jsonl(path, required=()) -> list:
             rows.append(row)
     return rows
 
+# %% ../nbs/04_runs.ipynb #a55e6434
 def _run_rows(units:Path):
     "(run.json, rows) of the run folder holding `units`; damaged files are skipped with a warning (None: skip the run)."
     try:
@@ -818,6 +867,7 @@ def collect(runs_root='runs', ledger_dir='results/ledger') -> dict:
         counts[exp] = len(rows)
     return counts
 
+# %% ../nbs/04_runs.ipynb #70473e03
 LEDGER_FIELDS = ('experiment', 'preset', 'run_id', 'commit', 'device', 'date', 'params', 'kind', 'metric', 'value')
 
 def read_ledger(ledger_dir='results/ledger', experiment:str=None) -> list:

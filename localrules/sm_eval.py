@@ -377,6 +377,7 @@ def train_local(rule, # a local rule (e.g. 'nsm', 'conv_nsm', 's2m')
         log.log(step=step, images_per_s=len(x) / sec)
     return log
 
+# %% ../nbs/23_sm_eval.ipynb #9a66d2e2
 def train_reference(ref, # a `ConvNSMReference` (NumPy), trained in place by `ref.step(batch, lr)`
                     x, # (N, C, H, W) training images (taken to the CPU as float64)
                     epochs:int=1, # passes over x

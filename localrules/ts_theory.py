@@ -120,6 +120,7 @@ def _bounded(fun, max_evals:int, t_end:float):
         return fun(t, y)
     return f
 
+# %% ../nbs/13_ts_theory.ipynb #85a93ad8
 def integrate(s0:dict, # initial order parameters Q, R, W2, f and constants T, W2t, ft, qf (`order_params`)
               eta:float, # learning rate η >= 0
               t_eval, # times t = steps / D at which the state is returned; the last one ends the integration
