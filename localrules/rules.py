@@ -11,7 +11,7 @@ __all__ = ['MLP_SUPPORTS', 'RULES', 'ACTIVATIONS', 'NORMS', 'ANY_SUPPORTS', 'ref
            'rule_updates', 'grad_alignment']
 
 # %% ../nbs/02_rules.ipynb #058b7a3d
-import math, importlib, pkgutil, hashlib, contextlib, copy
+import math, importlib, pkgutil, hashlib, sys, contextlib, copy
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import check_choice, check_range
 
@@ -58,6 +58,11 @@ class LearningRule(nn.Module):
 
 # %% ../nbs/02_rules.ipynb #70b730bd
 RULES = {}
+_SHADOWED = {}      # name -> a module's rule class kept out while a notebook's live twin of it is registered
+
+def _stale(cls:type) -> bool:
+    "A class a notebook defined in an earlier kernel of this process (nbdev-test reuses processes): no longer live."
+    return cls.__module__ == '__main__' and getattr(sys.modules.get('__main__'), cls.__qualname__, None) is not cls
 
 def _same_class(a:type, b:type) -> bool:
     ("`b` is `a` defined again: a module reloaded, a notebook cell re-run, or a notebook defining what its module "
@@ -70,12 +75,19 @@ def register_rule(name:str):
      "refused.")
     def deco(cls):
         old = RULES.get(name)
+        if old is not None and _stale(old):                  # an earlier notebook's class: its module's twin, if any
+            old = _SHADOWED.pop(name, None)
+            RULES.pop(name)
+            if old is not None: RULES[name] = old
         if old is not None and old is not cls and not _same_class(old, cls):
             raise ValueError(f"rule name {name!r} is taken by {old.__module__}.{old.__qualname__}; "
                              f"{cls.__module__}.{cls.__qualname__} needs another name")
         cls.name = name
         if old is None or old.__module__ != '__main__' or cls.__module__ == '__main__':
+            if old is not None and old.__module__ != '__main__' and cls.__module__ == '__main__': _SHADOWED[name] = old
             RULES[name] = cls                    # a notebook's live class stays registered over its module's twin
+        else:
+            _SHADOWED[name] = cls
         return cls
 
     return deco
@@ -86,11 +98,23 @@ def _discover():
     for m in pkgutil.iter_modules(localrules.__path__):
         if m.name not in ('cli', '_modidx'): importlib.import_module(f'localrules.{m.name}')
 
+def _rule(name:str) -> type:
+    "`RULES[name]`, an earlier notebook's stale class replaced by its module's twin."
+    cls = RULES[name]
+    if not _stale(cls): return cls
+    RULES.pop(name)
+    twin = _SHADOWED.pop(name, None)
+    if twin is not None: RULES[name] = twin
+    else: _discover()
+    check_choice('rule', name, RULES)
+    return RULES[name]
+
+
 # %% ../nbs/02_rules.ipynb #2c4f74da
 def available_rules(details:bool=False):
     "Sorted names of all registered learning rules, or with `details` {name: what models it supports}."
     _discover()
-    if details: return {n: RULES[n].supports for n in sorted(RULES)}
+    if details: return {n: _rule(n).supports for n in sorted(RULES)}
     return sorted(RULES)
 
 def get_rule(name:str, # a registered rule name (`available_rules()`)
@@ -100,15 +124,15 @@ def get_rule(name:str, # a registered rule name (`available_rules()`)
      "(`any_model`, e.g. 'fa' → 'fa_any') hands other models to it.")
     if name not in RULES: _discover()
     check_choice('rule', name, RULES)
-    cls = RULES[name]
+    cls = asked = _rule(name)
     twin = getattr(cls, 'any_model', None)
     if twin and not isinstance(model, MLP):
         if twin not in RULES: _discover()
-        cls = RULES.get(twin, cls)
+        cls = _rule(twin) if twin in RULES else cls
     try:
         cls.check_model(model)
     except TypeError as e:
-        if cls is RULES[name]: raise
+        if cls is asked: raise
         raise TypeError(f"{e} (get_rule({name!r}, ...) hands models other than an MLP to {cls.name!r})") from None
     return cls(model, **kwargs)
 
