@@ -461,6 +461,17 @@ def provenance_line(experiment:str, n:int, digest:str) -> str:
     return (f'*Drawn from the {n} rows of `results/ledger/{experiment}.jsonl` (ledger digest `{digest[:16]}`); '
             'regenerate with `localrules report --update-ledger`.*')
 
+_DIGEST = re.compile(r'ledger digest `([0-9a-f]{16})`')
+
+def _shown_digest(cell) -> str:
+    "The ledger digest named in a `ledger` cell's committed outputs (None when it has none)."
+    for o in cell.get('outputs', []):
+        text = o.get('data', {}).get('text/markdown', '') if o.get('output_type') == 'display_data' else ''
+        m = _DIGEST.search(''.join(text) if isinstance(text, list) else text)
+        if m:
+            return m.group(1)
+    return None
+
 def experiment_results(experiment:str, results=None, show:bool=True) -> dict:
     "Read-only: `experiment`'s paper-shaped tables and figures from the committed ledger (shown when `show`)."
     import matplotlib.pyplot as plt
@@ -1100,7 +1111,10 @@ def build_site(out='_site_offline', # folder the HTML site is written to (create
     results = Path(results) if results else nbs.parent/'results'
     notebooks = {rel: nbformat.read(p, as_version=4) for rel, p in pages.items()}
     experiments = {rel: nb for rel, nb in notebooks.items() if rel.startswith('experiments/')}
-    execute_ledger_cells(experiments, nbs/'experiments', results, timeout)
+    digest = lambda rel: ledger_digest(read_ledger(results/'ledger', rel.split('/', 1)[1]))[:16]
+    current = lambda rel, nb: all(_shown_digest(nb.cells[i]) == digest(rel) for i in ledger_cells(nb))
+    stale = {rel: nb for rel, nb in experiments.items() if not current(rel, nb)}
+    execute_ledger_cells(stale, nbs/'experiments', results, timeout)      # committed outputs that are current: as is
     for rel, p in pages.items():
         nb = notebooks[rel]
         if rel in execute:
@@ -1115,17 +1129,6 @@ def build_site(out='_site_offline', # folder the HTML site is written to (create
     return out
 
 # %% ../nbs/07_report.ipynb #3fff8456
-_DIGEST = re.compile(r'ledger digest `([0-9a-f]{16})`')
-
-def _shown_digest(cell) -> str:
-    "The ledger digest named in a `ledger` cell's committed outputs (None when it has none)."
-    for o in cell.get('outputs', []):
-        text = o.get('data', {}).get('text/markdown', '') if o.get('output_type') == 'display_data' else ''
-        m = _DIGEST.search(''.join(text) if isinstance(text, list) else text)
-        if m:
-            return m.group(1)
-    return None
-
 def stale_notebooks(nbs, results) -> list:
     "Experiment notebooks under `nbs/experiments` whose committed `ledger` outputs are not drawn from today's ledger."
     import nbformat
