@@ -158,8 +158,14 @@ def _execute(exp:dict, nb_path:Path, parameters:dict, shard, quiet:bool):
     os.chmod(nb_path, FILE_MODE)
 
 # %% ../nbs/05_cli.ipynb #24dbb4de
-def run_experiment(name:str, preset:str='smoke', params:dict=None, device:str='auto', out=None, resume:bool=False,
-                   runs_root='runs', quiet:bool=False,
+def run_experiment(name:str, # an experiment of `localrules list` (a notebook in nbs/experiments)
+                   preset:str='smoke', # 'smoke' or 'paper'
+                   params:dict=None, # parameter overrides {name: value}, checked before any kernel starts
+                   device:str='auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
+                   out=None, # the run folder (an existing one is resumed); None: runs_root/name/preset-time
+                   resume:bool=False, # continue the latest unfinished run of this experiment and preset
+                   runs_root='runs', # root folder of the run folders
+                   quiet:bool=False, # do not stream the notebook's output
                    shard=None, # 'I/N' or (I, N): train only that share of the units into `out` (required)
                   ) -> Path:
     "Execute experiment `name` with papermill into a run folder and return the folder."
@@ -200,8 +206,15 @@ def _run_job(kwargs:dict) -> str:
     "One submitit job: `run_experiment(**kwargs)`; returns the run folder."
     return str(run_experiment(**kwargs))
 
-def shard_executor(folder, executor:str='local', name:str='localrules', partition:str=None, gpus:int=None,
-                   time_min:int=60, array_parallelism:int=None, cpus:int=None, mem_gb:float=None):
+def shard_executor(folder, # submitit's folder for job scripts and logs
+                   executor:str='local', # 'local' (processes on this machine) or 'slurm'
+                   name:str='localrules', # the job name
+                   partition:str=None, # SLURM partition (None: the cluster's default)
+                   gpus:int=None, # GPUs per job (SLURM)
+                   time_min:int=60, # time limit per job, minutes
+                   array_parallelism:int=None, # at most this many array jobs at once (SLURM)
+                   cpus:int=None, # CPUs per job (SLURM)
+                   mem_gb:float=None): # memory per job in GB (SLURM)
     "A submitit executor ('local' processes or 'slurm' jobs) with the resources given (None: the cluster's default)."
     import submitit
     if executor not in ('local', 'slurm'):
@@ -215,10 +228,20 @@ def shard_executor(folder, executor:str='local', name:str='localrules', partitio
     ex.update_parameters(**opts)
     return ex
 
-def submit_shards(name:str, preset:str='smoke', params:dict=None, device:str='auto', out=None, shards:int=2,
+def submit_shards(name:str, # an experiment of `localrules list`
+                  preset:str='smoke', # 'smoke' or 'paper'
+                  params:dict=None, # parameter overrides {name: value}, checked before anything is submitted
+                  device:str='auto', # the device each job trains on
+                  out=None, # the one run folder every shard fills (None: runs_root/name/preset-time)
+                  shards:int=2, # number of array jobs (each trains its share of the units)
                   executor:str='local', # 'local' (processes on this machine) or 'slurm'
-                  partition:str=None, gpus:int=None, time_min:int=60, array_parallelism:int=None, cpus:int=None,
-                  mem_gb:float=None, runs_root='runs') -> Path:
+                  partition:str=None, # SLURM partition
+                  gpus:int=None, # GPUs per job
+                  time_min:int=60, # time limit per job, minutes
+                  array_parallelism:int=None, # at most this many shards at once
+                  cpus:int=None, # CPUs per job
+                  mem_gb:float=None, # memory per job in GB
+                  runs_root='runs') -> Path: # root folder of the run folders
     "Run `name` as `shards` jobs of a submitit array (one shard each) into one folder, then one gather job."
     exp, params = get_experiment(name), dict(params or {})
     cfg = check_params(exp, preset, params)
@@ -316,7 +339,11 @@ def rerun_command(args, out) -> str:
     return f"localrules run {args.name} --preset {args.preset}{ps}{dev} --out {out}"
 
 # %% ../nbs/05_cli.ipynb #e8f847a4
-def failure_advice(ename:str, evalue:str, out, args, notebook=None) -> str:
+def failure_advice(ename:str, # the exception's class name
+                   evalue:str, # its message
+                   out, # the run folder (None: none was made)
+                   args, # the parsed `localrules run` arguments (for the command to rerun)
+                   notebook=None) -> str: # where the failed notebook with its traceback was saved
     "The message after a failed notebook: the error, where its traceback is, and what to do next (for this error)."
     out = Path(out) if out else None
     msg = f"error: the notebook failed: {ename}: {evalue}"

@@ -174,8 +174,12 @@ def check_declaration(presets:dict, spec:dict=None, relations:list=None):
         if unknown: raise ValueError(f"relation {r!r} names {unknown}, which are not preset parameters")
 
 # %% ../nbs/04_runs.ipynb #74ed798e
-def resolve_params(presets:dict, preset:str, given:dict, choices:dict=None, spec:dict=None,
-                   relations:list=None) -> dict:
+def resolve_params(presets:dict, # the notebook's PRESETS {preset: {parameter: value}}
+                   preset:str, # which preset to start from
+                   given:dict, # the parameters cell's values {name: value}; None: take the preset's
+                   choices:dict=None, # the notebook's CHOICES {name: allowed values}
+                   spec:dict=None, # the notebook's SPEC {name: rule} (see `param_spec`)
+                   relations:list=None) -> dict: # the notebook's RELATIONS [[a, op, b], ...]
     """The preset's values, overridden by the non-None entries of `given`, each checked against its rule (`param_spec`),
     then the `relations`; unknown names fail."""
     check_choice('preset', preset, presets)
