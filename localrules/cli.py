@@ -228,6 +228,7 @@ def shard_executor(folder, # submitit's folder for job scripts and logs
     ex.update_parameters(**opts)
     return ex
 
+# %% ../nbs/05_cli.ipynb #50223240
 def submit_shards(name:str, # an experiment of `localrules list`
                   preset:str='smoke', # 'smoke' or 'paper'
                   params:dict=None, # parameter overrides {name: value}, checked before anything is submitted

@@ -12,6 +12,7 @@ __all__ = ['DYNAMICS', 'ACTS', 'NSM_SUPPORTS', 'ENCODER_NEEDS', 'auto_step', 'sm
 # %% ../nbs/20_nsm.ipynb #6c05486e
 import math
 import torch, torch.nn as nn
+from fastcore.basics import patch
 from .core import check_choice, check_range
 from .rules import LearningRule, register_rule, refusal
 
@@ -120,68 +121,84 @@ class NSM(nn.Module):
     def _normalise_rows(self):
         norms = self.W.detach().flatten(1).norm(dim=1).clamp_min(1e-12)
         with torch.no_grad(): self.W.div_(norms.view(-1, *[1] * (self.W.dim() - 1)))
-    def set_dynamics(self, **kw):
-        "Change the dynamics settings (act, dynamics, gamma, dt, tol, max_iter, block) after validating them."
-        for k, v in kw.items():
-            if k == 'act': check_choice('act', v, ACTS)
-            elif k == 'dynamics': check_choice('dynamics', v, DYNAMICS)
-            elif k == 'gamma' and v == 'auto': pass
-            elif k in ('gamma', 'dt'): check_range(k, v, lo=1e-9)
-            elif k == 'tol': check_range('tol', v, lo=0)
-            elif k == 'max_iter': check_range('max_iter', v, lo=1, integer=True)
-            elif k == 'block': v is None or check_range('block', v, lo=0, integer=True)
-            else: raise ValueError(f"{k}={v!r}: unknown dynamics setting; choose from act, dynamics, gamma, dt, tol, "
-                                   "max_iter, block")
-            setattr(self, k, v)
-        return self
     @property
     def n_out(self): return self.M.shape[0]
     def feedforward(self, x) -> tuple:
         "Channels-last drive W x of shape (N, K) and the context `to_output` needs."
         return x.flatten(1) @ self.W.t(), None
     def to_output(self, y, ctx): return y
-    def step_size(self) -> float:
-        "The projected-gradient step γ the next call uses ('auto': min(1, 1/λ_max(M)))."
-        return auto_step(self.M.detach()) if self.gamma == 'auto' else float(self.gamma)
-    def fixed_point(self, x, z=None, tol:float=None, max_iter:int=None) -> tuple:
-        "Channels-last fixed point y (N, K), drive c and context, without autograd; `z` is a label input (S2M)."
-        tol = self.tol if tol is None else tol
-        max_iter = self.max_iter if max_iter is None else max_iter
-        with torch.no_grad():
-            c, ctx = self.feedforward(x)
-            if z is not None: c = c + self.label_drive(z, ctx)
-            g = self.step_size() if self.dynamics == 'pgd' else self.dt
-            block = getattr(self, 'block', None)
-            y, it, d = sm_dynamics(c, self.M, self.act, self.dynamics, g, self.dt, tol, max_iter, block)
-        self.last_iters, self.last_delta, self.last_converged = it, d, d <= tol
-        if not hasattr(self, 'trace'): self.trace = []            # a model pickled before traces existed
-        self.trace.append(dict(iters=it, residual=d, gamma=g, converged=d <= tol))
-        if tol > 0 and d > tol:
-            warnings.warn(f"{type(self).__name__}: dynamics did not converge: residual max|Δy|/step = {d:.3g} > "
-                          f"tol = {tol:g} after {it} iterations (step {g:.3g}); use gamma='auto' and a larger max_iter",
-                          NotConvergedWarning)
-        return y, c, ctx
-    def pop_trace(self) -> list:
-        "The dynamics calls traced since the last `pop_trace` (iterations, residual, step γ, converged), clearing them."
-        out, self.trace = getattr(self, 'trace', []), []
-        return out
     def label_drive(self, z, ctx): raise ValueError(f"{type(self).__name__} has no label pathway; use localrules.s2m")
-    def encode(self, x, z=None, tol:float=None, max_iter:int=None) -> torch.Tensor:
-        ("The representation y of `x` (fixed point of the dynamics, no grad); `last_converged` says whether it "
-         "converged.")
-        y, _, ctx = self.fixed_point(x, z, tol, max_iter)
-        return self.to_output(y, ctx)
     def forward(self, x): return self.encode(x)
-    def targets(self, x, y, ctx, z=None) -> dict:
-        "Hebbian targets {param: ⟨y xᵀ⟩ or ⟨y yᵀ⟩}: each update is η(target − param) (M at rate η/τ)."
-        return dict(W=y.t() @ x.flatten(1) / len(y), M=y.t() @ y / len(y))
-    def objective(self, x, y, z=None) -> torch.Tensor:
-        ("Min–max objective L = ⟨−4 yᵀc + 2 yᵀM y⟩ + 2Σ‖feedforward weights‖² − ‖M‖² at fixed channels-last y "
-         "(differentiable in the weights).")
+
+# %% ../nbs/20_nsm.ipynb #a15c93f6
+@patch
+def set_dynamics(self:NSM, **kw):
+    "Change the dynamics settings (act, dynamics, gamma, dt, tol, max_iter, block) after validating them."
+    for k, v in kw.items():
+        if k == 'act': check_choice('act', v, ACTS)
+        elif k == 'dynamics': check_choice('dynamics', v, DYNAMICS)
+        elif k == 'gamma' and v == 'auto': pass
+        elif k in ('gamma', 'dt'): check_range(k, v, lo=1e-9)
+        elif k == 'tol': check_range('tol', v, lo=0)
+        elif k == 'max_iter': check_range('max_iter', v, lo=1, integer=True)
+        elif k == 'block': v is None or check_range('block', v, lo=0, integer=True)
+        else: raise ValueError(f"{k}={v!r}: unknown dynamics setting; choose from act, dynamics, gamma, dt, tol, "
+                               "max_iter, block")
+        setattr(self, k, v)
+    return self
+
+@patch
+def step_size(self:NSM) -> float:
+    "The projected-gradient step γ the next call uses ('auto': min(1, 1/λ_max(M)))."
+    return auto_step(self.M.detach()) if self.gamma == 'auto' else float(self.gamma)
+
+@patch
+def fixed_point(self:NSM, x, z=None, tol:float=None, max_iter:int=None) -> tuple:
+    "Channels-last fixed point y (N, K), drive c and context, without autograd; `z` is a label input (S2M)."
+    tol = self.tol if tol is None else tol
+    max_iter = self.max_iter if max_iter is None else max_iter
+    with torch.no_grad():
         c, ctx = self.feedforward(x)
         if z is not None: c = c + self.label_drive(z, ctx)
-        L = (-4 * (y * c).sum() + 2 * ((y @ self.M.t()) * y).sum()) / len(y)
-        return L + sum(2 * p.pow(2).sum() for n, p in self.named_parameters() if n != 'M') - self.M.pow(2).sum()
+        g = self.step_size() if self.dynamics == 'pgd' else self.dt
+        block = getattr(self, 'block', None)
+        y, it, d = sm_dynamics(c, self.M, self.act, self.dynamics, g, self.dt, tol, max_iter, block)
+    self.last_iters, self.last_delta, self.last_converged = it, d, d <= tol
+    if not hasattr(self, 'trace'): self.trace = []            # a model pickled before traces existed
+    self.trace.append(dict(iters=it, residual=d, gamma=g, converged=d <= tol))
+    if tol > 0 and d > tol:
+        warnings.warn(f"{type(self).__name__}: dynamics did not converge: residual max|Δy|/step = {d:.3g} > "
+                      f"tol = {tol:g} after {it} iterations (step {g:.3g}); use gamma='auto' and a larger max_iter",
+                      NotConvergedWarning)
+    return y, c, ctx
+
+@patch
+def pop_trace(self:NSM) -> list:
+    "The dynamics calls traced since the last `pop_trace` (iterations, residual, step γ, converged), clearing them."
+    out, self.trace = getattr(self, 'trace', []), []
+    return out
+
+# %% ../nbs/20_nsm.ipynb #e4fc7131
+@patch
+def encode(self:NSM, x, z=None, tol:float=None, max_iter:int=None) -> torch.Tensor:
+    ("The representation y of `x` (fixed point of the dynamics, no grad); `last_converged` says whether it "
+     "converged.")
+    y, _, ctx = self.fixed_point(x, z, tol, max_iter)
+    return self.to_output(y, ctx)
+
+@patch
+def targets(self:NSM, x, y, ctx, z=None) -> dict:
+    "Hebbian targets {param: ⟨y xᵀ⟩ or ⟨y yᵀ⟩}: each update is η(target − param) (M at rate η/τ)."
+    return dict(W=y.t() @ x.flatten(1) / len(y), M=y.t() @ y / len(y))
+
+@patch
+def objective(self:NSM, x, y, z=None) -> torch.Tensor:
+    ("Min–max objective L = ⟨−4 yᵀc + 2 yᵀM y⟩ + 2Σ‖feedforward weights‖² − ‖M‖² at fixed channels-last y "
+     "(differentiable in the weights).")
+    c, ctx = self.feedforward(x)
+    if z is not None: c = c + self.label_drive(z, ctx)
+    L = (-4 * (y * c).sum() + 2 * ((y @ self.M.t()) * y).sum()) / len(y)
+    return L + sum(2 * p.pow(2).sum() for n, p in self.named_parameters() if n != 'M') - self.M.pow(2).sum()
 
 # %% ../nbs/20_nsm.ipynb #4eb5ed55
 NSM_SUPPORTS = 'a localrules.nsm.NSM layer: NSM, ConvNSM, S2M, ConvS2M, or EncoderNSM(any encoder, n_out)'

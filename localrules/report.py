@@ -461,6 +461,7 @@ def provenance_line(experiment:str, n:int, digest:str) -> str:
     return (f'*Drawn from the {n} rows of `results/ledger/{experiment}.jsonl` (ledger digest `{digest[:16]}`); '
             'regenerate with `localrules report --update-ledger`.*')
 
+# %% ../nbs/07_report.ipynb #9fb06553
 _DIGEST = re.compile(r'ledger digest `([0-9a-f]{16})`')
 
 def _shown_digest(cell) -> str:

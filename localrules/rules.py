@@ -13,6 +13,7 @@ __all__ = ['MLP_SUPPORTS', 'RULES', 'ACTIVATIONS', 'NORMS', 'ANY_SUPPORTS', 'ref
 # %% ../nbs/02_rules.ipynb #058b7a3d
 import math, importlib, pkgutil, hashlib, sys, contextlib, copy
 import torch, torch.nn as nn, torch.nn.functional as F
+from fastcore.basics import patch
 from .core import check_choice, check_range
 
 # %% ../nbs/02_rules.ipynb #d7d70441
@@ -92,6 +93,7 @@ def register_rule(name:str):
 
     return deco
 
+# %% ../nbs/02_rules.ipynb #68f60538
 def _discover():
     "Import every `localrules` module so that all rules are registered."
     import localrules
@@ -108,7 +110,6 @@ def _rule(name:str) -> type:
     else: _discover()
     check_choice('rule', name, RULES)
     return RULES[name]
-
 
 # %% ../nbs/02_rules.ipynb #2c4f74da
 def available_rules(details:bool=False):
@@ -269,53 +270,66 @@ class MLP(nn.Module):
                 init_weight(w, init, generator=self.generator(f'W{l}', m))
             if bias: nn.init.zeros_(layer.bias)
 
-    def generator(self, name:str, member:int=0):
-        "The torch.Generator of the fixed draw `name` of `member` (None without a seed: torch's global RNG)."
-        if self.seeds is None: return None
-        return torch.Generator().manual_seed(sub_seed(self.seeds[member], name))
-    def fixed(self, name:str, fn) -> torch.Tensor:
-        "`fn(generator, member)` once per member, stacked on a leading member dimension in a population."
-        draws = [fn(self.generator(name, m), m) for m in range(self.members or 1)]
-        return torch.stack(draws) if self.members else draws[0]
-    def draw(self, shapes:list, normal:bool=False) -> list:
-        ("Fresh tensors, one per shape in `shapes` (per member in a population), uniform [0, 1) or standard normal; "
-         "one counter step.")
-        if self.seeds is None:
-            sample = torch.randn if normal else torch.rand
-            return [sample(*shape, device=self.layers[0].weight.device) for shape in shapes]
-        sample = counter_normal if normal else counter_uniform
-        out = [sample(self.seed_values, self.draws, stream, tuple(shape)) for stream, shape in enumerate(shapes)]
-        self.draws += 1                               # on the device: no host sync, and torch.compile keeps one graph
-        return out
-
     @property
     def act(self): return ACTIVATIONS[self.act_name]
-    def dropout_masks(self, n:int) -> list:
-        "Fresh inverted-dropout masks (one per hidden layer) for a batch of `n`, or Nones when not training."
-        if not (self.training and self.dropout > 0): return [None] * (len(self.layers) - 1)
-        us = self.draw([(n, l.out_features) for l in self.layers[:-1]])
-        p = self.dropout
-        return [(u >= p).float() / (1 - p) for u in us]
-    def inputs(self, x:torch.Tensor) -> torch.Tensor:
-        "`x` as the first layer's input: flattened per sample (one network); B×in shared or N×B×in (a population)."
-        if not self.members: return x.flatten(1)
-        if x.dim() not in (2, 3) or x.shape[-1] != self.sizes[0] or (x.dim() == 3 and x.shape[0] != self.members):
-            n, d = self.members, self.sizes[0]
-            raise ValueError(f"a population of {n} takes inputs B×{d} or {n}×B×{d}; got {tuple(x.shape)}")
-        return x
-    def forward_all(self, x, masks=None, linear=None) -> list:
-        "Activations `[h_0=x, h_1, ..., h_{L-1}, a_L]` (hidden post-activation, output pre-activation)."
-        linear = linear or (lambda h, layer, l: affine(h, layer.weight, layer.bias))
-        hs = [self.inputs(x)]
-        masks = masks if masks is not None else self.dropout_masks(hs[0].shape[-2])
-        for l, layer in enumerate(self.layers):
-            a = linear(hs[-1], layer, l)
-            if l < len(self.layers) - 1:
-                a = normalise(self.act(a), self.norm)
-                if masks[l] is not None: a = a * masks[l]
-            hs.append(a)
-        return hs
     def forward(self, x, masks=None, linear=None): return self.forward_all(x, masks, linear)[-1]
+
+# %% ../nbs/02_rules.ipynb #16cac9b4
+@patch
+def generator(self:MLP, name:str, member:int=0):
+    "The torch.Generator of the fixed draw `name` of `member` (None without a seed: torch's global RNG)."
+    if self.seeds is None: return None
+    return torch.Generator().manual_seed(sub_seed(self.seeds[member], name))
+
+@patch
+def fixed(self:MLP, name:str, fn) -> torch.Tensor:
+    "`fn(generator, member)` once per member, stacked on a leading member dimension in a population."
+    draws = [fn(self.generator(name, m), m) for m in range(self.members or 1)]
+    return torch.stack(draws) if self.members else draws[0]
+
+@patch
+def draw(self:MLP, shapes:list, normal:bool=False) -> list:
+    ("Fresh tensors, one per shape in `shapes` (per member in a population), uniform [0, 1) or standard normal; "
+     "one counter step.")
+    if self.seeds is None:
+        sample = torch.randn if normal else torch.rand
+        return [sample(*shape, device=self.layers[0].weight.device) for shape in shapes]
+    sample = counter_normal if normal else counter_uniform
+    out = [sample(self.seed_values, self.draws, stream, tuple(shape)) for stream, shape in enumerate(shapes)]
+    self.draws += 1                               # on the device: no host sync, and torch.compile keeps one graph
+    return out
+
+@patch
+def dropout_masks(self:MLP, n:int) -> list:
+    "Fresh inverted-dropout masks (one per hidden layer) for a batch of `n`, or Nones when not training."
+    if not (self.training and self.dropout > 0): return [None] * (len(self.layers) - 1)
+    us = self.draw([(n, l.out_features) for l in self.layers[:-1]])
+    p = self.dropout
+    return [(u >= p).float() / (1 - p) for u in us]
+
+# %% ../nbs/02_rules.ipynb #6b690d1c
+@patch
+def inputs(self:MLP, x:torch.Tensor) -> torch.Tensor:
+    "`x` as the first layer's input: flattened per sample (one network); B×in shared or N×B×in (a population)."
+    if not self.members: return x.flatten(1)
+    if x.dim() not in (2, 3) or x.shape[-1] != self.sizes[0] or (x.dim() == 3 and x.shape[0] != self.members):
+        n, d = self.members, self.sizes[0]
+        raise ValueError(f"a population of {n} takes inputs B×{d} or {n}×B×{d}; got {tuple(x.shape)}")
+    return x
+
+@patch
+def forward_all(self:MLP, x, masks=None, linear=None) -> list:
+    "Activations `[h_0=x, h_1, ..., h_{L-1}, a_L]` (hidden post-activation, output pre-activation)."
+    linear = linear or (lambda h, layer, l: affine(h, layer.weight, layer.bias))
+    hs = [self.inputs(x)]
+    masks = masks if masks is not None else self.dropout_masks(hs[0].shape[-2])
+    for l, layer in enumerate(self.layers):
+        a = linear(hs[-1], layer, l)
+        if l < len(self.layers) - 1:
+            a = normalise(self.act(a), self.norm)
+            if masks[l] is not None: a = a * masks[l]
+        hs.append(a)
+    return hs
 
 # %% ../nbs/02_rules.ipynb #90616064
 def output_loss(out:torch.Tensor, y:torch.Tensor, loss:str='ce') -> torch.Tensor:
