@@ -473,6 +473,11 @@ def _shown_digest(cell) -> str:
             return m.group(1)
     return None
 
+def _outputs_current(nb, experiment:str, results) -> bool:
+    "Whether every `ledger` cell of notebook `nb` shows the digest of `experiment`'s ledger rows under `results` today."
+    want = ledger_digest(read_ledger(Path(results)/'ledger', experiment))[:16]
+    return all(_shown_digest(nb.cells[i]) == want for i in ledger_cells(nb))
+
 def experiment_results(experiment:str, results=None, show:bool=True) -> dict:
     "Read-only: `experiment`'s paper-shaped tables and figures from the committed ledger (shown when `show`)."
     import matplotlib.pyplot as plt
@@ -1112,9 +1117,7 @@ def build_site(out='_site_offline', # folder the HTML site is written to (create
     results = Path(results) if results else nbs.parent/'results'
     notebooks = {rel: nbformat.read(p, as_version=4) for rel, p in pages.items()}
     experiments = {rel: nb for rel, nb in notebooks.items() if rel.startswith('experiments/')}
-    digest = lambda rel: ledger_digest(read_ledger(results/'ledger', rel.split('/', 1)[1]))[:16]
-    current = lambda rel, nb: all(_shown_digest(nb.cells[i]) == digest(rel) for i in ledger_cells(nb))
-    stale = {rel: nb for rel, nb in experiments.items() if not current(rel, nb)}
+    stale = {rel: nb for rel, nb in experiments.items() if not _outputs_current(nb, rel.split('/', 1)[1], results)}
     execute_ledger_cells(stale, nbs/'experiments', results, timeout)      # committed outputs that are current: as is
     for rel, p in pages.items():
         nb = notebooks[rel]
@@ -1135,11 +1138,8 @@ def stale_notebooks(nbs, results) -> list:
     import nbformat
     out = []
     for p in sorted(Path(nbs).glob('experiments/*.ipynb')):
-        nb = nbformat.read(p, as_version=4)
-        want = ledger_digest(read_ledger(Path(results)/'ledger', p.stem))[:16]
-        for i in ledger_cells(nb):
-            if _shown_digest(nb.cells[i]) != want:
-                out.append(f'{p}: the outputs of its ledger cell are not drawn from the ledger rows of today')
+        if not _outputs_current(nbformat.read(p, as_version=4), p.stem, results):
+            out.append(f'{p}: the outputs of its ledger cell are not drawn from the ledger rows of today')
     return out
 
 def _write_clean(nb, path:Path):
