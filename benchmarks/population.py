@@ -12,8 +12,10 @@ running its members one after another.
 The arithmetic floor: the big products (B x D x H) that every member must do are the same in both; what a population
 saves is the per-step overhead (Python, dispatch, launches, per-parameter optimizer work) and what batching gains
 in the products themselves. `floor` times the bare products of one step of the population (batched, `torch.bmm`) and
-divides by N x one network's step: no training loop can beat it on this machine. `flops_per_member_step` is the
-arithmetic cost (multiply-adds x 2) used by `localrules list` for its estimates.
+divides by N x one network's step; `update_floor_ratio` adds the least memory traffic of the members' momentum-SGD
+update (5 streams over all weights at this machine's measured bandwidth). Their sum, `total_floor_ratio`, is what no
+training loop can beat on this machine: where it is above a target ratio, the arithmetic and the memory set the floor.
+`flops_per_member_step` is the arithmetic cost (multiply-adds x 2) used by `localrules list` for its estimates.
 
     .venv/bin/python benchmarks/population.py [--device cpu|cuda] [--members 1,10,40,120] [--n 1920] [--rounds 5]
 """
@@ -73,6 +75,18 @@ def product_floor(N, sizes, B, dev, reps=20):
     return statistics.median(timed(step, dev) for _ in range(reps))
 
 
+def update_floor(N, sizes, dev, reps=20):
+    """Seconds of the least memory traffic of one momentum-SGD update of N members' weights: read the weight, its
+    gradient and its momentum buffer, write the weight and the buffer (5 streams), at the bandwidth this machine
+    reaches on a 3-stream `add` over tensors of that size. Products and this update are what no loop can avoid."""
+    D, H, C = sizes
+    n = N * (H * D + C * H)
+    a, b, c = (torch.randn(n, device=dev) for _ in range(3))
+    torch.add(a, b, out=c)
+    three = statistics.median(timed(lambda: torch.add(a, b, out=c), dev) for _ in range(reps))
+    return three * 5 / 3
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--device', default='cpu')
@@ -109,12 +123,15 @@ def main():
         for N in Ns:
             ratio = statistics.median(t / (N * s) for t, s in zip(times[N], times['alone']))
             floor = product_floor(N, sizes, B, dev) * steps / (N * alone)
+            floor_update = update_floor(N, sizes, dev) * steps / (N * alone)
             results.append(dict(rule=rule, members=N, epoch_s_per_member=statistics.median(times[N]) / N,
                                 epoch_s_alone=alone, ratio_vs_one_after_another=ratio, floor_ratio=floor,
+                                update_floor_ratio=floor_update, total_floor_ratio=floor + floor_update,
                                 step_s_per_member=statistics.median(times[N]) / N / steps,
                                 flops_per_member_step=step_flops(rule, sizes, B)))
             print(f"{rule:7s} N={N:4d}: {results[-1]['epoch_s_per_member'] * 1e3:8.2f} ms/epoch per member "
-                  f"(alone {alone * 1e3:.2f}); population / one-after-another {ratio:.3f}  (product floor {floor:.3f})",
+                  f"(alone {alone * 1e3:.2f}); population / one-after-another {ratio:.3f}  "
+                  f"(floor: products {floor:.3f} + update {floor_update:.3f})",
                   flush=True)
     out = Path(a.out or f"benchmarks/results/population-{dev.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
