@@ -7,8 +7,8 @@ Docs: https://localrules.github.io/localrules/rules.html.md"""
 # %% auto #0
 __all__ = ['MLP_SUPPORTS', 'RULES', 'ACTIVATIONS', 'NORMS', 'ANY_SUPPORTS', 'refusal', 'LearningRule', 'register_rule',
            'available_rules', 'get_rule', 'hash32', 'sub_seed', 'counter_uniform', 'counter_normal', 'seed_tensor',
-           'init_weight', 'normalise', 'affine', 'MemberLinear', 'MLP', 'output_loss', 'mlp_example', 'BP', 'FA',
-           'rule_updates', 'grad_alignment']
+           'init_weight', 'normalise', 'FeedbackLinearFn', 'affine', 'MemberLinear', 'MLP', 'output_loss',
+           'mlp_example', 'BP', 'FA', 'rule_updates', 'grad_alignment']
 
 # %% ../nbs/02_rules.ipynb #058b7a3d
 import math, importlib, pkgutil, hashlib, sys, contextlib, copy
@@ -200,30 +200,45 @@ def normalise(h:torch.Tensor, norm:str='none', eps:float=1e-8) -> torch.Tensor:
     if norm == 'sample': return h / (h.norm(dim=-1, keepdim=True) + eps)
     return h
 
-class _FeedbackLinear(torch.autograd.Function):
-    ("y = x Wᵀ + b whose backward sends the error to the input through `B` (W itself: backprop; fixed random: FA); "
-     "stacked in a population.")
+class FeedbackLinearFn(torch.autograd.Function):
+    ("y = x Wᵀ + b whose backward sends the error g to the input as g B (B = W: backprop; a fixed random B: feedback "
+     "alignment); ∂W = gᵀ x, ∂b = Σ g over every batch dimension. W is out×in (x of any batch shape) or N×out×in, "
+     "a population (x B×in, shared by the members, or N×B×in).")
     @staticmethod
-    def forward(ctx, x, w, b, B):
-        ctx.save_for_backward(x, B)
-        ctx.has_bias = b is not None
-        a = F.linear(x, w, b) if w.dim() == 2 else x @ w.mT
-        return a if b is None or w.dim() == 2 else a + b.unsqueeze(-2)
+    def forward(ctx, x, weight, bias, feedback):
+        ctx.save_for_backward(x, feedback)
+        ctx.has_bias, ctx.stacked = bias is not None, weight.dim() == 3
+        if not ctx.stacked: return F.linear(x, weight, bias)
+        a = x @ weight.mT
+        return a if bias is None else a + bias.unsqueeze(-2)
     @staticmethod
     def backward(ctx, g):
-        x, B = ctx.saved_tensors
+        x, feedback = ctx.saved_tensors
         gx = None
         if ctx.needs_input_grad[0]:                              # the first layer needs no input gradient
-            gx = g @ B
-            if x.dim() < gx.dim(): gx = gx.sum(0)                # an input shared by every member
-        gw = g.mT @ x                                            # laid out like W: no copy when it is accumulated
-        return gx, gw, (g.sum(-2) if ctx.has_bias else None), None
+            gx = g @ feedback.to(g.dtype)
+            if ctx.stacked and x.dim() < gx.dim(): gx = gx.sum(0)    # an input shared by every member
+        gw, gb = _linear_param_grads(ctx, g, x)
+        return gx, gw, gb, None
+
+def _linear_param_grads(ctx, g, x):
+    "∂W = gᵀ x and ∂b = Σ g of a linear layer over every batch dimension; per member when `ctx.stacked`."
+    gw = gb = None
+    if getattr(ctx, 'stacked', False):
+        if ctx.needs_input_grad[1]: gw = g.mT @ x.to(g.dtype)    # laid out like W: no copy when it is accumulated
+        if ctx.has_bias and ctx.needs_input_grad[2]: gb = g.sum(-2)
+        return gw, gb
+    g2 = g.reshape(-1, g.shape[-1])
+    if ctx.needs_input_grad[1]: gw = g2.t() @ x.reshape(-1, x.shape[-1]).to(g.dtype)
+    if ctx.has_bias and ctx.needs_input_grad[2]: gb = g2.sum(0)
+    return gw, gb
+
 
 # %% ../nbs/02_rules.ipynb #04b7ee65
 def affine(h:torch.Tensor, w:torch.Tensor, b:torch.Tensor=None) -> torch.Tensor:
     "h Wᵀ + b for one network (W: out×in) or a population (W: N×out×in, h: B×in shared or N×B×in)."
     if w.dim() == 2: return F.linear(h, w, b)
-    if torch.is_grad_enabled() and w.requires_grad: return _FeedbackLinear.apply(h, w, b, w)
+    if torch.is_grad_enabled() and w.requires_grad: return FeedbackLinearFn.apply(h, w, b, w)
     a = h @ w.mT
     return a if b is None else a + b.unsqueeze(-2)
 
@@ -411,7 +426,7 @@ class FA(LearningRule):
         model, x, y = mlp_example(seed)
         return model, {}, x, y
     def forward(self, x, y):
-        def linear(h, layer, l): return _FeedbackLinear.apply(h, layer.weight, layer.bias, self.feedback(l))
+        def linear(h, layer, l): return FeedbackLinearFn.apply(h, layer.weight, layer.bias, self.feedback(l))
         out = self.model(x, linear=linear)
 
         loss = output_loss(out, y, self.loss)
