@@ -13,9 +13,10 @@ __all__ = ['BAD_STATUS', 'SELECTORS', 'STANDS_IN_FOR', 'LEDGER_TAG', 'X_FIELDS',
            'experiment_results', 'report_markdown', 'save_ledger_figures', 'stale_pages', 'copy_figures', 'report',
            'tolerance', 'reproduces', 'not_run_reason', 'status_rows', 'status_counts', 'paper_label',
            'status_markdown', 'figure_rows', 'scale_of', 'check_depth_keeps_accuracy', 'check_sm_filters_stable',
-           'figure_checks', 'tex_to_mathml', 'protect_math', 'page_name', 'render_markdown', 'cell_directives',
-           'render_cells', 'page_html', 'site_structure', 'ledger_section', 'ledger_cells', 'execute_ledger_cells',
-           'build_site', 'stale_notebooks', 'write_ledger_outputs']
+           'check_dependent_predictor', 'check_nsm_beats_random', 'figure_checks', 'tex_to_mathml', 'protect_math',
+           'page_name', 'render_markdown', 'cell_directives', 'render_cells', 'page_html', 'site_structure',
+           'ledger_section', 'ledger_cells', 'execute_ledger_cells', 'build_site', 'stale_notebooks',
+           'write_ledger_outputs']
 
 # %% ../nbs/07_report.ipynb #6c85ab18
 import json, math, os, re, shutil, statistics, tempfile
@@ -38,15 +39,16 @@ def row_problem(row:dict):
     return None
 
 # %% ../nbs/07_report.ipynb #f47723be
-SELECTORS = ('seed', 'seeds', 'init_seeds', 'entries')
+SELECTORS = ('seed', 'seeds', 'init_seeds', 'entries', 'extra', 'rates', 'pools')
 
 def _selects(param:str, key_names) -> bool:
-    "Whether `param` only selects units: a seed list, or named after a key field (`datasets`, `fig9_datasets`)."
+    ("Whether `param` only selects units: a seed list, a list of extra units, rates or pools, or a list named after a "
+     "key field (`datasets`, `fig9_datasets`, `filters` for `n_filters`).")
     base = param.split('_')[-1] if param.split('_')[-1] not in ('', 's') else param
     if param in SELECTORS or base in SELECTORS or param in key_names:
         return True
     singular = {base[:-3] + 'y' if base.endswith('ies') else base[:-1], base[:-2] if base.endswith('es') else None}
-    return any(k in singular or k == param.rstrip('s') for k in key_names)
+    return any(k in singular or k in (param.rstrip('s'), 'n_' + param) for k in key_names)
 
 def protocol(params:str, key_names) -> str:
     "The run parameters (a JSON string) less the unit selectors, as a canonical JSON string."
@@ -464,41 +466,64 @@ def provenance_line(experiment:str, n:int, digest:str) -> str:
 # %% ../nbs/07_report.ipynb #9fb06553
 _DIGEST = re.compile(r'ledger digest `([0-9a-f]{16})`')
 
-def _shown_digest(cell) -> str:
-    "The ledger digest named in a `ledger` cell's committed outputs (None when it has none)."
+def _shown_markdown(cell) -> list:
+    "The markdown texts a cell's committed outputs display, in order."
+    out = []
     for o in cell.get('outputs', []):
         text = o.get('data', {}).get('text/markdown', '') if o.get('output_type') == 'display_data' else ''
-        m = _DIGEST.search(''.join(text) if isinstance(text, list) else text)
+        if text:
+            out.append(''.join(text) if isinstance(text, list) else text)
+    return out
+
+def _shown_digest(cell) -> str:
+    "The ledger digest named in a `ledger` cell's committed outputs (None when it has none)."
+    for text in _shown_markdown(cell):
+        m = _DIGEST.search(text)
         if m:
             return m.group(1)
     return None
 
-def _outputs_current(nb, experiment:str, results) -> bool:
-    "Whether every `ledger` cell of notebook `nb` shows the digest of `experiment`'s ledger rows under `results` today."
-    want = ledger_digest(read_ledger(Path(results)/'ledger', experiment))[:16]
-    return all(_shown_digest(nb.cells[i]) == want for i in ledger_cells(nb))
-
-def experiment_results(experiment:str, results=None, show:bool=True) -> dict:
-    "Read-only: `experiment`'s paper-shaped tables and figures from the committed ledger (shown when `show`)."
-    import matplotlib.pyplot as plt
-    from IPython.display import Markdown, Image, display
-    res = results_dir(results)
+def _ledger_view(experiment:str, res:Path) -> tuple:
+    "(rows, reference, summaries, tables) of `experiment` under results folder `res`; tables as `report` prints them."
     rows = read_ledger(res/'ledger', experiment)
     reference = read_reference(res/'paper_reference.csv', experiment)
     summaries = aggregate(rows, reference)
     tables = f'No results in the ledger for {experiment}.\n'
     if summaries:
         tables = report_tables(summaries, experiment, level=3)
+    return rows, reference, summaries, tables
+
+def _shown_tables(tables:str, summaries:list) -> str:
+    "The tables' markdown as a notebook's `ledger` cell displays it (without the experiment's heading)."
+    return tables.split('\n', 1)[1] if summaries else tables
+
+def _outputs_current(nb, experiment:str, results) -> bool:
+    ("Whether every `ledger` cell of notebook `nb` shows what it would show today: the digest of `experiment`'s ledger "
+     "rows under `results`, and the tables today's code draws from them.")
+    rows, _, summaries, tables = _ledger_view(experiment, Path(results))
+    want, shown_tables = ledger_digest(rows)[:16], _shown_tables(tables, summaries).rstrip()
+    for i in ledger_cells(nb):
+        shown = _shown_markdown(nb.cells[i])
+        if _shown_digest(nb.cells[i]) != want or not shown or shown[0].rstrip() != shown_tables:
+            return False
+    return True
+
+def experiment_results(experiment:str, results=None, show:bool=True) -> dict:
+    "Read-only: `experiment`'s paper-shaped tables and figures from the committed ledger (shown when `show`)."
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, Image, display
+    rows, reference, summaries, tables = _ledger_view(experiment, results_dir(results))
     figs = ledger_figures(experiment, rows, reference)
     digest = ledger_digest(rows)
     if show:
-        display(Markdown(tables.split('\n', 1)[1] if summaries else tables))
+        display(Markdown(_shown_tables(tables, summaries)))
         display(Markdown(provenance_line(experiment, len(rows), digest)))
         for name, fig in figs.items():
             display(Image(data=_png(fig, dpi=80)))        # committed in the notebooks: keep them small
     for fig in figs.values():
         plt.close(fig)
     return dict(tables=tables, figures=sorted(figs), digest=digest, rows=len(rows))
+
 
 # %% ../nbs/07_report.ipynb #a1911338
 REPORT_HEAD = '# Results: measured beside the papers\n\nGenerated by `localrules report --update-ledger`.\n\n'
@@ -833,12 +858,60 @@ def check_sm_filters_stable(summaries:list) -> list:
         out.append(dict(preset=preset, protocol=json.loads(proto), agrees=agrees, message=msg))
     return out
 
+# %% ../nbs/07_report.ipynb #c4e1fb7a
+def check_dependent_predictor(summaries:list) -> list:
+    ("CLAPP++ Fig. 4B: a spatially dependent W_pred aligns the local update with BP-SSL's better than a spatially "
+     "independent one, in every layer below the last (whose local update is BP-SSL's own, cosine 1).")
+    exp = 'clapp_fig4b_linear_cnn'
+    layers = sorted({s['metric'] for s in summaries if s['experiment'] == exp and s['metric'].startswith('cos_layer')},
+                    key=lambda m: int(m.removeprefix('cos_layer')))
+    per = {}
+    for m in layers[:-1]:
+        for g, rows in _groups(summaries, exp, m).items():
+            cos = {s['key'].get('variant'): s['mean'] for s in rows}
+            if {'dependent', 'independent'} <= set(cos):
+                per.setdefault(g, []).append((m.removeprefix('cos_'), cos))
+    out = []
+    for (preset, proto), cs in sorted(per.items()):
+        msg = '; '.join(f"{m}: dependent {c['dependent']:.2f}, independent {c['independent']:.2f}" for m, c in cs)
+        agrees = all(c['dependent'] > c['independent'] for _, c in cs)
+        out.append(dict(preset=preset, protocol=json.loads(proto), agrees=agrees, message=msg))
+    return out
+
+def check_nsm_beats_random(summaries:list) -> list:
+    ("Trained NSM filters give better features than the random ones they start from (issue 14; 2308.02427 Sec. 3): "
+     "per preprocessing, the best NSM unit at converged dynamics against random filters at the same K, sum pooling.")
+    out = []
+    for (preset, proto), rows in sorted(_groups(summaries, 'sm_cifar_study', 'test_acc_sum').items()):
+        preps = sorted({s['key'].get('prep') for s in rows})
+        for prep in preps:
+            pairs = []
+            for K in sorted({int(s['key']['n_filters']) for s in rows if s['key'].get('prep') == prep}):
+                at = [s for s in rows if s['key'].get('prep') == prep and int(s['key']['n_filters']) == K]
+                rand = [s['mean'] for s in at if s['key'].get('method') == 'random']
+                nsm = [s['mean'] for s in at
+                       if s['key'].get('method') == 'nsm' and s['key'].get('dynamics') == 'converged']
+                if rand and nsm:
+                    pairs.append((K, max(nsm), rand[0]))
+            if not pairs:
+                continue
+            msg = f"{prep}: " + ', '.join(f"K={K} NSM {n:.1f}% vs random {r:.1f}%" for K, n, r in pairs)
+            out.append(dict(preset=preset, protocol=json.loads(proto), agrees=all(n > r for _, n, r in pairs),
+                            message=msg))
+    return out
+
+
 # %% ../nbs/07_report.ipynb #7caa32c5
 FIGURE_CHECKS = [
     ('fig3_depth_init_wd_angle', 'Fig. 3a', 'PEPITA keeps its accuracy from 1 to 3 hidden layers',
      check_depth_keeps_accuracy),
     ('sm_pretraining', 'Sec. 5 (filter stability)', 'SM-pretrained filters rotate less than random ones in fine-tuning',
      check_sm_filters_stable),
+    ('clapp_fig4b_linear_cnn', 'Fig. 4B',
+     'a spatially dependent W_pred aligns better with BP-SSL than an independent one',
+     check_dependent_predictor),
+    ('sm_cifar_study', 'Sec. 3 (issue 14)', 'trained NSM filters beat the random filters they start from',
+     check_nsm_beats_random),
 ]
 
 def figure_checks(summaries:list) -> list:
@@ -1134,12 +1207,13 @@ def build_site(out='_site_offline', # folder the HTML site is written to (create
 
 # %% ../nbs/07_report.ipynb #3fff8456
 def stale_notebooks(nbs, results) -> list:
-    "Experiment notebooks under `nbs/experiments` whose committed `ledger` outputs are not drawn from today's ledger."
+    "Experiment notebooks under `nbs/experiments` whose `ledger` outputs are not what today's ledger and code give."
     import nbformat
     out = []
     for p in sorted(Path(nbs).glob('experiments/*.ipynb')):
         if not _outputs_current(nbformat.read(p, as_version=4), p.stem, results):
-            out.append(f'{p}: the outputs of its ledger cell are not drawn from the ledger rows of today')
+            out.append(f"{p}: the outputs of its ledger cell are not what today's ledger rows and report code give; "
+                       "run `localrules report --update-ledger`")
     return out
 
 def _write_clean(nb, path:Path):
