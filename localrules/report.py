@@ -134,6 +134,10 @@ def _cell(s:dict) -> str:
         return f'no result ({bad})'
     return f'{cell}; not counted: {bad}' if bad else cell
 
+def _natural(setting:str) -> list:
+    "Sort key of a setting (JSON): its values in field order, numbers by value (K = 50 before 100), then text."
+    return [(0, v, '') if isinstance(v, (int, float)) else (1, 0, str(v)) for v in json.loads(setting).values()]
+
 def paper_table(summaries:list, column:str='dataset') -> str:
     "Markdown table of one experiment/preset/protocol/metric: settings × `column`, the paper's beside (paper preset)."
     has_column = any(column in s['key'] for s in summaries)
@@ -147,7 +151,8 @@ def paper_table(summaries:list, column:str='dataset') -> str:
     else:
         head = fields + [f"{c or 'measured'}{label}" for c in cols]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-    settings = sorted({json.dumps({k: s['key'].get(k) for k in fields}, sort_keys=True) for s in summaries})
+    settings = sorted({json.dumps({k: s['key'].get(k) for k in fields}, sort_keys=True) for s in summaries},
+                      key=_natural)
     for st in settings:
         key = json.loads(st)
         cells = [str(key[k]) if key[k] is not None else '' for k in fields]
