@@ -85,13 +85,20 @@ def match_reference(reference:list, # reference rows: dicts with experiment, met
             return ref
     return None
 
+def _seed(r:dict):
+    "A row's seed: its unit's, else its run's single `seed` parameter (None when neither names one)."
+    if r.get('seed') is not None:
+        return r['seed']
+    p = json.loads(r['params']) if isinstance(r.get('params'), str) else (r.get('params') or {})
+    return p.get('seed') if isinstance(p.get('seed'), int) else None
+
 def _summary(group:tuple, rows:list) -> dict:
     exp, preset, proto, key, metric = group
     good = [r for r in rows if row_problem(r) is None]
     bad = [row_problem(r) for r in rows if row_problem(r) is not None]
     by_seed = {}
     for r in sorted(good, key=lambda r: (r['date'], r['run_id'])):
-        by_seed[r.get('seed')] = r
+        by_seed[_seed(r)] = r
     vals = [r['value'] for r in by_seed.values()]
     return dict(experiment=exp, preset=preset, protocol=json.loads(proto), key=json.loads(key), metric=metric,
                 mean=statistics.fmean(vals) if vals else None,
