@@ -7,9 +7,9 @@ Docs: https://localrules.github.io/localrules/report.html.md"""
 # %% auto #0
 __all__ = ['BAD_STATUS', 'SELECTORS', 'STANDS_IN_FOR', 'LEDGER_TAG', 'X_FIELDS', 'CURVE_FIRST', 'MAX_PANELS', 'STYLE_FIELDS',
            'FIGURE_NAMES', 'REPORT_HEAD', 'SUBSTITUTES', 'SMOKE_STAND_INS', 'OFFLINE_MISSING', 'STATUSES', 'PAPERS',
-           'SCALE_KEYS', 'FIGURE_CHECKS', 'SITE_CSS', 'row_problem', 'protocol', 'match_reference', 'aggregate',
-           'fmt_value', 'paper_table', 'report_tables', 'save_figure', 'results_dir', 'ledger_digest', 'tidy',
-           'shown_rows', 'indexed_metrics', 'final_figure', 'curve_figure', 'ledger_figures', 'provenance_line',
+           'SCALE_KEYS', 'FIGURE_CHECKS', 'SITE_CSS', 'row_problem', 'run_params', 'protocol', 'match_reference',
+           'aggregate', 'fmt_value', 'paper_table', 'report_tables', 'save_figure', 'results_dir', 'ledger_digest',
+           'tidy', 'shown_rows', 'indexed_metrics', 'final_figure', 'curve_figure', 'ledger_figures', 'provenance_line',
            'experiment_results', 'report_markdown', 'save_ledger_figures', 'stale_pages', 'copy_figures', 'report',
            'tolerance', 'reproduces', 'not_run_reason', 'status_rows', 'status_counts', 'paper_label',
            'status_markdown', 'figure_rows', 'scale_of', 'check_depth_keeps_accuracy', 'check_sm_filters_stable',
@@ -50,9 +50,13 @@ def _selects(param:str, key_names) -> bool:
     singular = {base[:-3] + 'y' if base.endswith('ies') else base[:-1], base[:-2] if base.endswith('es') else None}
     return any(k in singular or k in (param.rstrip('s'), 'n_' + param) for k in key_names)
 
+def run_params(params) -> dict:
+    "A row's run parameters (stored as a JSON string) as a dict."
+    return json.loads(params) if isinstance(params, str) else dict(params or {})
+
 def protocol(params:str, key_names) -> str:
     "The run parameters (a JSON string) less the unit selectors, as a canonical JSON string."
-    p = json.loads(params) if isinstance(params, str) else dict(params or {})
+    p = run_params(params)
     return json.dumps({k: v for k, v in p.items() if not _selects(k, key_names)}, sort_keys=True)
 
 # %% ../nbs/07_report.ipynb #47232831
@@ -89,7 +93,7 @@ def _seed(r:dict):
     "A row's seed: its unit's, else its run's single `seed` parameter (None when neither names one)."
     if r.get('seed') is not None:
         return r['seed']
-    p = json.loads(r['params']) if isinstance(r.get('params'), str) else (r.get('params') or {})
+    p = run_params(r.get('params'))
     return p.get('seed') if isinstance(p.get('seed'), int) else None
 
 def _summary(group:tuple, rows:list) -> dict:

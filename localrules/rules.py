@@ -218,13 +218,13 @@ class FeedbackLinearFn(torch.autograd.Function):
         if ctx.needs_input_grad[0]:                              # the first layer needs no input gradient
             gx = g @ feedback.to(g.dtype)
             if ctx.stacked and x.dim() < gx.dim(): gx = gx.sum(0)    # an input shared by every member
-        gw, gb = _linear_param_grads(ctx, g, x)
+        gw, gb = _linear_param_grads(ctx, g, x, ctx.stacked)
         return gx, gw, gb, None
 
-def _linear_param_grads(ctx, g, x):
-    "∂W = gᵀ x and ∂b = Σ g of a linear layer over every batch dimension; per member when `ctx.stacked`."
+def _linear_param_grads(ctx, g, x, stacked:bool=False):
+    "∂W = gᵀ x and ∂b = Σ g of a linear layer over every batch dimension; per member when `stacked` (N×out×in)."
     gw = gb = None
-    if getattr(ctx, 'stacked', False):
+    if stacked:
         if ctx.needs_input_grad[1]: gw = g.mT @ x.to(g.dtype)    # laid out like W: no copy when it is accumulated
         if ctx.has_bias and ctx.needs_input_grad[2]: gb = g.sum(-2)
         return gw, gb
