@@ -6,7 +6,8 @@ Docs: https://localrules.github.io/localrules/clapp_theory.html.md"""
 
 # %% auto #0
 __all__ = ['MNIST_MEAN', 'MNIST_STD', 'theory_images', 'quadrant_views', 'crop_views', 'TheoryNet', 'fit_predictor', 'bp_grads',
-           'local_grads', 'grad_cos', 'theory_alignment', 'local_ssl_step', 'optimal_predictor_grads', 'alignment']
+           'local_grads', 'grad_cos', 'theory_alignment', 'batch_alignment', 'alignment_metrics', 'local_ssl_step',
+           'optimal_predictor_grads', 'alignment']
 
 # %% ../nbs/31_clapp_theory.ipynb #61ae165a
 import math
@@ -164,6 +165,41 @@ def theory_alignment(net:TheoryNet, # the network whose per-layer updates are co
     gb, gl = bp_grads(net, losses[-1], x), local_grads(net, losses, x, dfb)
     return [dict(layer=l + 1, cos=grad_cos(a, b), dist=(a - b).pow(2).sum().item(), norm_bp=b.norm().item())
             for l, (a, b) in enumerate(zip(gl, gb))]
+
+# %% ../nbs/31_clapp_theory.ipynb #daf5adc9
+def batch_alignment(net:TheoryNet, # the network whose per-layer updates are compared
+                    imgs:torch.Tensor, # (N, C, H, W) images, taken `batch_size` at a time
+                    batch_size:int, # images per batch (the last batch may be smaller)
+                    views=None, # views(batch, b) -> the batch's stacked views (b: its first image); None: quadrants
+                    seed:int=0, # batch b's predictors are initialised from seed + b
+                    checkpoint=None, # (save, load) callables (`Run.checkpoint`): resume after the last saved batch
+                    **kw # the rest of `theory_alignment`'s arguments: f, lam, dfb, predictor, rank, max_iter, rounds
+                   ) -> list:
+    "`theory_alignment` on each batch of `imgs` in turn: one list of per-layer results per batch."
+    check_range('batch_size', batch_size, lo=1, integer=True)
+    views = views or (lambda x, b: quadrant_views(x))
+    starts = list(range(0, len(imgs), batch_size))
+    state = checkpoint[1]() if checkpoint is not None else None
+    per_batch = [] if state is None else state['per_batch']
+    if state is not None and state['starts'] != starts:
+        raise ValueError(f"the checkpoint was saved for batches starting at {state['starts'][:4]}... of "
+                         f"{len(state['starts'])} batches, not {starts[:4]}... of {len(starts)}: "
+                         "resume with the same images and batch_size, or start a new run")
+    for b in starts[len(per_batch):]:
+        per_batch.append(theory_alignment(net, views(imgs[b:b + batch_size], b), seed=seed + b, **kw))
+        if checkpoint is not None: checkpoint[0](dict(starts=starts, per_batch=per_batch))
+    return per_batch
+
+def alignment_metrics(per_batch:list, # `batch_alignment`'s result
+                      sqdist:bool=False # also the squared distance of the updates, summed over layers
+                     ) -> dict:
+    """Each layer's cosine averaged over the batches (`cos_layer1`, ...), the least cosine of any layer in any batch
+    (`min_cos`) and, with `sqdist`, the batches' mean of the summed squared distance."""
+    depth = len(per_batch[0])
+    metrics = {f'cos_layer{l + 1}': sum(r[l]['cos'] for r in per_batch) / len(per_batch) for l in range(depth)}
+    metrics['min_cos'] = min(d['cos'] for r in per_batch for d in r)
+    if sqdist: metrics['sqdist'] = sum(d['dist'] for r in per_batch for d in r) / len(per_batch)
+    return metrics
 
 # %% ../nbs/31_clapp_theory.ipynb #e27b1775
 def local_ssl_step(net:TheoryNet, losses:nn.ModuleList, x:torch.Tensor, dfb:bool=False) -> float:
