@@ -83,7 +83,7 @@ def momentum(M:torch.Tensor, gamma:float) -> float:
 def sm_dynamics(c:torch.Tensor, # (N, K) feedforward drives W x
                 M:torch.Tensor, # (K, K) lateral weights
                 act:str='relu', # 'relu' (nonnegative SM) or 'linear'
-                dynamics:str='pgd', # 'pgd': projected gradient; 'ode': Euler steps of the neural ODE; 'apgd': accelerated pgd
+                dynamics:str='pgd', # 'pgd': projected gradient; 'apgd': accelerated pgd; 'ode': neural ODE (Euler)
                 gamma='auto', # pgd/apgd step size; 'auto': `auto_step(M)` = min(1, 1/λ_max(M))
                 dt:float=0.1, # ode Euler time step
                 tol:float=1e-4, # stop once max|Δy|/step <= tol (step: gamma or dt); 0: always max_iter
