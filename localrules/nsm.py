@@ -36,18 +36,18 @@ def _pgd_block(sc, A, f, tol, max_iter, step):
 def _apgd_block(sc, A, f, tol, max_iter, step, beta, every=10):
     ("Projected gradient with constant momentum `beta` on one block of rows; every `every` iterations, the residual "
      "of one plain step from the iterate (the same test as `_pgd_block`'s).")
-    y, v = torch.zeros_like(sc), torch.zeros_like(sc)
+    y, v, nxt = torch.zeros_like(sc), torch.zeros_like(sc), torch.empty_like(sc)
     delta, it = float('inf'), 0
     for it in range(1, max_iter + 1):
-        nxt = torch.addmm(sc, v, A)
+        torch.addmm(sc, v, A, out=nxt)
         if f is not None: nxt.clamp_(min=0)
-        v = nxt.mul(1 + beta).sub_(y, alpha=beta)            # v = y_k+1 + β (y_k+1 − y_k)
-        y = nxt
+        torch.mul(nxt, 1 + beta, out=v).sub_(y, alpha=beta)     # v = y_k+1 + β (y_k+1 − y_k)
+        y, nxt = nxt, y
         if (tol > 0 and it % every == 0) or it == max_iter:
-            nxt = torch.addmm(sc, y, A)
+            torch.addmm(sc, y, A, out=nxt)
             if f is not None: nxt.clamp_(min=0)
             delta = (nxt - y).abs().max().item() / step if y.numel() else 0.
-            y = nxt
+            y, nxt = nxt, y
             if tol > 0 and delta <= tol: break
     return y, it, delta
 
