@@ -37,15 +37,16 @@ def _apgd_block(sc, A, f, tol, max_iter, step, beta, every=10):
     ("Projected gradient with constant momentum `beta` on one block of rows; every `every` iterations, the residual "
      "of one plain step from the iterate (the same test as `_pgd_block`'s).")
     y, v, nxt = torch.zeros_like(sc), torch.zeros_like(sc), torch.empty_like(sc)
+    def plain_step(src, out):
+        torch.addmm(sc, src, A, out=out)
+        if f is not None: out.clamp_(min=0)
     delta, it = float('inf'), 0
     for it in range(1, max_iter + 1):
-        torch.addmm(sc, v, A, out=nxt)
-        if f is not None: nxt.clamp_(min=0)
+        plain_step(v, nxt)
         torch.mul(nxt, 1 + beta, out=v).sub_(y, alpha=beta)     # v = y_k+1 + β (y_k+1 − y_k)
         y, nxt = nxt, y
         if (tol > 0 and it % every == 0) or it == max_iter:
-            torch.addmm(sc, y, A, out=nxt)
-            if f is not None: nxt.clamp_(min=0)
+            plain_step(y, nxt)
             delta = (nxt - y).abs().max().item() / step if y.numel() else 0.
             y, nxt = nxt, y
             if tol > 0 and delta <= tol: break
@@ -65,16 +66,21 @@ def _ode_block(c, A, f, tol, max_iter, dt):
     return y, it, delta
 
 # %% ../nbs/20_nsm.ipynb #729bf97c
+def _spectrum(M:torch.Tensor) -> tuple:
+    "(λ_min, λ_max) of the symmetric part of M, in float64."
+    ev = torch.linalg.eigvalsh(((M + M.t()) / 2).double())
+    return ev[0].item(), ev[-1].item()
+
 def auto_step(M:torch.Tensor) -> float:
     ("Projected-gradient step min(1, 1/λ_max(M)): the linear part then contracts (γ < 2/λ_max), so the dynamics "
      "converge.")
-    lam = torch.linalg.eigvalsh(((M + M.t()) / 2).double()).max().item()
+    lam = _spectrum(M)[1]
     return min(1., 1. / lam) if lam > 0 else 1.
 
 def momentum(M:torch.Tensor, gamma:float) -> float:
     ("Constant momentum (1 − √(γμ)) / (1 + √(γμ)) of accelerated projected gradient, μ = λ_min(M); 0 (plain steps) "
      "when M is not positive definite.")
-    mu = torch.linalg.eigvalsh(((M + M.t()) / 2).double()).min().item()
+    mu = _spectrum(M)[0]
     if mu <= 0: return 0.
     r = math.sqrt(min(gamma * mu, 1.))
     return (1 - r) / (1 + r)
