@@ -7,16 +7,16 @@ Docs: https://localrules.github.io/localrules/report.html.md"""
 # %% auto #0
 __all__ = ['BAD_STATUS', 'SELECTORS', 'STANDS_IN_FOR', 'LEDGER_TAG', 'X_FIELDS', 'CURVE_FIRST', 'MAX_PANELS', 'STYLE_FIELDS',
            'FIGURE_NAMES', 'REPORT_HEAD', 'SUBSTITUTES', 'SMOKE_STAND_INS', 'OFFLINE_MISSING', 'STATUSES', 'PAPERS',
-           'SCALE_KEYS', 'FIGURE_CHECKS', 'SITE_CSS', 'row_problem', 'run_params', 'protocol', 'match_reference',
-           'aggregate', 'fmt_value', 'paper_table', 'report_tables', 'save_figure', 'results_dir', 'ledger_digest',
-           'tidy', 'shown_rows', 'indexed_metrics', 'final_figure', 'curve_figure', 'ledger_figures', 'provenance_line',
-           'experiment_results', 'report_markdown', 'save_ledger_figures', 'stale_pages', 'copy_figures', 'report',
-           'tolerance', 'reproduces', 'not_run_reason', 'status_rows', 'status_counts', 'paper_label',
-           'status_markdown', 'figure_rows', 'scale_of', 'check_depth_keeps_accuracy', 'check_sm_filters_stable',
-           'check_dependent_predictor', 'check_nsm_beats_random', 'figure_checks', 'tex_to_mathml', 'protect_math',
-           'page_name', 'render_markdown', 'cell_directives', 'render_cells', 'page_html', 'site_structure',
-           'ledger_section', 'ledger_cells', 'execute_ledger_cells', 'build_site', 'stale_notebooks',
-           'write_ledger_outputs']
+           'SCALE_KEYS', 'CONVERGED', 'FIGURE_CHECKS', 'SITE_CSS', 'row_problem', 'run_params', 'protocol',
+           'match_reference', 'aggregate', 'fmt_value', 'paper_table', 'report_tables', 'save_figure', 'results_dir',
+           'ledger_digest', 'tidy', 'shown_rows', 'indexed_metrics', 'final_figure', 'curve_figure', 'ledger_figures',
+           'provenance_line', 'experiment_results', 'report_markdown', 'save_ledger_figures', 'stale_pages',
+           'copy_figures', 'report', 'tolerance', 'reproduces', 'not_run_reason', 'status_rows', 'status_counts',
+           'paper_label', 'status_markdown', 'figure_rows', 'scale_of', 'check_depth_keeps_accuracy',
+           'check_sm_filters_stable', 'check_dependent_predictor', 'check_nsm_beats_random', 'check_lowrank_alignment',
+           'figure_checks', 'tex_to_mathml', 'protect_math', 'page_name', 'render_markdown', 'cell_directives',
+           'render_cells', 'page_html', 'site_structure', 'ledger_section', 'ledger_cells', 'execute_ledger_cells',
+           'build_site', 'stale_notebooks', 'write_ledger_outputs']
 
 # %% ../nbs/07_report.ipynb #6c85ab18
 import json, math, os, re, shutil, statistics, tempfile
@@ -894,9 +894,12 @@ def check_dependent_predictor(summaries:list) -> list:
         out.append(dict(preset=preset, protocol=json.loads(proto), agrees=agrees, message=msg))
     return out
 
+CONVERGED = ('converged', 'accelerated')     # sm_cifar_study's dynamics run to the fixed point
+
 def check_nsm_beats_random(summaries:list) -> list:
     ("Trained NSM filters give better features than the random ones they start from (issue 14; 2308.02427 Sec. 3): "
-     "per preprocessing, the best NSM unit at converged dynamics against random filters at the same K, sum pooling.")
+     "per preprocessing, the best NSM unit at converged dynamics (plain or accelerated steps: the same fixed point) "
+     "against random filters at the same K, sum pooling.")
     out = []
     for (preset, proto), rows in sorted(_groups(summaries, 'sm_cifar_study', 'test_acc_sum').items()):
         preps = sorted({s['key'].get('prep') for s in rows})
@@ -906,7 +909,7 @@ def check_nsm_beats_random(summaries:list) -> list:
                 at = [s for s in rows if s['key'].get('prep') == prep and int(s['key']['n_filters']) == K]
                 rand = [s['mean'] for s in at if s['key'].get('method') == 'random']
                 nsm = [s['mean'] for s in at
-                       if s['key'].get('method') == 'nsm' and s['key'].get('dynamics') == 'converged']
+                       if s['key'].get('method') == 'nsm' and s['key'].get('dynamics') in CONVERGED]
                 if rand and nsm:
                     pairs.append((K, max(nsm), rand[0]))
             if not pairs:
@@ -914,6 +917,31 @@ def check_nsm_beats_random(summaries:list) -> list:
             msg = f"{prep}: " + ', '.join(f"K={K} NSM {n:.1f}% vs random {r:.1f}%" for K, n, r in pairs)
             out.append(dict(preset=preset, protocol=json.loads(proto), agrees=all(n > r for _, n, r in pairs),
                             message=msg))
+    return out
+
+def check_lowrank_alignment(summaries:list, full:float=0.999, tol:float=1e-3) -> list:
+    ("CLAPP++ App. D, Fig. A1: a rank-constrained W_pred breaks Theorem 3.1. The least cosine (local vs BP-SSL update) "
+     "of the layers below the last is at least `full` with the largest rank (full rank), does not rise as the rank "
+     "falls (within `tol`), and ends lower at the smallest rank.")
+    exp = 'clapp_figA1_lowrank'
+    layers = sorted({s['metric'] for s in summaries if s['experiment'] == exp and s['metric'].startswith('cos_layer')},
+                    key=lambda m: int(m.removeprefix('cos_layer')))
+    per = {}
+    for m in layers[:-1]:
+        for g, rows in _groups(summaries, exp, m).items():
+            for s in rows:
+                r = int(s['key']['rank'])
+                per.setdefault(g, {})[r] = min(per.get(g, {}).get(r, math.inf), s['mean'])
+    out = []
+    for (preset, proto), low in sorted(per.items()):
+        if len(low) < 2:
+            continue
+        ranks = sorted(low, reverse=True)
+        cs = [low[r] for r in ranks]
+        falls = all(b <= a + tol for a, b in zip(cs, cs[1:]))
+        agrees = cs[0] >= full and falls and cs[-1] < cs[0] - tol
+        msg = 'least cosine below the last layer: ' + ', '.join(f"rank {r} {c:.3f}" for r, c in zip(ranks, cs))
+        out.append(dict(preset=preset, protocol=json.loads(proto), agrees=agrees, message=msg))
     return out
 
 
@@ -928,6 +956,8 @@ FIGURE_CHECKS = [
      check_dependent_predictor),
     ('sm_cifar_study', 'Sec. 3 (issue 14)', 'trained NSM filters beat the random filters they start from',
      check_nsm_beats_random),
+    ('clapp_figA1_lowrank', 'Fig. A1', 'a low-rank W_pred lowers the alignment with BP-SSL as the rank falls',
+     check_lowrank_alignment),
 ]
 
 def figure_checks(summaries:list) -> list:
