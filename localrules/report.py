@@ -875,14 +875,17 @@ def check_sm_filters_stable(summaries:list) -> list:
     return out
 
 # %% ../nbs/07_report.ipynb #c4e1fb7a
+def _lower_layers(summaries:list, exp:str) -> list:
+    "The `cos_layer<l>` metrics of experiment `exp` except the last layer's (whose local update is BP-SSL's own)."
+    layers = {s['metric'] for s in summaries if s['experiment'] == exp and s['metric'].startswith('cos_layer')}
+    return sorted(layers, key=lambda m: int(m.removeprefix('cos_layer')))[:-1]
+
 def check_dependent_predictor(summaries:list) -> list:
     ("CLAPP++ Fig. 4B: a spatially dependent W_pred aligns the local update with BP-SSL's better than a spatially "
      "independent one, in every layer below the last (whose local update is BP-SSL's own, cosine 1).")
     exp = 'clapp_fig4b_linear_cnn'
-    layers = sorted({s['metric'] for s in summaries if s['experiment'] == exp and s['metric'].startswith('cos_layer')},
-                    key=lambda m: int(m.removeprefix('cos_layer')))
     per = {}
-    for m in layers[:-1]:
+    for m in _lower_layers(summaries, exp):
         for g, rows in _groups(summaries, exp, m).items():
             cos = {s['key'].get('variant'): s['mean'] for s in rows}
             if {'dependent', 'independent'} <= set(cos):
@@ -924,10 +927,8 @@ def check_lowrank_alignment(summaries:list, full:float=0.999, tol:float=1e-3) ->
      "of the layers below the last is at least `full` with the largest rank (full rank), does not rise as the rank "
      "falls (within `tol`), and ends lower at the smallest rank.")
     exp = 'clapp_figA1_lowrank'
-    layers = sorted({s['metric'] for s in summaries if s['experiment'] == exp and s['metric'].startswith('cos_layer')},
-                    key=lambda m: int(m.removeprefix('cos_layer')))
     per = {}
-    for m in layers[:-1]:
+    for m in _lower_layers(summaries, exp):
         for g, rows in _groups(summaries, exp, m).items():
             for s in rows:
                 r = int(s['key']['rank'])
