@@ -19,7 +19,7 @@ __all__ = ['BAD_STATUS', 'SELECTORS', 'STANDS_IN_FOR', 'LEDGER_TAG', 'X_FIELDS',
            'build_site', 'stale_notebooks', 'write_ledger_outputs']
 
 # %% ../nbs/07_report.ipynb #6c85ab18
-import json, math, os, re, shutil, statistics, tempfile
+import json, math, numbers, os, re, shutil, statistics, tempfile
 from pathlib import Path
 from .runs import key_fields, read_ledger, read_reference, collect, atomic_write
 
@@ -145,9 +145,13 @@ def _cell(s:dict) -> str:
         return f'no result ({bad})'
     return f'{cell}; not counted: {bad}' if bad else cell
 
+def _value_key(v):
+    "Sort key of one value: numbers by value, before text."
+    return (0, v, '') if isinstance(v, numbers.Real) else (1, 0, str(v))
+
 def _natural(setting:str) -> list:
     "Sort key of a setting (JSON): its values in field order, numbers by value (K = 50 before 100), then text."
-    return [(0, v, '') if isinstance(v, (int, float)) else (1, 0, str(v)) for v in json.loads(setting).values()]
+    return [_value_key(v) for v in json.loads(setting).values()]
 
 def paper_table(summaries:list, column:str='dataset') -> str:
     "Markdown table of one experiment/preset/protocol/metric: settings × `column`, the paper's beside (paper preset)."
@@ -320,6 +324,15 @@ def _hue(df, fields:list):
         return None
     return df[fields].astype(str).apply(lambda r: ', '.join(f'{k}={v}' for k, v in r.items()), axis=1)
 
+def _hue_order(df, fields:list):
+    "The labels `_hue` gives, in the natural order of the fields' values (rank 1, 4, 16, not 1, 16, 4); None if none."
+    if not fields:
+        return None
+    keys = df[fields].drop_duplicates()
+    labels = _hue(keys, fields)
+    order = sorted(range(len(keys)), key=lambda i: [_value_key(v) for v in keys.iloc[i]])
+    return list(dict.fromkeys(labels.iloc[i] for i in order))
+
 def _metrics(df, first=(), limit:int=MAX_PANELS) -> list:
     ms = sorted(df['metric'].unique())
     order = lambda m: (m not in first, list(first).index(m) if m in first else 0, m)
@@ -366,8 +379,8 @@ def _family_panel(ax, d, family:str, label:str, index:dict, vary:list):
     dm = d[d['metric'].isin(list(index.values()))]
     dm = dm.assign(n=dm['metric'].map(n_of), line=_hue(dm, vary) if vary else None)
     hue = 'line' if vary else None
-    sns.lineplot(data=dm, x='n', y='value', hue=hue, marker='o', markersize=4, errorbar='sd', err_style='bars',
-                 linewidth=1, ax=ax)
+    sns.lineplot(data=dm, x='n', y='value', hue=hue, hue_order=_hue_order(dm, vary), marker='o', markersize=4,
+                 errorbar='sd', err_style='bars', linewidth=1, ax=ax)
     ns = sorted(index)
     if ns[0] > 0 and ns[-1] / ns[0] > 100:
         ax.set_xscale('log')
@@ -386,7 +399,8 @@ def final_figure(df, title:str, first=()):
     keys = _key_columns(d)
     vary = _varying(d, keys)
     x = next((k for k in X_FIELDS if k in vary), vary[0] if vary else None)
-    d = d.assign(setting=_hue(d, [k for k in vary if k != x]) if vary else None)
+    by = [k for k in vary if k != x]
+    d = d.assign(setting=_hue(d, by) if vary else None)
     if x is None:
         d = d.assign(all='all')
         x = 'all'
@@ -400,7 +414,7 @@ def final_figure(df, title:str, first=()):
             _family_panel(ax, d, f, *families[f], vary)
     axes = all_axes[len(fams):]
     hue = 'setting' if d['setting'].notna().any() else None
-    levels = sorted(d['setting'].dropna().unique()) if hue else None
+    levels = _hue_order(d, by) if hue else None
     with sns.axes_style('whitegrid'):
         for ax, m in zip(axes, metrics):
             dm = d[d['metric'] == m]
@@ -427,11 +441,12 @@ def curve_figure(df, title:str, first=CURVE_FIRST):
         return None
     vary = _varying(d, _key_columns(d))
     style = next((k for k in STYLE_FIELDS if k in vary), None) if len(vary) > 1 else None
-    d = d.assign(step=d['step'].astype(float), setting=_hue(d, [k for k in vary if k != style]))
+    by = [k for k in vary if k != style]
+    d = d.assign(step=d['step'].astype(float), setting=_hue(d, by))
     metrics = _metrics(d, first, limit=4)
     fig, axes = _grid(len(metrics))
     hue = 'setting' if d['setting'].notna().any() else None
-    levels = sorted(d['setting'].dropna().unique()) if hue else None
+    levels = _hue_order(d, by) if hue else None
     with sns.axes_style('whitegrid'):
         for ax, m in zip(axes, metrics):
             dm = d[d['metric'] == m]
