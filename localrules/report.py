@@ -7,7 +7,7 @@ Docs: https://localrules.github.io/localrules/report.html.md"""
 # %% auto #0
 __all__ = ['BAD_STATUS', 'SELECTORS', 'STANDS_IN_FOR', 'LEDGER_TAG', 'X_FIELDS', 'CURVE_FIRST', 'MAX_PANELS', 'STYLE_FIELDS',
            'FIGURE_NAMES', 'REPORT_HEAD', 'SUBSTITUTES', 'SMOKE_STAND_INS', 'OFFLINE_MISSING', 'STATUSES', 'PAPERS',
-           'SCALE_KEYS', 'CONVERGED', 'FIGURE_CHECKS', 'SITE_CSS', 'row_problem', 'run_params', 'protocol',
+           'SCALE_KEYS', 'CONVERGED_DYNAMICS', 'FIGURE_CHECKS', 'SITE_CSS', 'row_problem', 'run_params', 'protocol',
            'match_reference', 'aggregate', 'fmt_value', 'paper_table', 'report_tables', 'save_figure', 'results_dir',
            'ledger_digest', 'tidy', 'shown_rows', 'indexed_metrics', 'final_figure', 'curve_figure', 'ledger_figures',
            'provenance_line', 'experiment_results', 'report_markdown', 'save_ledger_figures', 'stale_pages',
@@ -146,8 +146,8 @@ def _cell(s:dict) -> str:
     return f'{cell}; not counted: {bad}' if bad else cell
 
 def _value_key(v):
-    "Sort key of one value: numbers by value, before text."
-    return (0, v, '') if isinstance(v, numbers.Real) else (1, 0, str(v))
+    "Sort key of one value: numbers by value, before text (NaN, which compares with nothing, as text)."
+    return (0, v, '') if isinstance(v, numbers.Real) and v == v else (1, 0, str(v))
 
 def _natural(setting:str) -> list:
     "Sort key of a setting (JSON): its values in field order, numbers by value (K = 50 before 100), then text."
@@ -912,7 +912,7 @@ def check_dependent_predictor(summaries:list) -> list:
         out.append(dict(preset=preset, protocol=json.loads(proto), agrees=agrees, message=msg))
     return out
 
-CONVERGED = ('converged', 'accelerated')     # sm_cifar_study's dynamics run to the fixed point
+CONVERGED_DYNAMICS = ('converged', 'accelerated')     # sm_cifar_study's dynamics that run to the fixed point
 
 def check_nsm_beats_random(summaries:list) -> list:
     ("Trained NSM filters give better features than the random ones they start from (issue 14; 2308.02427 Sec. 3): "
@@ -927,7 +927,7 @@ def check_nsm_beats_random(summaries:list) -> list:
                 at = [s for s in rows if s['key'].get('prep') == prep and int(s['key']['n_filters']) == K]
                 rand = [s['mean'] for s in at if s['key'].get('method') == 'random']
                 nsm = [s['mean'] for s in at
-                       if s['key'].get('method') == 'nsm' and s['key'].get('dynamics') in CONVERGED]
+                       if s['key'].get('method') == 'nsm' and s['key'].get('dynamics') in CONVERGED_DYNAMICS]
                 if rand and nsm:
                     pairs.append((K, max(nsm), rand[0]))
             if not pairs:
@@ -945,9 +945,10 @@ def check_lowrank_alignment(summaries:list, full:float=0.999, tol:float=1e-3) ->
     per = {}
     for m in _lower_layers(summaries, exp):
         for g, rows in _groups(summaries, exp, m).items():
+            low = per.setdefault(g, {})
             for s in rows:
                 r = int(s['key']['rank'])
-                per.setdefault(g, {})[r] = min(per.get(g, {}).get(r, math.inf), s['mean'])
+                low[r] = min(low.get(r, math.inf), s['mean'])
     out = []
     for (preset, proto), low in sorted(per.items()):
         if len(low) < 2:
