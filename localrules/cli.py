@@ -6,9 +6,10 @@ Docs: https://localrules.github.io/localrules/cli.html.md"""
 
 # %% auto #0
 __all__ = ['CLI_OWNED', 'project_root', 'experiments_dir', 'experiments', 'get_experiment', 'BadLiteral', 'parse_value',
-           'check_params', 'latest_unfinished', 'run_conflict', 'run_experiment', 'shard_executor', 'submit_shards',
-           'build_offline_docs', 'rules_table', 'cmd_rules', 'paper_time', 'cmd_list', 'rerun_command',
-           'failure_advice', 'cmd_run', 'flagged_lines', 'cmd_report', 'cmd_docs', 'main']
+           'check_params', 'latest_unfinished', 'run_conflict', 'unit_line', 'UnitWatcher', 'kernel_stderr_to',
+           'headline', 'run_experiment', 'shard_executor', 'submit_shards', 'build_offline_docs', 'rules_table',
+           'cmd_rules', 'paper_time', 'cmd_list', 'rerun_command', 'failure_advice', 'cmd_run', 'flagged_lines',
+           'report_index', 'cmd_report', 'cmd_docs', 'main']
 
 # %% ../nbs/05_cli.ipynb #fb3ab885
 import argparse, ast, json, os, sys, shutil, tempfile
@@ -16,7 +17,7 @@ from pathlib import Path
 from .core import get_device, COMPILE_MODES
 from .runs import (read_experiment, resolve_params, default_run_dir, collect, read_ledger, read_reference,
                              compare, atomic_write, STANDARD_PARAMS, SHARD_ENV, parse_shard, read_json, flagged,
-                             FILE_MODE, RunFileError, dump_json, key_fields)
+                             FILE_MODE, RunFileError, dump_json, key_fields, read_jsonl)
 
 # %% ../nbs/05_cli.ipynb #bc8d21a1
 def project_root() -> Path:
@@ -157,6 +158,105 @@ def _execute(exp:dict, nb_path:Path, parameters:dict, shard, quiet:bool):
     os.replace(tmp, nb_path)
     os.chmod(nb_path, FILE_MODE)
 
+# %% ../nbs/05_cli.ipynb #c11b0002
+import contextlib, io, threading, time
+
+def _fields(row:dict, skip=()) -> str:
+    "A row's unit key as `a=1, b=x` (seed last), without `skip`."
+    key = {k: v for k, v in key_fields(row).items() if k not in skip and k != 'status'}
+    if row.get('seed') is not None: key['seed'] = row['seed']
+    return ', '.join(f'{k}={v}' for k, v in key.items())
+
+def unit_line(rows:list, most:int=3) -> str:
+    "One line for a finished unit's rows: its key and up to `most` final numbers, or that it diverged."
+    status = [r for r in rows if r.get('kind') == 'status']
+    finals = [r for r in rows if r.get('kind') == 'final']
+    first = (status or finals or rows or [{}])[0]
+    what = _fields(first) if first else '?'
+    if status:
+        return f"unit {what}: {status[0].get('status')} ({status[0].get('message', '')})"
+    nums = [f"{r['metric']} {r['value']:.4g}" if r.get('value') is not None else f"{r['metric']} {r.get('status')}"
+            for r in finals[:most]]
+    more = f' (+{len(finals) - most} more)' if len(finals) > most else ''
+    return f"unit {what}: {', '.join(nums) or 'no final numbers'}{more}"
+
+# %% ../nbs/05_cli.ipynb #c11b0003
+class UnitWatcher:
+    "Prints `unit_line` for every unit file that appears in `run_dir/units` while a run executes (a daemon thread)."
+    def __init__(self, run_dir, poll:float=1., out=None):
+        self.units, self.poll, self.out = Path(run_dir)/'units', poll, out or sys.stdout
+        self.seen = set(self.units.glob('*.json')) if self.units.is_dir() else set()   # a resumed run's old units
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _report_new(self):
+        for p in sorted(self.units.glob('*.json')) if self.units.is_dir() else []:
+            if p in self.seen: continue
+            self.seen.add(p)
+            try: rows = json.loads(p.read_text())
+            except (OSError, ValueError): continue               # the run's own checks name a damaged unit
+            if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
+                print(unit_line(rows), file=self.out, flush=True)
+
+    def _loop(self):
+        while not self.stop_event.wait(self.poll): self._report_new()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        self.thread.join()
+        self._report_new()
+
+# %% ../nbs/05_cli.ipynb #c11b0005
+@contextlib.contextmanager
+def kernel_stderr_to(path):
+    """Send this process's stderr (file descriptor 2, which the kernel inherits when it starts) to `path` while the
+    block runs: the kernel's transport warning and library warnings land in the run folder, not on the terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, 'ab') as f: os.dup2(f.fileno(), 2)
+    except OSError:
+        os.close(saved)
+        yield                                            # unwritable: leave stderr as it is
+        return
+    try: yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+# %% ../nbs/05_cli.ipynb #c11b0007
+def headline(out, # a run folder (with results.jsonl)
+             results=None, # the folder holding paper_reference.csv (default: the checkout's results/)
+             most:int=12 # at most this many lines; the rest are counted
+            ) -> list:
+    """The run's headline numbers: per setting and metric, mean ± std over seeds (n), and for a `paper` run the
+    paper's value beside it; settings with a paper value first."""
+    from localrules.report import aggregate, fmt_value
+    rows = [r for r in read_jsonl(Path(out)/'results.jsonl') if r.get('kind') in ('final', 'status')]
+    if not rows: return ['no final numbers recorded (see notebook.ipynb in the run folder)']
+    results = Path(results) if results else project_root()/'results'
+    reference = read_reference(results/'paper_reference.csv', rows[0]['experiment'])
+    summ = aggregate([r for r in rows if r['kind'] == 'final'], reference)
+    summ.sort(key=lambda s: (s['paper'] is None, s['metric'], json.dumps(s['key'], sort_keys=True)))
+    lines = []
+    for s in summ[:most]:
+        key = ', '.join(f'{k}={v}' for k, v in s['key'].items()) or 'all'
+        value = fmt_value(s['mean'], s['std'], s['n']) if s['mean'] is not None else 'no result (' + ', '.join(
+            f'{k} ×{v}' for k, v in s['excluded'].items()) + ')'
+        paper = ''
+        if s['paper'] is not None and s['preset'] == 'paper':
+            paper = f"   paper: {fmt_value(s['paper'], s['paper_std'])}"
+        lines.append(f"  {key}  {s['metric']}: {value}{paper}")
+    if len(summ) > most: lines.append(f'  ... and {len(summ) - most} more in {Path(out)/"results.jsonl"}')
+    smoke = rows[0].get('preset') != 'paper'
+    if smoke: lines.append('  (smoke scale: CI-sized, not the paper\'s protocol; --preset paper runs that)')
+    return lines
+
 # %% ../nbs/05_cli.ipynb #24dbb4de
 def run_experiment(name:str, # an experiment of `localrules list` (a notebook in nbs/experiments)
                    preset:str='smoke', # 'smoke' or 'paper'
@@ -165,8 +265,9 @@ def run_experiment(name:str, # an experiment of `localrules list` (a notebook in
                    out=None, # the run folder (an existing one is resumed); None: runs_root/name/preset-time
                    resume:bool=False, # continue the latest unfinished run of this experiment and preset
                    runs_root='runs', # root folder of the run folders
-                   quiet:bool=False, # do not stream the notebook's output
+                   quiet:bool=False, # no line per finished unit (the start, end and headline lines remain)
                    shard=None, # 'I/N' or (I, N): train only that share of the units into `out` (required)
+                   verbose:bool=False, # stream the notebook's whole output and the kernel's messages
                   ) -> Path:
     "Execute experiment `name` with papermill into a run folder and return the folder."
     exp, params = get_experiment(name), dict(params or {})
@@ -190,8 +291,12 @@ def run_experiment(name:str, # an experiment of `localrules list` (a notebook in
     what = f"shard {shard[0]}/{shard[1]} of " if shard else ''
     print(f"running {what}{name} ({preset}) into {out}", flush=True)
     nb_path = out/'shards'/f'notebook-{shard[0]}-of-{shard[1]}.ipynb' if shard else out/'notebook.ipynb'
+    log = contextlib.nullcontext() if verbose else kernel_stderr_to(out/'kernel.log')
+    watch = contextlib.nullcontext() if quiet or verbose else UnitWatcher(out)
     try:
-        _execute(exp, nb_path, dict(params, preset=preset, device=device, out_dir=str(out.resolve())), shard, quiet)
+        with log, watch:
+            _execute(exp, nb_path, dict(params, preset=preset, device=device, out_dir=str(out.resolve())), shard,
+                     quiet=not verbose)
     except Exception as e:
         e.run_dir = out                                  # for the advice printed after the error
         raise
@@ -199,6 +304,7 @@ def run_experiment(name:str, # an experiment of `localrules list` (a notebook in
         print(f"done: shard {shard[0]}/{shard[1]} in {out} (units/; gather with an unsharded run)", flush=True)
     else:
         print(f"done: {out} (notebook.ipynb, results.jsonl, figures/)", flush=True)
+        print('\n'.join(headline(out)), flush=True)
     return out
 
 # %% ../nbs/05_cli.ipynb #c11a0003
@@ -381,7 +487,7 @@ def cmd_run(args):
                           args.partition, args.gpus, args.time, args.array_parallelism, args.cpus, args.mem, args.runs)
         else:
             run_experiment(args.name, args.preset, params, args.device, args.out, args.resume, args.runs, args.quiet,
-                           shard=args.shard)
+                           shard=args.shard, verbose=args.verbose)
     except PapermillExecutionError as e:
         out, nb = getattr(e, 'run_dir', None), getattr(e, 'notebook', None)
         raise SystemExit(failure_advice(e.ename, e.evalue, out, args, nb))
@@ -403,8 +509,34 @@ def flagged_lines(rows:list) -> list:
         lines.add(f"  {r['experiment']} {r['run_id']} ({key}): {what}")
     return sorted(lines)
 
+def report_index(results='results') -> str:
+    "One line per experiment of the ledger: its paper and figure, the settings measured per preset, the last date."
+    from localrules.report import aggregate
+    exps, lines = experiments(), []
+    with contextlib.redirect_stderr(io.StringIO()):                # bad rows are named when the tables are printed
+        rows = read_ledger(Path(results)/'ledger')
+    for name in sorted({r['experiment'] for r in rows}):
+        mine = [r for r in rows if r['experiment'] == name]
+        summ = aggregate([r for r in mine if r['kind'] == 'final'])
+        count = lambda p: len({json.dumps(s['key'], sort_keys=True) for s in summ if s['preset'] == p})
+        m = exps[name]['EXPERIMENT'] if name in exps else {}
+        lines.append(f"{name:<27} {m.get('paper', ''):<11} {m.get('figure', '')[:22]:<22} paper: {count('paper'):>3} "
+                     f"settings, smoke: {count('smoke'):>3}; last {max(r['date'] for r in mine)[:10]}")
+    head = f"{'experiment':<27} {'paper':<11} {'figure/table':<22} measured settings"
+    tail = ("tables: localrules report --experiment NAME (or --all, or results/report.md); "
+            "one run: localrules report RUN_FOLDER")
+    return '\n'.join([head, *lines, tail])
+
 def cmd_report(args):
-    import io, contextlib
+    if args.run:
+        if not (Path(args.run)/'results.jsonl').exists():
+            raise SystemExit(f"error: {args.run} is no finished run folder (no results.jsonl); a run folder is what "
+                             "`localrules run` printed ('done: FOLDER')")
+        print('\n'.join(headline(args.run, args.results, most=10**6)))
+        return
+    if not (args.experiment or args.all or args.update_ledger):
+        print(report_index(args.results))
+        return
     if args.experiment:
         get_experiment(args.experiment)                            # an unknown name: a clear error
     try:
@@ -433,7 +565,9 @@ def _add_run_parser(sub):
     r.add_argument('--resume', action='store_true',
                    help='continue the latest unfinished run of this experiment and preset')
     r.add_argument('--runs', default='runs', help='root folder of run folders')
-    r.add_argument('--quiet', action='store_true', help='do not stream the notebook output')
+    r.add_argument('--quiet', action='store_true', help='no line per finished unit (start, end and headline only)')
+    r.add_argument('--verbose', action='store_true',
+                   help="stream the notebook's whole output and the kernel's messages (default: kernel.log)")
     r.add_argument('--shard', default=None, metavar='I/N', help='train only share I of N of the units into --out')
     r.add_argument('--executor', default=None, choices=['local', 'slurm'],
                    help='submit --shards jobs with submitit, then a gather')
@@ -460,6 +594,8 @@ def main(argv=None):
     sub.add_parser('rules', help='every learning rule and the models it supports').set_defaults(f=cmd_rules)
     _add_run_parser(sub)
     rp = sub.add_parser('report', help='paper-shaped tables of the results ledger, measured beside paper (only reads)')
+    rp.add_argument('run', nargs='?', default=None, help='a run folder: its headline numbers')
+    rp.add_argument('--all', action='store_true', help="every experiment's tables (default: a short index)")
     rp.add_argument('--runs', default='runs')
     rp.add_argument('--results', default='results')
     rp.set_defaults(f=cmd_report)

@@ -151,3 +151,21 @@ def test_compile_mode_is_checked_before_anything_runs(tmp_path):
     r = cli('run', 'bp_vs_fa', '--compile', 'fast', '--out', tmp_path/'r')
     assert r.returncode == 2 and "invalid choice: 'fast'" in r.output and 'reduce-overhead' in r.output, r.output
     assert not (tmp_path/'r').exists()
+
+def test_run_says_what_it_measured_and_nothing_else(tmp_path):
+    "A plain `localrules run`: a line per unit and the headline numbers on stdout, no library warnings on stderr."
+    out = tmp_path/'run'
+    p = cli('run', 'bp_vs_fa', '--out', out, '-p', 'epochs', '2', '-p', 'milestones', '[]', '-p', 'seeds', '[0, 1]',
+            check=True)
+    assert p.stderr == '', p.stderr                        # the kernel's transport warning, tqdm: into kernel.log
+    assert (out/'kernel.log').exists()
+    units = [l for l in p.stdout.splitlines() if l.startswith('unit ')]
+    assert len(units) == 4 and all('test_acc' in l for l in units), p.stdout
+    head = p.stdout.split('done: ')[1].splitlines()[1:]
+    assert any('rule=bp' in l and 'test_acc' in l and '(n=2)' in l for l in head), p.stdout
+    assert any('rule=fa' in l and 'test_acc' in l and '(n=2)' in l for l in head), p.stdout
+    # the same numbers from the run folder, and a short index without arguments
+    assert cli('report', out, check=True).stdout.splitlines() == head
+    index = cli('report', check=True).stdout.splitlines()
+    assert 20 < len(index) < 40 and index[0].startswith('experiment') and any('bp_vs_fa' in l for l in index)
+    assert 'no finished run folder' in cli('report', tmp_path).output
