@@ -15,8 +15,8 @@ __all__ = ['BAD_STATUS', 'SELECTORS', 'STANDS_IN_FOR', 'LEDGER_TAG', 'X_FIELDS',
            'paper_label', 'status_markdown', 'figure_rows', 'scale_of', 'check_depth_keeps_accuracy',
            'check_sm_filters_stable', 'check_dependent_predictor', 'check_nsm_beats_random', 'check_lowrank_alignment',
            'figure_checks', 'tex_to_mathml', 'protect_math', 'page_name', 'render_markdown', 'cell_directives',
-           'render_cells', 'page_html', 'site_structure', 'ledger_section', 'ledger_cells', 'execute_ledger_cells',
-           'build_site', 'stale_notebooks', 'write_ledger_outputs']
+           'exported_names', 'api_html', 'render_cells', 'page_html', 'site_structure', 'ledger_section',
+           'ledger_cells', 'execute_ledger_cells', 'build_site', 'stale_notebooks', 'write_ledger_outputs']
 
 # %% ../nbs/07_report.ipynb #6c85ab18
 import json, math, numbers, os, re, shutil, statistics, tempfile
@@ -1060,12 +1060,49 @@ def _output_html(out:dict) -> str:
     return ''
 
 # %% ../nbs/07_report.ipynb #5fce0526
+def exported_names(src:str) -> list:
+    "The public functions and classes defined at the top level of code `src`: what nbdev's `show_doc` documents."
+    import ast
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return []
+    defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return [n.name for n in tree.body if isinstance(n, defs) and not n.name.startswith('_')]
+
+def api_html(obj, name:str) -> str:
+    "HTML of nbdev's `show_doc` for `obj`: its signature with the docments of each argument, and its docstring."
+    import html
+    from nbdev.showdoc import show_doc
+    md_ = show_doc(obj, name=name, title_level=4)._repr_markdown_()
+    md_ = re.sub(r'(?m)^\[source\]\(.*$', '', md_)           # a GitHub link with Quarto attributes: not offline
+    parts = re.split(r'(```.*?```)', md_, flags=re.S)
+    md_ = ''.join(p if i % 2 else html.escape(p, quote=False) for i, p in enumerate(parts))
+    return f'<div class="api" id="{html.escape(name)}">{render_markdown(md_)}</div>'
+
+def _cell_api(src:str, opts:dict, default_module:str) -> list:
+    "API entries of the public functions and classes an exported cell defines (the module must import)."
+    import importlib
+    target = opts.get('export', opts.get('exports'))
+    if not target or not default_module:
+        return []
+    module = default_module if target is True else target
+    try:
+        mod = importlib.import_module(f"{__name__.rpartition('.')[0]}.{module}")
+    except ImportError:
+        return []
+    objs = [(n, getattr(mod, n, None)) for n in exported_names(src)]
+    return [api_html(o, n) for n, o in objs if o is not None]
+
 def render_cells(nb) -> tuple:
-    "(title, summary, body HTML) of notebook `nb`, honouring hide/echo/output/include directives."
+    "(title, summary, body HTML) of `nb`: hide/echo/output/include directives honoured, exported names documented."
     from pygments import highlight
     from pygments.lexers import PythonLexer
     from pygments.formatters import HtmlFormatter
     title, summary, parts = None, None, []
+    sources = (c.source if isinstance(c.source, str) else ''.join(c.source) for c in nb.cells if c.cell_type == 'code')
+    default_module = next((m.group(1) for s in sources if (m := re.search(r'(?m)^\s*#\|\s*default_exp\s+(\S+)', s))),
+                          None)
     for c in nb.cells:
         src = c.source if isinstance(c.source, str) else ''.join(c.source)
         if c.cell_type == 'markdown':
@@ -1082,7 +1119,9 @@ def render_cells(nb) -> tuple:
         if c.cell_type != 'code':
             continue
         opts, code_ = cell_directives(src)
+        api = _cell_api(code_, opts, default_module)            # nbdev's show_doc of what the cell exports
         if opts.get('hide') or str(opts.get('include', '')).lower() == 'false':
+            parts.extend(api)
             continue
         show_src = bool(code_) and str(opts.get('echo', '')).lower() != 'false'
         show_out = str(opts.get('output', '')).lower() != 'false'
@@ -1090,6 +1129,7 @@ def render_cells(nb) -> tuple:
             parts.append(highlight(code_, PythonLexer(), HtmlFormatter(cssclass='highlight')))
         if show_out:
             parts.extend(_output_html(o) for o in c.get('outputs', []))
+        parts.extend(api)
     return title, summary, '\n'.join(p for p in parts if p)
 
 # %% ../nbs/07_report.ipynb #e2a8cc88
@@ -1112,6 +1152,8 @@ pre{background:#f8f9fa;padding:.6rem;overflow-x:auto;font-size:.85rem}
 pre.output{background:#fff;border-left:3px solid #dee2e6}
 .highlight pre{border-left:3px solid #2780e3}
 img{max-width:100%}math[display=block]{margin:.8rem 0}
+div.api{margin:1.2rem 0}div.api hr{border:0;border-top:1px solid #dee2e6}
+div.api h4{font-family:ui-monospace,monospace;font-size:1.05rem;margin:.4rem 0}div.api pre{border-left:3px solid #6c757d}
 """
 
 def _nav_html(items:list, current:str) -> str:
