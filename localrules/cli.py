@@ -8,8 +8,9 @@ Docs: https://localrules.github.io/localrules/cli.html.md"""
 __all__ = ['CLI_OWNED', 'project_root', 'experiments_dir', 'experiments', 'get_experiment', 'BadLiteral', 'parse_value',
            'check_params', 'latest_unfinished', 'run_conflict', 'unit_line', 'UnitWatcher', 'kernel_stderr_to',
            'headline', 'run_experiment', 'shard_executor', 'submit_shards', 'build_offline_docs', 'rules_table',
-           'cmd_rules', 'paper_time', 'cmd_list', 'rerun_command', 'failure_advice', 'cmd_run', 'flagged_lines',
-           'report_index', 'cmd_report', 'cmd_docs', 'main']
+           'cmd_rules', 'paper_time', 'experiment_times', 'experiment_label', 'table_text', 'list_table', 'cmd_list',
+           'rerun_command', 'failure_advice', 'cmd_run', 'flagged_lines', 'report_index', 'cmd_report', 'cmd_docs',
+           'main']
 
 # %% ../nbs/05_cli.ipynb #fb3ab885
 import argparse, ast, json, os, sys, shutil, tempfile
@@ -426,17 +427,48 @@ def paper_time(e:dict, rates:dict) -> str:
     if 'here' in t: here = f"{fmt_duration(t['here'])} here (measured, 1 CPU thread)"
     return f"{here}; {fmt_duration(t['h100'])} on one H100 at fp32 peak ({t['flop'] / 1e15:.1f} PFLOP, a floor)"
 
-def cmd_list(args):
-    from localrules.mlp_protocol import measured_flop_rate
-    exps = experiments()
-    rates = measured_flop_rate(project_root()/'benchmarks'/'results'/'population-cpu.json')
-    w = max(map(len, exps)) if exps else 10
-    print(f"{'experiment':{w}}  paper        figure/table          smoke          paper preset")
+def experiment_times(e:dict, rates:dict=None) -> dict:
+    ("{'smoke': ..., 'paper': ...}: the expected times of experiment `e` (its EXPERIMENT, PRESETS), the one source "
+     "that `localrules list` and the experiment's page read (`rates`: measured CPU FLOP rates; None: the benchmark's).")
+    if rates is None:
+        from localrules.mlp_protocol import measured_flop_rate
+        rates = measured_flop_rate(project_root()/'benchmarks'/'results'/'population-cpu.json')
+    return dict(smoke=e['EXPERIMENT'].get('time', {}).get('smoke', '?'), paper=paper_time(e, rates))
+
+def experiment_label(m:dict) -> str:
+    "'FIGURE: TITLE' of an EXPERIMENT dict `m`: the name of its page (heading, sidebar) and its row of `localrules list`."
+    return f"{m.get('figure', '')}: {m.get('title', '')}"
+
+def table_text(rows:list, # rows of cells (strings); the first is the header
+               widths:list, # width of each column; the last column takes what is left of `width`
+               width:int=120 # total width of a line
+              ) -> str:
+    "`rows` as fixed-width columns, each cell wrapped within its column (a long title never shifts the next column)."
+    import textwrap
+    widths = widths[:-1] + [max(20, width - sum(widths[:-1]) - 2 * (len(widths) - 1))]
+    lines = []
+    for r in rows:
+        cells = [textwrap.wrap(str(c), w, break_on_hyphens=False) or [''] for c, w in zip(r, widths)]
+        for i in range(max(map(len, cells))):
+            parts = [(c[i] if i < len(c) else '').ljust(w) for c, w in zip(cells, widths)]
+            lines.append('  '.join(parts).rstrip())
+    return '\n'.join(lines)
+
+def list_table(exps:dict=None, rates:dict=None, width:int=None) -> str:
+    "The table `localrules list` prints: experiment, paper (arXiv id), figure and title, smoke time, paper-preset time."
+    import shutil
+    from localrules.report import paper_id
+    exps = experiments() if exps is None else exps
+    width = width or max(100, shutil.get_terminal_size((120, 24)).columns)
+    rows = [('experiment', 'paper', 'figure / table: title', 'smoke', 'paper preset')]
     for n, e in exps.items():
-        m = e['EXPERIMENT']
-        print(
-            f"{n:{w}}  {m.get('paper', ''):12} {m.get('figure', ''):21} {m.get('time', {}).get('smoke', '?'):14} "
-            f"{paper_time(e, rates)}")
+        m, t = e['EXPERIMENT'], experiment_times(e, rates)
+        rows.append((n, paper_id(m.get('paper', '')), experiment_label(m), t['smoke'], t['paper']))
+    w = max(len(r[0]) for r in rows)
+    rest = width - (w + 10 + 13 + 2 * 4)                  # the figure/title and paper-preset columns share the rest
+    return table_text(rows, [w, 10, max(20, min(40, rest // 2)), 13, 0], width)
+
+def cmd_list(args): print(list_table())
 
 def rerun_command(args, out) -> str:
     "The `localrules run` command that continues the run in folder `out` with the same parameters."

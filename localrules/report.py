@@ -16,7 +16,7 @@ __all__ = ['BAD_STATUS', 'SELECTORS', 'STANDS_IN_FOR', 'LEDGER_TAG', 'X_FIELDS',
            'check_sm_filters_stable', 'check_dependent_predictor', 'check_nsm_beats_random', 'check_lowrank_alignment',
            'figure_checks', 'tex_to_mathml', 'protect_math', 'page_name', 'render_markdown', 'cell_directives',
            'exported_names', 'api_html', 'render_cells', 'page_html', 'site_structure', 'ledger_section',
-           'ledger_cells', 'execute_ledger_cells', 'build_site', 'stale_notebooks', 'write_ledger_outputs']
+           'ledger_cells', 'execute_ledger_cells', 'time_html', 'build_site', 'stale_notebooks', 'write_ledger_outputs']
 
 # %% ../nbs/07_report.ipynb #6c85ab18
 import json, math, numbers, os, re, shutil, statistics, tempfile
@@ -1221,9 +1221,7 @@ def site_structure(nbs:Path, quarto:Path=None) -> tuple:
             meta = read_experiment(pages[r])['EXPERIMENT']
         except Exception:
             meta = {}
-        fig = meta.get('figure', '')
-        label = titles[r] if not fig or titles[r].startswith(fig.split(' (')[0]) else f'{fig}: {titles[r]}'
-        by_paper.setdefault(meta.get('paper', 'other'), []).append((label, page_name(r)))
+        by_paper.setdefault(meta.get('paper', 'other'), []).append((titles[r], page_name(r)))   # 'FIGURE: TITLE'
     for paper in sorted(by_paper, key=_paper_order):
         sidebar.append((f'Experiments – {PAPERS.get(paper, paper)}', by_paper[paper]))
     return pages, navbar, sidebar
@@ -1275,6 +1273,15 @@ def execute_ledger_cells(notebooks:dict, cwd, results, timeout:int=900):
         notebooks[rel].cells[i].outputs = c.outputs
 
 # %% ../nbs/07_report.ipynb #a7ce6449
+def time_html(path) -> str:
+    "The expected times of the experiment notebook at `path`, read from where `localrules list` reads them."
+    import html
+    from localrules.runs import read_experiment
+    from localrules.cli import experiment_times
+    t = experiment_times(read_experiment(path), cpu_flop_rates())
+    return (f'<p class="time"><strong>Time</strong> (as <code>localrules list</code> gives it): smoke preset '
+            f'{html.escape(t["smoke"])}; paper preset {html.escape(t["paper"])}.</p>')
+
 def build_site(out='_site_offline', # folder the HTML site is written to (created)
                nbs=None, # folder of the notebooks; None: the package's nbs/
                execute=('results', 'status'), # pages (paths under nbs without .ipynb) executed before rendering
@@ -1303,6 +1310,8 @@ def build_site(out='_site_offline', # folder the HTML site is written to (create
             runner = ExecutePreprocessor(timeout=timeout, kernel_name='python3')
             runner.preprocess(nb, {'metadata': {'path': str(p.parent)}})
         title, summary, body = render_cells(nb)
+        if rel in experiments:
+            body = time_html(pages[rel]) + body
         if rel in experiments and not ledger_cells(nb):
             body += ledger_section(rel.split('/', 1)[1], results, out)
         name = page_name(rel)
