@@ -440,6 +440,7 @@ def linear_probe(rule:SSLRule, # the trained SSL rule; its encoder stays frozen 
                 ) -> dict:
     """Linear probe of the frozen encoder (on `n_labels` balanced labelled images of `train`, default all): selects the
     epoch on a validation split of them, returns accuracies (%) and curve rows."""
+    from localrules.train import check_finite        # a non-finite loss raises Diverged: the unit is recorded as such
     (xtr, ytr), (xte, yte) = train, test
     if n_labels:
         i = label_subset(ytr, n_labels, seed).to(xtr.device)
@@ -464,6 +465,7 @@ def linear_probe(rule:SSLRule, # the trained SSL rule; its encoder stays frozen 
         for i in range(0, len(ftr), batch_size):
             j = perm[i:i+batch_size]
             loss = F.cross_entropy(clf((ftr[j] - mu) / sd), ytr[itr][j])
+            check_finite('probe loss', loss, ep + 1, i // batch_size + 1, unit='linear probe', curves=rows)
             opt.zero_grad()
             loss.backward()
             opt.step()

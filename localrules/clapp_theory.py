@@ -110,8 +110,10 @@ def fit_predictor(loss:LocalSSLLoss, # the loss whose trainable predictors are f
     opt.zero_grad()
     final = loss(z, c).item()
     if not math.isfinite(final):
-        raise FloatingPointError(
-            f"fit_predictor: the loss is {final} after {rounds} round(s) of at most {max_iter} LBFGS iterations; "
+        from localrules.train import Diverged        # recorded as diverged by `run.record` / `run.unit`
+        raise Diverged(
+            f"fit_predictor: the loss is {final} (not finite) after {rounds} round(s) of at most {max_iter} LBFGS "
+            "iterations; "
                                  "check the activities for inf/NaN or lower lr")
     return final
 
@@ -185,8 +187,11 @@ def batch_alignment(net:TheoryNet, # the network whose per-layer updates are com
         raise ValueError(f"the checkpoint was saved for batches starting at {state['starts'][:4]}... of "
                          f"{len(state['starts'])} batches, not {starts[:4]}... of {len(starts)}: "
                          "resume with the same images and batch_size, or start a new run")
+    from localrules.train import Diverged
     for b in starts[len(per_batch):]:
-        per_batch.append(theory_alignment(net, views(imgs[b:b + batch_size], b), seed=seed + b, **kw))
+        try: per_batch.append(theory_alignment(net, views(imgs[b:b + batch_size], b), seed=seed + b, **kw))
+        except Diverged as e:                            # name the batch: the unit is recorded as diverged there
+            raise Diverged(f"batch {b // batch_size + 1} of {len(starts)}: {e}", step=b // batch_size + 1) from None
         if checkpoint is not None: checkpoint[0](dict(starts=starts, per_batch=per_batch))
     return per_batch
 

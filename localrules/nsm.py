@@ -199,6 +199,10 @@ def fixed_point(self:NSM, x, z=None, tol:float=None, max_iter:int=None) -> tuple
         g = self.step_size() if self.dynamics in ('pgd', 'apgd') else self.dt
         block = getattr(self, 'block', None)
         y, it, d = sm_dynamics(c, self.M, self.act, self.dynamics, g, self.dt, tol, max_iter, block)
+    if not math.isfinite(float(d)):                           # non-finite y: `fit` or `run.unit` records a divergence
+        from localrules.train import Diverged
+        raise Diverged(f"{type(self).__name__}: non-finite fixed point of the dynamics (residual {float(d)}) after "
+                       f"{it} iterations; lower the learning rate or the input scale")
     self.last_iters, self.last_delta, self.last_converged = it, d, d <= tol
     if not hasattr(self, 'trace'): self.trace = []            # a model pickled before traces existed
     self.trace.append(dict(iters=it, residual=d, gamma=g, converged=d <= tol))

@@ -386,11 +386,13 @@ def train_reference(ref, # a `ConvNSMReference` (NumPy), trained in place by `re
                     seed:int=0 # batch order, the same as `train_local`'s `TensorLoader`
                    ) -> MetricsLogger:
     "Train a conventional `ConvNSMReference` on the mini-batches `train_local` would draw; per-epoch epoch_time (s)."
+    from localrules.train import check_finite
     xs = x.detach().cpu().double()
     loader, log = TensorLoader(xs, torch.zeros(len(xs)), batch_size=batch_size, seed=seed), MetricsLogger()
     for ep in range(epochs):
         def one_epoch():
             for xb, _ in loader: ref.step(xb.numpy(), lr)
         _, sec = timed(one_epoch)
+        check_finite('weights', [ref.W, ref.M], ep + 1, unit='conventional NSM', curves=log)   # raises Diverged
         log.log(step=ep + 1, epoch_time=sec, images_per_s=len(xs) / sec)
     return log

@@ -134,7 +134,9 @@ def train_epoch(rule:LearningRule, # the rule around a model
     for step, batch in enumerate(tqdm(loader, desc=f'epoch {epoch}', leave=False, disable=not progress)):
         x, y = _batch(batch)
         opt.zero_grad(set_to_none=True)
-        m = (rule if compiled is None else compiled)(x, y)
+        try: m = (rule if compiled is None else compiled)(x, y)
+        except Diverged as e:                                    # the rule's own loop (NSM dynamics): name the step
+            raise Diverged(str(e), epoch + 1, step + 1) from None
         if sync is not None: sync(rule)
         opt.step()
         rule.after_step()
@@ -220,6 +222,14 @@ def _check_finite(rule, m:dict, epoch:int, log:MetricsLogger, unit:str):
         who = f"{unit or 'unit'}" + (f" member {i}" if many else '')
         what = 'loss' if step >= 0 else 'weights'
         log.diverged[i] = divergence_message(what, epoch + 1, step + 1 if step >= 0 else None, who)
+        print(f"DIVERGED {log.diverged[i]}", flush=True)
+
+def _mark_all(log:MetricsLogger, e:Diverged, members:int, unit:str):
+    "Record the `Diverged` a rule raised (its epoch and step) in `log.diverged`, for every member still training."
+    for i in range(members):
+        if i in log.diverged: continue
+        who = f"{unit or 'unit'}" + (f" member {i}" if members > 1 else '')
+        log.diverged[i] = Divergence(f"{who}: {e}", e.divergence.epoch, e.divergence.step)
         print(f"DIVERGED {log.diverged[i]}", flush=True)
 
 def _checkpoint_state(rule, opt, sched, loader, log, epoch:int) -> dict:
@@ -341,7 +351,10 @@ def fit(rule:LearningRule, # the rule around a model: one network or a populatio
     desc = unit or type(rule).__name__
     for ep in tqdm(range(start, epochs), desc=desc, disable=not bar, initial=start, total=epochs):
         if len(log.diverged) == members: break
-        m = _one_epoch(rule, opt, loader, ep, compiled, sync, on_step, timing)
+        try: m = _one_epoch(rule, opt, loader, ep, compiled, sync, on_step, timing)
+        except Diverged as e:                                     # raised inside the rule: every member stops here
+            _mark_all(log, e, members, unit)
+            break
         if sched is not None: sched.step()
         _check_finite(rule, m, ep, log, unit)
         m = {(prefix + k[6:] if k.startswith('train_') else k): v.tolist() for k, v in m.items()   # one host read
