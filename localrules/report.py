@@ -6,17 +6,21 @@ Docs: https://localrules.github.io/localrules/report.html.md"""
 
 # %% auto #0
 __all__ = ['BAD_STATUS', 'SELECTORS', 'STANDS_IN_FOR', 'LEDGER_TAG', 'X_FIELDS', 'CURVE_FIRST', 'MAX_PANELS', 'STYLE_FIELDS',
-           'FIGURE_NAMES', 'REPORT_HEAD', 'SUBSTITUTES', 'SMOKE_STAND_INS', 'OFFLINE_MISSING', 'STATUSES', 'PAPERS',
-           'SCALE_KEYS', 'CONVERGED_DYNAMICS', 'FIGURE_CHECKS', 'SITE_CSS', 'row_problem', 'run_params', 'protocol',
+           'FIGURE_NAMES', 'REPORT_HEAD', 'SUBSTITUTES', 'SMOKE_STAND_INS', 'OFFLINE_MISSING', 'MIN_SEEDS',
+           'CPU_BUDGET_H', 'THREE_PAPERS', 'PAPER_IDS', 'STATUSES', 'STATUS_WORDS', 'NOT_RUN', 'PAPERS', 'SCALE_KEYS',
+           'CONVERGED_DYNAMICS', 'FIGURE_CHECKS', 'SITE_CSS', 'row_problem', 'run_params', 'protocol',
            'match_reference', 'aggregate', 'fmt_value', 'paper_table', 'report_tables', 'save_figure', 'results_dir',
            'ledger_digest', 'tidy', 'shown_rows', 'indexed_metrics', 'final_figure', 'curve_figure', 'ledger_figures',
            'provenance_line', 'experiment_results', 'report_markdown', 'save_ledger_figures', 'stale_pages',
-           'copy_figures', 'report', 'tolerance', 'reproduces', 'not_run_reason', 'status_rows', 'status_counts',
-           'paper_label', 'status_markdown', 'figure_rows', 'scale_of', 'check_depth_keeps_accuracy',
-           'check_sm_filters_stable', 'check_dependent_predictor', 'check_nsm_beats_random', 'check_lowrank_alignment',
-           'figure_checks', 'tex_to_mathml', 'protect_math', 'page_name', 'render_markdown', 'cell_directives',
-           'exported_names', 'api_html', 'render_cells', 'page_html', 'site_structure', 'ledger_section',
-           'ledger_cells', 'execute_ledger_cells', 'time_html', 'build_site', 'stale_notebooks', 'write_ledger_outputs']
+           'copy_figures', 'report', 'printed_precision', 'paper_band', 'tolerance', 'reproduces', 'verdict',
+           'parse_estimate', 'cpu_flop_rates', 'number_cost', 'unmeasurable', 'not_run_reason', 'paper_id',
+           'measured_metric', 'duplicates', 'status_rows', 'status_counts', 'not_run_counts', 'commit_ref',
+           'commit_legend', 'paper_label', 'status_markdown', 'figure_rows', 'dirty_runs', 'scale_of',
+           'check_depth_keeps_accuracy', 'check_sm_filters_stable', 'check_dependent_predictor',
+           'check_nsm_beats_random', 'check_lowrank_alignment', 'figure_checks', 'tex_to_mathml', 'protect_math',
+           'page_name', 'render_markdown', 'cell_directives', 'exported_names', 'api_html', 'render_cells', 'page_html',
+           'site_structure', 'ledger_section', 'ledger_cells', 'execute_ledger_cells', 'time_html', 'build_site',
+           'stale_notebooks', 'write_ledger_outputs']
 
 # %% ../nbs/07_report.ipynb #6c85ab18
 import json, math, numbers, os, re, shutil, statistics, tempfile
@@ -75,10 +79,11 @@ def match_reference(reference:list, # reference rows: dicts with experiment, met
                     aliases:dict=None, # {field: {our value: the paper's value}} translations
                     seeds=() # our seeds: a row keyed by one seed matches only if we ran that seed
                    ):
-    "The reference row of `experiment`/`metric` whose key fields equal `key`'s (`aliases`: {field: {ours: paper's}})."
+    ("The reference row of `experiment`/`metric` (its `measured_as`, else its metric) whose key fields equal `key`'s "
+     "(`aliases`: {field: {ours: paper's}}); a row with `same_as` (the same number under another experiment) too.")
     aliases = aliases or {}
     for ref in reference:
-        if ref['experiment'] != experiment or ref['metric'] != metric:
+        if ref['experiment'] != experiment or (ref.get('measured_as') or ref['metric']) != metric:
             continue
         want = dict(kv.split('=', 1) for kv in ref['key'].split(';') if kv)
         if 'seed' in want and 'seed' not in key:                  # a paper number of one seed: measured on that seed
@@ -108,16 +113,25 @@ def _summary(group:tuple, rows:list) -> dict:
                 mean=statistics.fmean(vals) if vals else None,
                 std=statistics.stdev(vals) if len(vals) > 1 else (0. if vals else None), n=len(vals),
                 seeds=sorted((s for s in by_seed if s is not None)), runs=sorted({r['run_id'] for r in rows}),
-                devices=sorted({r['device'] for r in rows}), commits=sorted({r['commit'][:10] for r in rows}),
+                devices=sorted({r['device'] for r in rows}), commits=sorted({r['commit'] for r in rows}),
                 date=max(r['date'] for r in rows), excluded={p: bad.count(p) for p in sorted(set(bad))})
 
 # %% ../nbs/07_report.ipynb #20353fa7
 def aggregate(ledger_rows:list, reference:list=None) -> list:
-    "One summary per experiment, preset, protocol, setting and metric of the `final` ledger rows, with the paper's."
-    groups = {}
+    ("One summary per experiment, preset, protocol, setting and metric of the `final` ledger rows, with the paper's; "
+     "a diverged unit (its `status` row) is counted in `excluded` of each metric of its setting.")
+    groups, failed = {}, []
     for r in ledger_rows:
         if r.get('kind') == 'final':
             groups.setdefault(_group_key(r), []).append(r)
+        elif r.get('kind') == 'status' and r.get('status') in BAD_STATUS:
+            failed.append(r)
+    for r in failed:                     # a diverged unit: counted, as such, in every metric of its setting
+        head = _group_key(dict(r, metric=None))[:4]
+        metrics = ({g[4] for g in groups if g[:4] == head} or {g[4] for g in groups if g[:3] == head[:3]}
+                   or {'(any metric)'})
+        for m in sorted(metrics):
+            groups.setdefault(head + (m,), []).append(dict(r, kind='final', metric=m, value=None))
     out = [_summary(g, rs) for g, rs in sorted(groups.items())]
     for s in out:
         ref = match_reference(reference or [], s['experiment'], s['metric'], s['key'], {'dataset': STANDS_IN_FOR},
@@ -142,7 +156,8 @@ def _cell(s:dict) -> str:
     cell = fmt_value(s['mean'], s['std'], s['n'])
     bad = ', '.join(f'{k} ×{v}' for k, v in s['excluded'].items())
     if bad and s['mean'] is None:
-        return f'no result ({bad})'
+        only_diverged = set(s['excluded']) == {'diverged'}
+        return f'diverged (×{s["excluded"]["diverged"]})' if only_diverged else f'no result ({bad})'
     return f'{cell}; not counted: {bad}' if bad else cell
 
 def _value_key(v):
@@ -588,7 +603,13 @@ def save_ledger_figures(results='results', experiment:str=None, force:bool=False
         source = _source(folder)
         old = source.get('ledger', {})
         digest = ledger_digest(rows)
+        preset, shown = shown_rows(rows)
+        runs = sorted(tidy(shown)['run_id'].unique()) if shown else []
+        commits = sorted({r['commit'] for r in shown if r['run_id'] in runs})
         if not force and old.get('digest') == digest and all((folder/f).exists() for f in _ledger_files(old)):
+            if old.get('commits') != commits:                  # the figures stand; their provenance is rewritten
+                source['ledger'] = dict(old, commits=commits)
+                _write_source(folder, source)
             continue
         for f in _ledger_files(old):
             (folder/f).unlink(missing_ok=True)
@@ -596,9 +617,6 @@ def save_ledger_figures(results='results', experiment:str=None, force:bool=False
         for fname, fig in figs.items():
             save_figure(fig, folder/fname, dpi=dpi)
             plt.close(fig)
-        preset, shown = shown_rows(rows)
-        runs = sorted(tidy(shown)['run_id'].unique()) if shown else []
-        commits = sorted({r['commit'][:10] for r in shown if r['run_id'] in runs})
         source['ledger'] = dict(digest=digest, rows=len(rows), figures=sorted(figs), preset=preset, runs=runs,
                                 commits=commits)
         _write_source(folder, source)
@@ -678,16 +696,37 @@ OFFLINE_MISSING = {
     'tinyimagenet': 'Tiny-ImageNet is not available offline',
     'tiny_imagenet': 'Tiny-ImageNet is not available offline',
 }
+MIN_SEEDS = 3             # a number is `reproduced` only from at least this many seeds
 
-def tolerance(ref:dict) -> float:
-    "The band within which a measurement reproduces `ref`: 2σ of the paper, or 1 point where no σ is given."
-    return 2 * ref['std'] if ref.get('std') else 1.0
+def printed_precision(ref:dict) -> float:
+    "Half a unit of the last digit the paper printed (`printed`, else the value as written): 0.99 -> 0.005, 40 -> 0.5."
+    text = (ref.get('printed') or repr(float(ref['value']))).lower().lstrip('+-')
+    mant, _, exp = text.partition('e')
+    decimals = len(mant.split('.')[1]) if '.' in mant else 0
+    return 0.5 * 10. ** ((int(exp) if exp else 0) - decimals)
 
-def reproduces(ref:dict, measured:float) -> bool:
-    "Whether `measured` reproduces `ref`: within `tolerance`, or a factor √10 of an order-of-magnitude claim."
+def paper_band(ref:dict) -> float:
+    "2σ of the paper's number, or its printed precision where the paper gives no σ."
+    return 2 * ref['std'] if ref.get('std') else printed_precision(ref)
+
+def tolerance(ref:dict, std:float=0., n:int=1) -> float:
+    "max(2σ of the paper (its printed precision without σ), 2 standard errors of ours, `std`/√`n`)."
+    se = std / math.sqrt(n) if std and n and n > 1 else 0.
+    return max(paper_band(ref), 2 * se)
+
+def reproduces(ref:dict, measured:float, std:float=0., n:int=1) -> bool:
+    "Whether `measured` (mean of `n` seeds, sample std `std`) agrees with `ref`: within `tolerance` (or √10: an order)."
     if 'order of magnitude' in (ref.get('note') or '').lower():
         return measured > 0 and ref['value'] > 0 and abs(math.log10(measured / ref['value'])) <= 0.5
-    return abs(measured - ref['value']) <= tolerance(ref)
+    return abs(measured - ref['value']) <= tolerance(ref, std, n)
+
+def verdict(ref:dict, mean:float, std:float=0., n:int=1) -> tuple:
+    "(status, label): `reproduced` (>= MIN_SEEDS seeds within tolerance), `agrees` ('agrees (2 seeds)'), or `off`."
+    if not reproduces(ref, mean, std or 0., n):
+        return 'off', 'off'
+    if n >= MIN_SEEDS:
+        return 'reproduced', 'reproduced'
+    return 'agrees', f"agrees ({n} seed{'' if n == 1 else 's'})"
 
 def _ref_key(ref): return dict(kv.split('=', 1) for kv in ref['key'].split(';') if kv)
 
@@ -712,74 +751,233 @@ def _smoke_stands_in(want:dict, key:dict) -> bool:
     return str(key['dataset']) in SMOKE_STAND_INS.get(want['dataset'], (want['dataset'],))
 
 # %% ../nbs/07_report.ipynb #c55c6afc
-def not_run_reason(ref:dict, meta:dict=None) -> str:
-    "Why the `paper` preset has not measured `ref` (from its dataset and the experiment's expected time)."
+CPU_BUDGET_H = 6.         # CPU-hours a seed: a number that costs more needs a GPU
+_DURATION = re.compile(r'(\d+(?:\.\d+)?)(?:\s*-\s*\d+(?:\.\d+)?)?\s*(GPU-days?|GPU-hours?|days?|hours?|h|min|s)\b')
+_HOURS = {'s': 1 / 3600, 'min': 1 / 60, 'h': 1., 'hour': 1., 'day': 24.}
+
+def parse_estimate(text:str):
+    ("(hours, 'cpu' or 'gpu', per_unit) of a notebook's time estimate ('~30 min (CPU, 1 thread; measured)', "
+     "'~1 GPU-day per method'): its first duration (the low end of a range) and clause; None when it names none.")
+    head = (text or '').split(';')[0]
+    m = _DURATION.search(head)
+    if not m:
+        return None
+    unit = m.group(2).removeprefix('GPU-')
+    unit = unit[:-1] if unit.endswith('s') and len(unit) > 1 else unit
+    device = 'gpu' if 'GPU' in head else 'cpu' if ('CPU' in head or 'thread' in head) else None
+    return float(m.group(1)) * _HOURS[unit], device, ' per ' in head
+
+def cpu_flop_rates() -> dict:
+    "{rule: FLOP/s} measured on a CPU (`benchmarks/results/population-cpu.json`), as `localrules list` reads them."
+    from localrules.mlp_protocol import measured_flop_rate
+    from localrules.cli import project_root
+    return measured_flop_rate(project_root()/'benchmarks'/'results'/'population-cpu.json')
+
+def _number_preset(ref:dict, paper:dict) -> dict:
+    "The `paper` preset cut to the one unit that measures `ref`: its dataset, rule and depth, one seed."
+    want = _ref_key(ref)
+    drop = ('dataset', 'datasets', 'entries', 'rules', 'depths', 'depth', 'seeds', 'seed')
+    p = {k: v for k, v in paper.items() if k not in drop}
+    p['datasets'] = [want.get('dataset') or paper.get('dataset') or (paper.get('datasets') or [None])[0]]
+    entries = list(paper.get('entries') or paper.get('rules') or ['pepita'])
+    p['entries'] = [want['rule']] if 'rule' in want else entries[:1]
+    p['depths'] = [int(want['depth'])] if 'depth' in want else [(paper.get('depths') or [paper.get('depth', 1)])[0]]
+    p['seeds'] = [0]
+    return p
+
+def number_cost(ref:dict, exp:dict, rates:dict=None) -> dict:
+    ("The cost of measuring `ref` with experiment `exp` (its EXPERIMENT, PRESETS): `cpu_h`, CPU-hours a seed (None "
+     "when unknown), `gpu_h` a GPU estimate, `text` the estimate shown. MLP experiments: the unit's FLOPs at the "
+     "measured CPU rate (`localrules list`'s arithmetic); others: the notebook's own estimate of its `paper` preset.")
+    from localrules.mlp_protocol import preset_times, fmt_duration
+    paper = exp.get('PRESETS', {}).get('paper', {})
+    t = preset_times(_number_preset(ref, paper), rates) if paper else {}
+    if 'here' in t:
+        return dict(cpu_h=t['here'] / 3600, gpu_h=None, text=f"{fmt_duration(t['here'])} CPU a seed (FLOPs at the "
+                    "measured rate)")
+    said = exp.get('EXPERIMENT', {}).get('time', {}).get('paper', '')
+    est = parse_estimate(said)
+    if est is None:
+        return dict(cpu_h=None, gpu_h=None, text=f'no estimate ({said or "none given"})')
+    hours, device, per_unit = est
+    if device == 'cpu':
+        return dict(cpu_h=hours, gpu_h=None, text=f"{said} (the notebook's estimate, whole preset)")
+    whole = '' if per_unit else ', whole preset'
+    return dict(cpu_h=None, gpu_h=hours if per_unit else None, text=f"{said} (the notebook's estimate{whole})")
+
+def _flat_values(obj):
+    "Every scalar in `obj` (nested lists and dicts) as text, and each part of an 'a/b' entry."
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return {t for v in obj for t in _flat_values(v)}
+    return {str(obj), *str(obj).split('/')}
+
+def unmeasurable(ref:dict, exp:dict, measured_keys:dict=None) -> str:
+    ("Why no preset of experiment `exp` can measure `ref` (a key value that is in none of its presets or choices nor "
+     "among the settings it measured), or '' when one can.")
+    known = _flat_values([exp.get('PRESETS', {}), exp.get('CHOICES', {})])
+    known.add('base')                           # the variant of an entry without one ('bp': `parse_entry`)
+    seen = measured_keys or {}
+    miss = [f'{k}={v}' for k, v in _ref_key(ref).items()
+            if k not in ('dataset', 'seed') and v not in known and v not in seen.get(k, ())]
+    if not miss:
+        return ''
+    return f"no preset measures it: {', '.join(miss)} is in no preset or choice of {ref['experiment']}"
+
+def not_run_reason(ref:dict, meta:dict=None, exp:dict=None, rates:dict=None, measured_keys:dict=None) -> tuple:
+    ("(why, text): why the `paper` preset has not measured `ref`. `why` is one of 'no notebook', 'no preset measures "
+     "it', 'data not offline', 'needs a GPU' (over CPU_BUDGET_H CPU-hours a seed), 'fits the CPU budget' and "
+     "'no CPU estimate'; `text` says it with the estimate.")
     ds = _ref_key(ref).get('dataset')
     if meta is None:
-        return 'no experiment notebook measures it'
-    t = meta.get('time', {}).get('paper', 'unknown')
+        return 'no notebook', 'no experiment notebook measures it'
+    exp = exp or {'EXPERIMENT': meta}
+    why = unmeasurable(ref, exp, measured_keys) if exp.get('PRESETS') else ''
+    if why:
+        return 'no preset measures it', why
     if ds in OFFLINE_MISSING and ds not in SUBSTITUTES:
-        return OFFLINE_MISSING[ds]
-    if 'GPU' in t:
-        return f'needs a GPU: the paper preset takes {t}'
-    return f'not yet run at paper scale (the paper preset takes {t})'
+        return 'data not offline', OFFLINE_MISSING[ds]
+    cost = number_cost(ref, exp, rates)
+    budget = f'{CPU_BUDGET_H:g} CPU-hours a seed'
+    if cost['cpu_h'] is not None and cost['cpu_h'] > CPU_BUDGET_H:
+        return 'needs a GPU', f"needs a GPU: {cost['text']}, over the budget of {budget}"
+    if cost['cpu_h'] is not None:
+        return 'fits the CPU budget', f"not yet run; fits the budget of {budget}: {cost['text']}"
+    if cost['gpu_h'] is not None and cost['gpu_h'] >= CPU_BUDGET_H:
+        return 'needs a GPU', (f"needs a GPU: {cost['text']}; a CPU is no faster than a GPU, so over the budget of "
+                               f"{budget}")
+    return 'no CPU estimate', f"not yet run; no CPU estimate to hold against {budget}: {cost['text']}"
 
 def _best(cands:list) -> dict:
     return max(cands, key=lambda s: (s['mean'] is not None, s['n'], s['date']))
 
-def status_rows(reference:list, summaries:list, experiments:dict=None) -> list:
-    "One row per paper number: status, measured mean ± std (n), difference, and the measurement's provenance."
+# %% ../nbs/07_report.ipynb #a5c0ffee
+# the three papers this companion reproduces (arXiv ids); any other `paper` in the reference table is a comparison
+THREE_PAPERS = ('2302.05440', '2308.02427', '2601.21683')
+PAPER_IDS = {'clapp++': '2601.21683'}
+
+def paper_id(p:str) -> str:
+    "The arXiv id of reference `paper` field `p` ('CLAPP++' -> '2601.21683'); other works keep their first word."
+    first = (p or '').split(' ')[0]
+    return PAPER_IDS.get(first.lower(), first)
+
+def measured_metric(ref:dict) -> str:
+    "The ledger metric measuring `ref`: its `measured_as` (`test_acc_sum` for a sum-pooled `test_acc`), else `metric`."
+    return ref.get('measured_as') or ref['metric']
+
+def _ref_id(ref:dict) -> str: return f"{ref['experiment']}:{ref['key']}:{ref['metric']}"
+
+def duplicates(reference:list) -> dict:
+    ("{id of a number: [rows that give the same number under another experiment]}: a row whose `same_as` is "
+     "'experiment:key' of another row of the same metric. A `same_as` naming no row is a ValueError with its line.")
+    ids = {_ref_id(r) for r in reference if not r.get('same_as')}
+    out = {}
+    for r in reference:
+        if r.get('same_as'):
+            target = f"{r['same_as']}:{r['metric']}"
+            if target not in ids:
+                raise ValueError(f"paper_reference.csv:{r.get('line', '?')}: same_as={r['same_as']!r} names no row "
+                                 f"of metric {r['metric']!r} (it must be 'experiment:key' of a row without same_as)")
+            out.setdefault(target, []).append(r)
+    return out
+
+def _measured_keys(summaries:list) -> dict:
+    "{experiment: {field: {values measured, as text}}} of `summaries`."
+    out = {}
+    for s in summaries:
+        for k, v in s['key'].items():
+            out.setdefault(s['experiment'], {}).setdefault(k, set()).add(str(v))
+    return out
+
+def status_rows(reference:list, summaries:list, experiments:dict=None, rates:dict=None) -> list:
+    ("One row per number (a row with `same_as` is counted with the row it names): `status` ('reproduced', 'agrees', "
+     "'off', 'no result', 'smoke only', 'not run'), `label` ('agrees (1 seed)'), `why` (of 'not run'), the measured "
+     "mean, difference and tolerance, provenance, and `counted` (a number of the three papers, not a comparison).")
     experiments = experiments or {}
+    if rates is None and experiments:
+        rates = cpu_flop_rates()
+    dups, keys = duplicates(reference), _measured_keys(summaries)
     out = []
-    for ref in reference:
-        want = _ref_key(ref)
-        mine = [s for s in summaries if s['experiment'] == ref['experiment'] and s['metric'] == ref['metric']]
-        paper = [s for s in mine if s['preset'] == 'paper' and _matches(want, s['key'], seeds=s['seeds'])]
-        smoke = [s for s in mine if s['preset'] != 'paper' and s['mean'] is not None
-                 and _matches(want, s['key'], ignore=('dataset',), seeds=s['seeds'])
-                 and _smoke_stands_in(want, s['key'])]
-        meta = experiments.get(ref['experiment'], {}).get('EXPERIMENT') if experiments else {}
-        row = dict(ref=ref, status='not run', measured=None, diff=None, note='', summary=None)
+    for ref in (r for r in reference if not r.get('same_as')):
+        paper, smoke = [], []
+        for alt in [ref] + dups.get(_ref_id(ref), []):
+            want = _ref_key(alt)
+            metric = measured_metric(alt)
+            mine = [s for s in summaries if s['experiment'] == alt['experiment'] and s['metric'] == metric]
+            paper += [(alt, s) for s in mine if s['preset'] == 'paper' and _matches(want, s['key'], seeds=s['seeds'])]
+            smoke += [(alt, s) for s in mine if s['preset'] != 'paper' and s['mean'] is not None
+                      and _matches(want, s['key'], ignore=('dataset',), seeds=s['seeds'])
+                      and _smoke_stands_in(want, s['key'])]
+        exp = experiments.get(ref['experiment']) if experiments else {}
+        meta = exp.get('EXPERIMENT', {}) if exp is not None else None
+        row = dict(ref=ref, status='not run', label='not run', why='', measured=None, diff=None, tol=None, note='',
+                   summary=None, counted=paper_id(ref['paper']) in THREE_PAPERS,
+                   also=[a['experiment'] for a in dups.get(_ref_id(ref), [])])
         if paper:
-            s = _best(paper)
+            alt, s = max(paper, key=lambda p: (p[1]['mean'] is not None, p[1]['n'], p[1]['date']))
             row['summary'] = s
-            ds = str(s['key'].get('dataset'))
-            if ds != want.get('dataset', ds):
-                row['note'] = f'measured on {ds} (stands in for {want["dataset"]})'
+            notes = [f"measured by {alt['experiment']} ({alt['key'].replace(';', ', ')})"] if alt is not ref else []
+            ds, want_ds = str(s['key'].get('dataset')), _ref_key(alt).get('dataset')
+            if want_ds and ds != want_ds:
+                notes.append(f'measured on {ds} (stands in for {want_ds})')
             if s['mean'] is None:
-                row['status'] = 'no result'
-                row['note'] = ', '.join(f'{k} ×{v}' for k, v in s['excluded'].items())
+                row['status'] = row['label'] = 'no result'
+                notes.append(', '.join(f'{k} ×{v}' for k, v in s['excluded'].items()))
             else:
                 row['measured'], row['diff'] = s['mean'], s['mean'] - ref['value']
-                row['status'] = 'reproduced' if reproduces(ref, s['mean']) else 'off'
-        elif smoke:
-            s = _best(smoke)
-            row['summary'], row['status'] = s, 'smoke only'
-            smoke_value = fmt_value(s['mean'], s['std'], s['n'])
-            smoke_on = f" on {s['key']['dataset']}" if 'dataset' in s['key'] else ''
-            row['note'] = f"paper scale: {not_run_reason(ref, meta)}; smoke{smoke_on}: {smoke_value}"
+                row['tol'] = tolerance(ref, s['std'] or 0., s['n'])
+                row['status'], row['label'] = verdict(ref, s['mean'], s['std'] or 0., s['n'])
+            row['note'] = '; '.join(notes)
         else:
-            row['note'] = not_run_reason(ref, meta)
+            row['why'], reason = not_run_reason(ref, meta, exp, rates, keys.get(ref['experiment']))
+            if smoke:
+                alt, s = max(smoke, key=lambda p: (p[1]['n'], p[1]['date']))
+                row['summary'], row['status'], row['label'] = s, 'smoke only', 'smoke only'
+                smoke_on = f" on {s['key']['dataset']}" if 'dataset' in s['key'] else ''
+                row['note'] = f"paper scale: {reason}; smoke{smoke_on}: {fmt_value(s['mean'], s['std'], s['n'])}"
+            else:
+                row['note'] = reason
         out.append(row)
     return out
 
 # %% ../nbs/07_report.ipynb #524a1b9a
-STATUSES = ('reproduced', 'off', 'no result', 'smoke only', 'not run')
+STATUSES = ('reproduced', 'agrees', 'off', 'no result', 'smoke only', 'not run')
+STATUS_WORDS = {'agrees': f'agree (fewer than {MIN_SEEDS} seeds)'}
+NOT_RUN = ('fits the CPU budget', 'needs a GPU', 'no CPU estimate', 'data not offline', 'no preset measures it',
+           'no notebook')
 
 def status_counts(rows:list) -> dict:
-    "{status: count} in the order of `STATUSES`."
+    "{status: count} of `rows` in the order of `STATUSES`."
     return {k: sum(r['status'] == k for r in rows) for k in STATUSES}
+
+def not_run_counts(rows:list) -> dict:
+    "{why: count} of the `not run` and `smoke only` rows (why the paper scale has not run), those that occur."
+    c = {k: sum(r['why'] == k for r in rows if r['status'] in ('not run', 'smoke only')) for k in NOT_RUN}
+    return {k: v for k, v in c.items() if v}
 
 # %% ../nbs/07_report.ipynb #cfd7bf76
 PAPERS = {'2302.05440': 'Forward learning with top-down feedback (arXiv 2302.05440)',
           '2308.02427': 'Similarity matching (arXiv 2308.02427)',
+          '2601.21683': 'Local self-supervised learning, CLAPP++ (arXiv 2601.21683)',
           'clapp++': 'Local self-supervised learning, CLAPP++ (arXiv 2601.21683)'}
 
-def _provenance(s:dict) -> str:
+def commit_ref(commit:str, legend:dict) -> str:
+    "A short label ('c3') for `commit` in `legend` {full commit: label}, added where new (the table stays narrow)."
+    return legend.setdefault(commit, f'c{len(legend) + 1}')
+
+def commit_legend(legend:dict) -> str:
+    "The line under a table naming each label's full commit (with its `+dirty` mark), or '' for none."
+    if not legend:
+        return ''
+    return 'Commits: ' + '; '.join(f'**{v}** `{k}`' for k, v in legend.items()) + '\n'
+
+def _provenance(s:dict, legend:dict=None) -> str:
     if s is None:
         return ''
     seeds = s['seeds'] if s['seeds'] else 'one'
-    return f"{s['preset']}; seeds {seeds}; {', '.join(s['devices'])}; {', '.join(s['commits'])}"
+    commits = [commit_ref(c, legend) for c in s['commits']] if legend is not None else s['commits']
+    return f"{s['preset']}; seeds {seeds}; {', '.join(s['devices'])}; {', '.join(commits)}"
 
 def _paper_order(p:str):
     keys = list(PAPERS)
@@ -787,35 +985,66 @@ def _paper_order(p:str):
 
 def paper_label(p:str) -> str:
     "The heading of paper `p` of the reference table (its arXiv id, or a short name)."
-    return PAPERS.get(p.lower(), PAPERS.get(p, p))
+    return PAPERS.get(paper_id(p), PAPERS.get(p.lower(), p))
+
+def _counts_text(rows:list) -> str:
+    c = status_counts(rows)
+    text = ', '.join(f"{v} {STATUS_WORDS.get(k, k)}" for k, v in c.items())
+    why = not_run_counts(rows)
+    if why:
+        text += ' (why the paper scale has not run: ' + ', '.join(f'{k} {v}' for k, v in why.items()) + ')'
+    return text
+
+def _breakable(text:str) -> str:
+    "`text` with a line-break opportunity (<wbr>) after each '_', '=' and '/': long names wrap in a narrow column."
+    return re.sub(r'([_=/])', r'\1<wbr>', text)
+
+def _number_table(rows:list) -> list:
+    "Markdown lines of one table of numbers, its commit legend under it."
+    legend = {}
+    out = ['| source | experiment | setting | metric | paper | measured | status | difference (tolerance) | '
+           'preset; seeds; device; commit | note |', '|---|---|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        ref, s = r['ref'], r['summary']
+        compared = s is not None and r['status'] not in ('smoke only', 'no result')
+        measured = fmt_value(s['mean'], s['std'], s['n']) if compared else '–'
+        diff = f"{r['diff']:+.3g} (±{r['tol']:.2g})" if r['diff'] is not None else '–'
+        if r['diff'] is not None and 'order of magnitude' in (ref.get('note') or '').lower():
+            diff = f"{r['diff']:+.3g} (×√10)"
+        setting = ref['key'].replace(';', ', ')
+        metric = ref['metric'] + (f" (ours: {measured_metric(ref)})" if measured_metric(ref) != ref['metric'] else '')
+        paper = (ref.get('printed') or f"{ref['value']:g}") + (f" ± {ref['std']:.2g}" if ref['std'] else '')
+        note = '; '.join(x for x in [r['note'], 'also under ' + ', '.join(r['also']) if r['also'] else ''] if x)
+        setting, metric, exp = _breakable(setting), _breakable(metric), _breakable(ref['experiment'])
+        out.append(f"| {ref['source']} | {exp} | {setting} | {metric} | {paper} | {measured} | "
+                   f"**{r['label']}** | {diff} | {_provenance(s, legend)} | {note} |")
+    return out + ['', commit_legend(legend)]
 
 def status_markdown(rows:list, level:int=2) -> str:
-    "The reproduction-status page: counts, then per paper a table of every number with its status."
+    ("The reproduction-status page: the three papers' numbers (each once) counted per paper, a table per paper; then "
+     "other works' numbers in their own tables, as comparisons (not counted).")
     h = '#' * level
-    counts = status_counts(rows)
-    out = [f"**{len(rows)} paper numbers**: " + ', '.join(f'{v} {k}' for k, v in counts.items()) + '.\n']
-    out.append('| paper | ' + ' | '.join(STATUSES) + ' |\n|---|' + '---|' * len(STATUSES))
-    papers = [paper_label(p) for p in sorted({r['ref']['paper'] for r in rows}, key=_paper_order)]
-    papers = list(dict.fromkeys(papers))
-    for p in papers:
-        c = status_counts([r for r in rows if paper_label(r['ref']['paper']) == p])
-        out.append(f'| {p} | ' + ' | '.join(str(c[k]) for k in STATUSES) + ' |')
+    mine = [r for r in rows if r['counted']]
+    others = [r for r in rows if not r['counted']]
+    out = [f"**{len(mine)} numbers of the three papers** (each counted once): {_counts_text(mine)}.\n"]
+    out.append('| paper | numbers | ' + ' | '.join(STATUS_WORDS.get(k, k) for k in STATUSES) + ' |')
+    out.append('|---|---|' + '---|' * len(STATUSES))
+    for p in THREE_PAPERS:
+        c = status_counts([r for r in mine if paper_id(r['ref']['paper']) == p])
+        out.append(f'| {paper_label(p)} | {sum(c.values())} | ' + ' | '.join(str(c[k]) for k in STATUSES) + ' |')
     out.append('')
-    for p in papers:
-        out.append(f'{h} {p}\n')
-        out.append('| source | experiment | setting | metric | paper | measured | status | difference | '
-                   'preset; seeds; device; commit | note |')
-        out.append('|---|---|---|---|---|---|---|---|---|---|')
-        for r in (r for r in rows if paper_label(r['ref']['paper']) == p):
-            ref, s = r['ref'], r['summary']
-            compared = s is not None and r['status'] not in ('smoke only', 'no result')
-            measured = fmt_value(s['mean'], s['std'], s['n']) if compared else '–'
-            diff = f"{r['diff']:+.3g}" if r['diff'] is not None else '–'
-            setting = ref['key'].replace(';', ', ')
-            paper = fmt_value(ref['value'], ref['std'])
-            out.append(f"| {ref['source']} | {ref['experiment']} | {setting} | {ref['metric']} | {paper} | "
-                       f"{measured} | **{r['status']}** | {diff} | {_provenance(s)} | {r['note']} |")
-        out.append('')
+    for p in THREE_PAPERS:
+        at = [r for r in mine if paper_id(r['ref']['paper']) == p]
+        out.append(f'{h} {paper_label(p)}\n')
+        out += _number_table(at) if at else ['The reference table holds no number of this paper; its claims are '
+                                             'checked as figure claims (below) where the ledger allows.\n']
+    if others:
+        out.append(f"{h} Comparisons: other works' numbers\n")
+        out.append(f"Numbers of other works that an experiment is compared with (not counted above): "
+                   f"{_counts_text(others)}.\n")
+        for p in sorted({r['ref']['paper'] for r in others}, key=_paper_order):
+            out.append(f'{h}# {p}\n')
+            out += _number_table([r for r in others if r['ref']['paper'] == p])
     return '\n'.join(out)
 
 # %% ../nbs/07_report.ipynb #9fa90107
@@ -842,8 +1071,19 @@ def figure_rows(results='results', experiments:dict=None, ledger_rows:list=None)
             s = from_ledger if drawn else src
             commit = s.get('commit') or ''
             out.append(dict(experiment=d.name, figure=meta.get('figure', ''), file=f.name, preset=s.get('preset'),
-                            run_id=s.get('run_id'), commit=commit if drawn else commit[:10], path=f))
+                            run_id=s.get('run_id'), commit=commit, path=f))
     return out
+
+# %% ../nbs/07_report.ipynb #d1e7c0de
+def dirty_runs(ledger_rows:list) -> list:
+    ("One row per ledger run whose commit ends in `+dirty` (run from a working tree with uncommitted changes): "
+     "experiment, run, preset, commit, rows.")
+    out = {}
+    for r in ledger_rows:
+        if str(r.get('commit', '')).endswith('+dirty'):
+            k = (r['experiment'], r['run_id'], r['preset'], r['commit'])
+            out[k] = out.get(k, 0) + 1
+    return [dict(experiment=e, run_id=i, preset=p, commit=c, rows=n) for (e, i, p, c), n in sorted(out.items())]
 
 # %% ../nbs/07_report.ipynb #cbad354e
 SCALE_KEYS = ('dataset', 'datasets', 'n_train', 'limit', 'hidden', 'epochs', 'pre_epochs', 'ft_epochs')

@@ -100,16 +100,41 @@ def test_status_page_counts_and_measured_vs_paper(site, shots):
                                          'rs => rs.map(r => Array.from(r.cells).map(c => c.innerText))')
         page.screenshot(path=str(shots/'status.png'), full_page=True, timeout=SHOT_MS)
         b.close()
-    m = re.search(r'(\d+) paper numbers: (\d+) reproduced, (\d+) off, (\d+) no result, (\d+) smoke only, (\d+) not run',
-                  text)
+    m = re.search(r'(\d+) numbers of the three papers \(each counted once\): (\d+) reproduced, (\d+) agree \(fewer '
+                  r'than 3 seeds\), (\d+) off, (\d+) no result, (\d+) smoke only, (\d+) not run', text)
     assert m, text[:500]
-    total, parts = int(m.group(1)), [int(x) for x in m.group(2, 3, 4, 5, 6)]
-    assert total == sum(parts) == len((ROOT/'results'/'paper_reference.csv').read_text().strip().splitlines()) - 1
+    total, parts = int(m.group(1)), [int(x) for x in m.group(2, 3, 4, 5, 6, 7)]
+    from localrules.runs import read_reference
+    from localrules.report import paper_id, THREE_PAPERS
+    refs = read_reference(ROOT/'results'/'paper_reference.csv')
+    once = [r for r in refs if paper_id(r['paper']) in THREE_PAPERS and not r.get('same_as')]
+    assert total == sum(parts) == len(once)                       # the three papers' numbers, each once
     header = next(r for r in rows if 'measured' in r and 'paper' in r and 'status' in r)
     i_paper, i_meas, i_status = header.index('paper'), header.index('measured'), header.index('status')
-    measured = [r for r in rows if len(r) == len(header) and r[i_status] in ('reproduced', 'off')]
-    assert len(measured) == parts[0] + parts[1]
-    assert all(re.match(r'\d', r[i_meas]) and re.match(r'\d', r[i_paper]) for r in measured)
+    numbers = [r for r in rows if len(r) == len(header) and r != header]
+    measured = [r for r in numbers if r[i_status] in ('reproduced', 'off') or r[i_status].startswith('agrees (')]
+    assert len(measured) >= parts[0] + parts[1] + parts[2]         # comparisons' tables have the same columns
+    assert all(re.match(r'\d', r[i_meas]) and re.match(r'-?\d', r[i_paper]) for r in measured)
+    reproduced = [r for r in numbers if r[i_status] == 'reproduced']
+    assert all(int(re.search(r'\(n=(\d+)\)', r[i_meas]).group(1)) >= 3 for r in reproduced), reproduced
+    assert "Comparisons: other works' numbers" in text and 'Coates2011' in text
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_status_tables_fit_a_1400_pixel_window(site, shots):
+    "No table of the status page is wider than its place in a 1,400 x 900 window (no column cut off or scrolled)."
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = _browser(p)
+        page = b.new_page(viewport={'width': 1400, 'height': 900})
+        page.goto((site/'status.html').as_uri())
+        page.wait_for_load_state('load')
+        widths = page.eval_on_selector_all('main table', 'ts => ts.map(t => [t.scrollWidth, t.clientWidth, '
+                                           't.getBoundingClientRect().right])')
+        page_width = page.evaluate('document.documentElement.scrollWidth')
+        page.screenshot(path=str(shots/'status-1400.png'), full_page=False, timeout=SHOT_MS)
+        b.close()
+    assert widths and page_width <= 1400, (page_width, widths)
+    assert all(scroll <= client and right <= 1400 for scroll, client, right in widths), widths
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_results_page_renders_tables_and_figures(site, shots):

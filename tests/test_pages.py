@@ -74,3 +74,74 @@ def test_experiment_results_only_reads(tmp_path):
     out = experiment_results('clapp_fig2_theorem31', res, show=False)
     assert {p: p.stat().st_mtime_ns for p in res.rglob('*')} == before
     assert out['rows'] > 0 and out['figures'] and 'cos_layer1' in out['tables']
+
+def test_bad_ledger_rows_are_skipped_with_file_and_line_and_the_report_goes_on(tmp_path, capsys):
+    "A row with `date` an int, one with `seed` a string and a broken line: skipped, named by file:line; report goes on."
+    from localrules.report import report_markdown
+    res = _copy_results(tmp_path)
+    path = res/'ledger'/'table1_mlp_1hl.jsonl'
+    n = len(path.read_text().splitlines())
+    final = next(json.loads(l) for l in path.read_text().splitlines() if json.loads(l)['kind'] == 'final')
+    with open(path, 'a') as f:
+        f.write(json.dumps(dict(final, date=20260101, run_id='bad-date')) + '\n')
+        f.write(json.dumps(dict(final, seed='0', run_id='bad-seed')) + '\n')
+        f.write('{"experiment": "table1_mlp_1hl", \n')
+    capsys.readouterr()
+    assert report_markdown(res) == report_markdown(RESULTS)
+    err = capsys.readouterr().err
+    wants = ((n + 1, "field 'date' is 20260101"), (n + 2, 'field \'seed\' is "0"'), (n + 3, 'not valid JSON'))
+    for line, what in wants:
+        assert f'table1_mlp_1hl.jsonl:{line}: {what}' in err, err
+
+def test_a_reference_value_that_is_no_number_names_file_and_line(tmp_path):
+    from localrules.runs import read_reference
+    lines = (RESULTS/'paper_reference.csv').read_text().splitlines()
+    lines[2] = lines[2].replace(',98.48,', ',abc,')
+    (tmp_path/'paper_reference.csv').write_text('\n'.join(lines) + '\n')
+    with pytest.raises(ValueError, match=r"paper_reference.csv:3: value='abc' is not a finite number"):
+        read_reference(tmp_path/'paper_reference.csv')
+
+def test_update_ledger_refuses_a_run_with_a_damaged_unit(tmp_path, capsys):
+    from localrules.runs import Run, read_ledger
+    from localrules.report import report
+    run = Run(tmp_path/'runs'/'demo'/'smoke-1', 'demo', 'smoke', {'lr': 0.1})
+    run.record(dict(rule='bp', seed=0), {'test_acc': 90.})
+    run.record(dict(rule='fa', seed=0), {'test_acc': 80.})
+    run.finish()
+    unit = run.dir/'units'/'rule=fa-seed=0.json'
+    unit.write_text('[{"kind": "fin')
+    (tmp_path/'results'/'ledger').mkdir(parents=True)
+    capsys.readouterr()
+    report(tmp_path/'runs', tmp_path/'results', update_ledger=True)
+    err = capsys.readouterr().err
+    assert 'rule=fa-seed=0.json: the unit result is damaged' in err and 'not gathered' in err, err
+    assert read_ledger(tmp_path/'results'/'ledger') == []                 # nothing of that run was merged
+
+def test_diverged_units_show_as_diverged_in_the_tables():
+    from localrules.report import aggregate, paper_table
+    base = dict(experiment='t', preset='paper', run_id='r', commit='c', device='cpu', date='2026-01-01',
+                params='{"lr": 1e30}', step=None, rule='bp', dataset='mnist')
+    rows = [dict(base, kind='status', metric=None, value=None, seed=0, status='diverged', message='nan at epoch 1'),
+            dict(base, kind='final', metric='test_acc', value=90., seed=0, rule='fa')]
+    table = paper_table(aggregate(rows))
+    assert '| bp | diverged (×1) |' in table and '| fa | 90 (n=1) |' in table, table
+
+def test_the_committed_status_counts_each_number_once_and_reproduced_needs_3_seeds():
+    "On the committed ledger: no `reproduced` from fewer than 3 seeds; a duplicated number counted once; tight cosines."
+    from localrules.runs import read_ledger, read_reference
+    from localrules.report import aggregate, status_rows, tolerance
+    from localrules.cli import experiments
+    reference = read_reference(RESULTS/'paper_reference.csv')
+    rows = status_rows(reference, aggregate(read_ledger(RESULTS/'ledger'), reference), experiments())
+    assert all(r['summary']['n'] >= 3 for r in rows if r['status'] == 'reproduced')
+    assert all(r['status'] != 'reproduced' for r in rows if r['label'].startswith('agrees ('))
+    ids = [tuple(r['ref'][k] for k in ('paper', 'source', 'metric', 'value', 'key')) for r in rows]
+    assert len(ids) == len(set(ids)) == len([r for r in reference if not r.get('same_as')])
+    table1 = [r for r in rows if r['ref']['experiment'] == 'table1_mlp_1hl' and 'dataset=mnist' in r['ref']['key']
+              and r['ref']['key'].startswith(('rule=bp;', 'rule=fa;')) and 'variant=base' in r['ref']['key']]
+    assert len(table1) == 2 and all('bp_vs_fa' in r['also'] for r in table1)
+    cosines = [r for r in rows if r['ref']['metric'].startswith('cos_layer')]
+    assert cosines and all(tolerance(r['ref']) <= 0.05 for r in cosines)
+    assert all(r['why'] != 'needs a GPU' for r in rows if r['ref']['experiment'] == 'bp_vs_fa')
+    coates = [r for r in rows if 'n_filters=4000' in r['ref']['key'] or 'kmeans_hard' in r['ref']['key']]
+    assert coates and all(r['why'] == 'no preset measures it' for r in coates), [r['note'] for r in coates]
