@@ -152,3 +152,15 @@ class MetricsLogger:
         "The latest value of `metric`."
         s = self.series(metric, **where)
         return s[-1] if s else None
+    def __repr__(self) -> str:
+        "How many steps were logged, each metric's latest value (one per member in a population), and divergences."
+        steps = sorted({r['step'] for r in self.rows if r['step'] is not None})
+        def latest(k):
+            rs = [r for r in self.rows if r['metric'] == k]
+            vals = [r['value'] for r in rs if r['step'] == rs[-1]['step']]
+            return f"{vals[0]:.4g}" if len(vals) == 1 else '[' + ', '.join(f'{v:.4g}' for v in vals) + ']'
+        names = list(dict.fromkeys(r['metric'] for r in self.rows))
+        span = f" {steps[0]}-{steps[-1]}" if steps else ''
+        head = f"MetricsLogger({len(self.rows)} rows, {len(steps)} steps{span}"
+        lines = [head + (f", tags {self.tags})" if self.tags else ')')] + [f"  {k}: {latest(k)}" for k in names]
+        return '\n'.join(lines + [f"  diverged: {m}" for m in self.diverged.values()])

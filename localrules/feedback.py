@@ -8,8 +8,9 @@ Docs: https://localrules.github.io/localrules/feedback.html.md"""
 __all__ = ['MODES', 'DIRECT', 'INITS', 'USF_SCALES', 'DFA_POSITIONS', 'SUPPORTS', 'conv_grads', 'FeedbackConv2dFn', 'OutputError',
            'CaptureError', 'DFALinearFn', 'DFAConv2dFn', 'init_bound', 'draw_feedback', 'FeedbackState',
            'layer_feedback', 'FeedbackLinear', 'FeedbackConv2d', 'convertible_layers', 'convert', 'unconvert',
-           'feedback_active', 'set_target', 'tiny_mlp', 'tiny_convnet', 'ShortcutA', 'BasicBlock', 'CifarResNet',
-           'resnet20', 'check_convertible', 'FeedbackRule', 'FAAny', 'DFA', 'DRTPAny', 'USF', 'BRSF', 'FRSF']
+           'reconvert', 'feedback_active', 'set_target', 'tiny_mlp', 'tiny_convnet', 'ShortcutA', 'BasicBlock',
+           'CifarResNet', 'resnet20', 'check_convertible', 'FeedbackRule', 'FAAny', 'DFA', 'DRTPAny', 'USF', 'BRSF',
+           'FRSF']
 
 # %% ../nbs/06_feedback.ipynb #f1331433
 import math
@@ -175,6 +176,7 @@ class FeedbackState:
         self.mode, self.active = mode, active
         self.error, self.layers, self.skipped, self.hooks = None, [], [], []
         self.track, self.seen = False, set()
+        self.saved = None            # {layer: feedback tensor} while another rule's feedback holds the layers
 
     def ran(self, layer:str):
         "Record that `layer`'s forward ran (only while `track` is on: the rules' first step)."
@@ -207,6 +209,7 @@ def layer_feedback(layer) -> torch.Tensor:
 # %% ../nbs/06_feedback.ipynb #4d7c0a06
 class FeedbackLinear(nn.Linear):
     "An `nn.Linear` converted by `convert`: same parameters and output; backward sends the error through `feedback()`."
+    plain_type = nn.Linear           # what every rule reads it as (`localrules.rules.plain_type`)
     def feedback(self) -> torch.Tensor: return layer_feedback(self)
 
     def forward(self, x):
@@ -234,6 +237,7 @@ def _pad_mode(conv): return 'constant' if conv.padding_mode == 'zeros' else conv
 
 class FeedbackConv2d(nn.Conv2d):
     "An `nn.Conv2d` converted by `convert`: same parameters and output; backward sends the error through `feedback()`."
+    plain_type = nn.Conv2d
     def feedback(self) -> torch.Tensor: return layer_feedback(self)
 
     def forward(self, x):
@@ -320,8 +324,7 @@ def convert(model:nn.Module, # any module built with nn.Linear / nn.Conv2d layer
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     for name, m in layers: _convert_layer(m, name, st, K, gen, init, feedback_scale, usf_scale)
     st.layers = [name for name, _ in layers]
-    if mode in DIRECT: st.hooks = [model.register_forward_pre_hook(_NewError(st))]
-    if mode == 'dfa': st.hooks.append(model.register_forward_hook(_CaptureOutput(st)))
+    _hooks(model, st)
     model.fb_state = st
     return model
 
@@ -334,16 +337,48 @@ def _convert_layer(m, name, st, K, gen, init, feedback_scale, usf_scale):
         m.register_buffer('feedback_weight', B.to(device=m.weight.device, dtype=m.weight.dtype))
 
 # %% ../nbs/06_feedback.ipynb #35438192
+_LAYER_ATTRS = ('fb_init', 'fb_scale', 'fb_usf')     # a converted layer's own settings (kept for `reconvert`)
+
 def unconvert(model:nn.Module) -> nn.Module:
-    "Undo `convert`: plain `nn.Linear`/`nn.Conv2d` again (same parameters), feedback buffers and hooks removed."
+    ("Undo `convert`: plain `nn.Linear`/`nn.Conv2d` again (same parameters), feedback buffers and hooks removed (kept "
+     "in the former state, for `reconvert`).")
     st = getattr(model, 'fb_state', None)
     if st is None: raise ValueError(f"{type(model).__name__} is not converted (no fb_state)")
     for h in st.hooks: h.remove()
-    for _, m in convertible_layers(model):
+    st.hooks, st.saved = [], {}
+    for name, m in convertible_layers(model):
         m.__class__ = nn.Linear if isinstance(m, nn.Linear) else nn.Conv2d
-        if 'feedback_weight' in m._buffers: del m._buffers['feedback_weight']
-        for a in ('fb_state', 'fb_name', 'fb_init', 'fb_scale', 'fb_usf'): m.__dict__.pop(a, None)
+        st.saved[name] = {a: m.__dict__.pop(a) for a in _LAYER_ATTRS if a in m.__dict__}
+        if 'feedback_weight' in m._buffers: st.saved[name]['feedback_weight'] = m._buffers.pop('feedback_weight')
+        for a in ('fb_state', 'fb_name'): m.__dict__.pop(a, None)
     model.__dict__.pop('fb_state', None)              # already gone if the model itself was a converted layer
+    return model
+
+def _hooks(model:nn.Module, st:FeedbackState):
+    "DFA / DRTP: the root's hooks that give each forward pass its output-error holder (DFA: and capture the error)."
+    if st.mode in DIRECT: st.hooks = [model.register_forward_pre_hook(_NewError(st))]
+    if st.mode == 'dfa': st.hooks.append(model.register_forward_hook(_CaptureOutput(st)))
+
+def reconvert(model:nn.Module, # a model `convert`ed with `st`, since then unconverted (e.g. by another rule)
+              st:FeedbackState # its former state (`unconvert` kept its feedback tensors in `st.saved`)
+             ) -> nn.Module:
+    "Give `model` back the feedback path of `st` (the same feedback tensors), undoing another conversion first."
+    if getattr(model, 'fb_state', None) is st: return model
+    if getattr(model, 'fb_state', None) is not None: unconvert(model)
+    layers = dict(convertible_layers(model))
+    missing = [n for n in st.layers if n not in layers]
+    if missing: raise ValueError(f"reconvert: the model no longer has the layers {missing} it was converted with")
+    for name in st.layers:
+        m = layers[name]
+        m.__class__ = FeedbackLinear if isinstance(m, nn.Linear) else FeedbackConv2d
+        m.fb_state, m.fb_name = st, name
+        saved = dict(st.saved.get(name, {}))
+        B = saved.pop('feedback_weight', None)
+        m.__dict__.update(saved)
+        if B is not None: m.register_buffer('feedback_weight', B.to(device=m.weight.device, dtype=m.weight.dtype))
+    st.saved = None
+    _hooks(model, st)
+    model.fb_state = st
     return model
 
 @contextmanager
@@ -444,7 +479,9 @@ def check_convertible(rule:str, model) -> nn.Module:
     return model
 
 class FeedbackRule(LearningRule):
-    "Base of the converted-model rules: `convert(model, self.mode)`, then backprop through the feedback Functions."
+    ("Base of the converted-model rules: `convert(model, self.mode)`, then backprop through the feedback Functions. "
+     "The model stays usable by every rule: a later feedback rule takes its layers over, this one takes them back "
+     "(`reconvert`, the same feedback) on its next call.")
     mode = None
     supports = SUPPORTS
     @classmethod
@@ -461,10 +498,11 @@ class FeedbackRule(LearningRule):
         check_convertible(self.name, model)
         super().__init__(model)
         self.loss = check_choice('loss', loss, ['ce', 'mse'])
-        convert(model, self.mode, active=False, **convert_kw)
+        if getattr(model, 'fb_state', None) is not None: unconvert(model)   # its rule keeps its feedback (reconvert)
+        self._fb = convert(model, self.mode, active=False, **convert_kw).fb_state
 
     def forward(self, x, y) -> dict:
-        st = self.model.fb_state
+        st = reconvert(self.model, self._fb).fb_state       # another rule may have converted the model since
         first = not st.seen
         st.track = first
         with feedback_active(self.model):
@@ -474,7 +512,7 @@ class FeedbackRule(LearningRule):
             loss = output_loss(out, y, self.loss)
             self.before_backward(y)
             loss.backward()
-        return dict(loss=loss.item(), out=out.detach())
+        return dict(loss=loss.detach(), out=out.detach())
 
     def before_backward(self, y):
         "Called between the forward and the backward (DRTP gives the target here)."

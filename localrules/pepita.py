@@ -19,6 +19,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
 from .core import check_choice, check_range
 from .rules import LearningRule, MLP, MLP_SUPPORTS, register_rule, affine, output_loss, refusal, mlp_example
+from .rules import plain_type          # a converted feedback layer is the layer it was
 
 # %% ../nbs/10_pepita.ipynb #23209fe5
 def act_deriv(name:str, a:torch.Tensor) -> torch.Tensor:
@@ -368,9 +369,9 @@ def stack_problem(model) -> str:
     "Why the forward-only rules cannot train `model` as a feed-forward stack; '' when they can."
     if not isinstance(model, nn.Sequential): return 'not an nn.Sequential'
     mods = stack_modules(model)
-    if not any(type(m) in LAYERS for m in mods): return 'it has no nn.Linear or nn.Conv2d layer'
+    if not any(plain_type(m) in LAYERS for m in mods): return 'it has no nn.Linear or nn.Conv2d layer'
     for i, m in enumerate(mods):
-        if type(m) in LAYERS: continue
+        if plain_type(m) in LAYERS: continue
         kind = type(m).__name__
         if any(True for _ in m.parameters()):
             return f'module {i} ({kind}) has parameters (only nn.Linear / nn.Conv2d may)'
@@ -396,7 +397,7 @@ def stack_pass(mods:list, # the modules of the stack (`stack_modules`)
     recs, h, growing = [], x, False
     with torch.set_grad_enabled(local):
         for m in mods:
-            if type(m) in LAYERS:
+            if plain_type(m) in LAYERS:
                 u = h.detach() if local else h
                 a = m(u) if params is None else torch.func.functional_call(m, params[len(recs)], (u,))
                 recs.append(LayerPass(u, a, a, m))
@@ -457,7 +458,7 @@ class StackPepitaBase(LearningRule):
         self.F_scale = check_range('F_scale', F_scale, lo=0)
         self.F_std = None if F_std is None else check_range('F_std', F_std, lo=0)
         self.mods = stack_modules(model)
-        self.layers = [m for m in self.mods if type(m) in LAYERS]
+        self.layers = [m for m in self.mods if plain_type(m) in LAYERS]
         self.feedback_seed = seed if seed is not None else int(torch.randint(0, 2 ** 62, (1,)).item())
         self.register_buffer('feedback', torch.empty(0, device=self.layers[0].weight.device))
         self.sigma_F = None
@@ -583,7 +584,7 @@ class AFASeq(StackPepitaBase):
     @classmethod
     def check_model(cls, model):
         super().check_model(model)
-        n = sum(type(m) in LAYERS for m in stack_modules(model))
+        n = sum(plain_type(m) in LAYERS for m in stack_modules(model))
         if n != 2:
             raise TypeError(refusal(cls.name, model, cls.supports, f"{n} nn.Linear / nn.Conv2d layers: afa is "
                                     "defined for 2-layer networks (eq. 11)"))

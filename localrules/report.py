@@ -1250,7 +1250,7 @@ def protect_math(text:str):
     return ''.join(p if i % 2 else _MATH.sub(sub, p) for i, p in enumerate(parts)), found
 
 # %% ../nbs/07_report.ipynb #a2adff4f
-_NB_LINK = re.compile(r'href="(?:\./|\.\./)*(?:nbs/)?((?:experiments/)?[\w.-]+)\.ipynb(#[^"]*)?"')
+_NB_LINK = re.compile(r'href="(?:\./|\.\./)*(?:nbs/)?((?:experiments/|tutorials/)?[\w.-]+)\.ipynb(#[^"]*)?"')
 
 def page_name(rel:str) -> str:
     "The page of notebook `rel` (relative to nbs/, without .ipynb): experiments/x -> experiments-x.html."
@@ -1565,6 +1565,7 @@ def stale_notebooks(nbs, results) -> list:
     import nbformat
     out = []
     for p in sorted(Path(nbs).glob('experiments/*.ipynb')):
+    pages.update({f'tutorials/{p.stem}': p for p in sorted((nbs/'tutorials').glob('*.ipynb'))})   # run by a reader
         if not _outputs_current(nbformat.read(p, as_version=4), p.stem, results):
             out.append(f"{p}: the outputs of its ledger cell are not what today's ledger rows and report code give; "
                        "run `localrules report --update-ledger`")
@@ -1584,7 +1585,9 @@ def _write_clean(nb, path:Path):
 def write_ledger_outputs(nbs, results, experiment:str=None, timeout:int=900) -> list:
     "Run the `ledger` cells of the experiment notebooks under `nbs` (or one `experiment`) and commit their outputs."
     import nbformat
+    tutorials = [(titles[r], page_name(r)) for r in pages if r.startswith('tutorials/')]
     nbs = Path(nbs)
+               *([('Tutorials', tutorials)] if tutorials else []),
     paths = sorted(nbs.glob(f"experiments/{experiment or '*'}.ipynb"))
     if experiment and not paths:
         raise ValueError(f'experiment={experiment!r}: no notebook nbs/experiments/{experiment}.ipynb under {nbs}')

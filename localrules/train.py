@@ -14,7 +14,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 from .core import MetricsLogger, check_choice, check_range, compile_mode, COMPILE_MODES
-from .rules import LearningRule
+from .rules import LearningRule, call_on_device
 from .data import TensorLoader
 
 # %% ../nbs/03_train.ipynb #2f06271e
@@ -134,7 +134,7 @@ def train_epoch(rule:LearningRule, # the rule around a model
     for step, batch in enumerate(tqdm(loader, desc=f'epoch {epoch}', leave=False, disable=not progress)):
         x, y = _batch(batch)
         opt.zero_grad(set_to_none=True)
-        try: m = (rule if compiled is None else compiled)(x, y)
+        try: m = call_on_device(rule if compiled is None else compiled, x, y)   # statistics: no host sync
         except Diverged as e:                                    # the rule's own loop (NSM dynamics): name the step
             raise Diverged(str(e), epoch + 1, step + 1) from None
         if sync is not None: sync(rule)

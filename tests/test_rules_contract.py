@@ -4,7 +4,7 @@ Each rule declares a tiny supported model, its keyword arguments and one batch t
 it the rule must write a finite `.grad` into every trainable parameter, lower its own objective (`metrics['loss']`)
 over a few SGD steps on that batch, be deterministic under the seed, and refuse an unsupported model with a
 TypeError naming the rule."""
-import math
+import copy, math
 import pytest, torch, torch.nn as nn
 from localrules.rules import available_rules, get_rule, RULES
 
@@ -106,3 +106,69 @@ def test_a_twin_refusal_names_the_rule_asked_for():
     "get_rule('fa', model) hands non-MLP models to 'fa_any'; refused there, the message names both."
     with pytest.raises(TypeError, match=r"get_rule\('fa', \.\.\.\) hands models other than an MLP to 'fa_any'"):
         get_rule('fa', 'not a model')
+
+
+def _grads(rule, x, y, seed:int=0) -> dict:
+    "The update the rule writes for one call from zeroed grads (global RNG at `seed`)."
+    _call(rule, x, y, seed)
+    return {n: p.grad.clone() for n, p in rule.model.named_parameters() if p.grad is not None}
+
+
+def _same(a:dict, b:dict) -> bool: return a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+
+
+def _taken_by(name:str, model):
+    "get_rule(name, model) with its defaults, or None when the rule does not take this model (its own refusal)."
+    try:
+        torch.manual_seed(0)
+        return get_rule(name, model)
+    except (TypeError, ValueError):
+        return None
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_a_model_stays_usable_by_every_other_rule(name):
+    """The contract of `get_rule` (nbs/02_rules.ipynb): it works on the model as given and leaves it usable by every
+    rule. For each other rule `a` that takes rule `name`'s example model, after get_rule(a, model) the rule `name` on
+    that same model writes exactly the update it writes on an untouched copy; and `a`, called again after it, writes
+    what it writes on a model nobody else touched (a feedback rule takes its layers back with its own feedback)."""
+    model, kw, x, y = _example(name)
+    torch.manual_seed(0)
+    want = _grads(get_rule(name, copy.deepcopy(model), **kw), x, y)
+    for a in NAMES:
+        m = copy.deepcopy(model)
+        ra = _taken_by(a, m) if a != name else None
+        if ra is None: continue
+        try: want_a = _grads(_taken_by(a, copy.deepcopy(model)), x, y)
+        except Exception: want_a = None                  # `a` cannot run on this batch: only `name`'s side is checked
+        torch.manual_seed(0)
+        rb = get_rule(name, m, **kw)
+        assert rb.model is m, f"get_rule({name!r}, model) must train the model it was given"
+        assert _same(_grads(rb, x, y), want), f"rule {name!r} after get_rule({a!r}, same model) writes another update"
+        if want_a is not None:
+            assert _same(_grads(ra, x, y), want_a), f"rule {a!r} after get_rule({name!r}, same model) changed"
+
+
+def test_rules_take_turns_on_one_model():
+    "The README's sequence: DFA, then FA, PEPITA and uSF on one nn.Sequential, then DFA again, each training it."
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(6, 4, 4), torch.randint(0, 3, (6,))
+    params = list(net.parameters())
+    rules = [get_rule(n, net) for n in ('dfa', 'fa', 'pepita', 'usf')]
+    for rule in rules + rules[:1]:
+        assert list(rule.parameters()) == params, f"{rule.name}: not the model's own parameters"
+        stats = _call(rule, x, y)
+        assert math.isfinite(stats['loss']) and all(p.grad is not None for p in params), rule.name
+    assert type(net[1]).__name__ == 'FeedbackLinear' and net.fb_state.mode == 'dfa'   # DFA took its layers back
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_stats_are_plain_floats(name):
+    "Every rule's statistics are plain Python numbers (a float loss), its output a detached tensor."
+    rule, x, y = _build(name)
+    stats = _call(rule, x, y)
+    assert type(stats['loss']) is float, f"rule {name!r}: stats['loss'] is {type(stats['loss']).__name__}"
+    tensors = [k for k, v in stats.items() if torch.is_tensor(v) and k not in ('out', 'features')]
+    assert not tensors, f"rule {name!r}: statistics {tensors} are tensors, not plain Python numbers"
+    assert stats.get('out') is None or not stats['out'].requires_grad
