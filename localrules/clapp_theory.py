@@ -182,6 +182,9 @@ def batch_alignment(net:TheoryNet, # the network whose per-layer updates are com
     views = views or (lambda x, b: quadrant_views(x))
     starts = list(range(0, len(imgs), batch_size))
     state = checkpoint[1]() if checkpoint is not None else None
+    if state is not None and not (isinstance(state, dict) and {'starts', 'per_batch'} <= set(state)):
+        from localrules.runs import wrong_checkpoint                  # names the file and how to restart the unit
+        raise wrong_checkpoint(getattr(checkpoint[1], 'path', 'of this unit'), "no 'starts' and 'per_batch'")
     per_batch = [] if state is None else state['per_batch']
     if state is not None and state['starts'] != starts:
         raise ValueError(f"the checkpoint was saved for batches starting at {state['starts'][:4]}... of "

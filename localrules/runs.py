@@ -6,15 +6,15 @@ Docs: https://localrules.github.io/localrules/runs.html.md"""
 
 # %% auto #0
 __all__ = ['STANDARD_PARAMS', 'STANDARD_SPEC', 'SPEC_KEYS', 'TYPES', 'RELATION_OPS', 'SEED_MAX', 'CONVENTIONS', 'DATASETS',
-           'EXPR_FUNCS', 'DECLARATIONS', 'MAX_HOURS', 'FILE_MODE', 'TMP_RE', 'FAULT_ENV', 'FAULT_EVENTS', 'SHARD_ENV',
-           'CLAIM_TIMEOUT_ENV', 'ROW_STATUS', 'ROW_FIELDS', 'LEDGER_FIELDS', 'LEDGER_TYPES', 'REFERENCE_COLUMNS',
-           'param_spec', 'describe_spec', 'check_value', 'mlp_rules_for', 'is_param_name', 'expr_names', 'evaluate',
-           'check_relations', 'check_declaration', 'did_you_mean', 'rescale', 'resolve_params', 'read_experiment',
-           'SizeError', 'fmt_bytes', 'available_memory', 'estimate_cost', 'check_cost', 'RunFileError', 'dump_json',
-           'sweep_temporaries', 'fault_point', 'atomic_write', 'write_new', 'atomic_torch_save', 'read_json',
-           'load_checkpoint', 'wrong_checkpoint', 'default_run_dir', 'parse_shard', 'unit_shard', 'ShardDone', 'Run',
-           'key_fields', 'warn', 'read_jsonl', 'collect', 'ledger_row_problem', 'read_ledger', 'flagged',
-           'read_reference', 'summarise', 'compare']
+           'MLP_RULES', 'EXPR_FUNCS', 'DECLARATIONS', 'MAX_HOURS', 'FILE_MODE', 'TMP_RE', 'FAULT_ENV', 'FAULT_EVENTS',
+           'SHARD_ENV', 'CLAIM_TIMEOUT_ENV', 'ROW_STATUS', 'ROW_FIELDS', 'LEDGER_FIELDS', 'LEDGER_TYPES',
+           'REFERENCE_COLUMNS', 'param_spec', 'describe_spec', 'check_value', 'mlp_rules_for', 'is_param_name',
+           'expr_names', 'evaluate', 'check_relations', 'check_declaration', 'did_you_mean', 'rescale',
+           'resolve_params', 'read_experiment', 'SizeError', 'fmt_bytes', 'available_memory', 'estimate_cost',
+           'check_cost', 'RunFileError', 'dump_json', 'sweep_temporaries', 'fault_point', 'atomic_write', 'write_new',
+           'atomic_torch_save', 'read_json', 'load_checkpoint', 'wrong_checkpoint', 'default_run_dir', 'parse_shard',
+           'unit_shard', 'ShardDone', 'Run', 'key_fields', 'warn', 'read_jsonl', 'collect', 'ledger_row_problem',
+           'read_ledger', 'flagged', 'read_reference', 'summarise', 'compare']
 
 # %% ../nbs/04_runs.ipynb #e38b02d0
 import json, os, re, ast, hashlib, datetime, math, operator, tempfile, shutil, statistics, socket, sys, time, uuid
@@ -159,22 +159,20 @@ def _dataset(d:str, i:int):
     if d not in DATASETS: raise ValueError(f"dataset {d!r} has no known size; known: {list(DATASETS)}")
     return DATASETS[d][i]
 
-def mlp_rules_for(hidden_layers:int) -> list:
-    "The registered rules that accept a `localrules.rules.MLP` with `hidden_layers` hidden layers (asked of each rule)."
-    return list(_mlp_rules_for(int(hidden_layers)))
+# the rules that train a `localrules.rules.MLP`, with the most hidden layers each supports (None: any number); a table,
+# not a question to the rules, so that a refusal needs no import of every rule (tests/test_validation.py checks it
+# against `get_rule` on MLPs of 1 to 4 hidden layers)
+MLP_RULES = {'bp': None, 'fa': None, 'fa_any': None, 'dfa': None, 'drtp': None, 'drtp_any': None, 'usf': None,
+             'brsf': None, 'frsf': None, 'ff': None, 'pepita': None, 'pepita_hebbian': None, 'pepita_timelocal': None,
+             'afa': 1}
 
-@functools.lru_cache(maxsize=None)
-def _mlp_rules_for(k:int) -> tuple:
-    from localrules.rules import MLP, get_rule, available_rules
-    ok = []
-    for r in available_rules():
-        try: get_rule(r, MLP([4] + [4] * k + [2]))
-        except Exception: continue                   # the rule refuses this architecture
-        ok.append(r)
-    return tuple(ok)
+def mlp_rules_for(hidden_layers:int) -> list:
+    "The rules of `MLP_RULES` that train a `localrules.rules.MLP` with `hidden_layers` hidden layers."
+    return [r for r, k in MLP_RULES.items() if k is None or hidden_layers <= k]
 
 EXPR_FUNCS = {'len': len, 'min': min, 'max': max, 'sum': sum, 'abs': abs, 'int': int, 'float': float,
-              'round': round, 'prod': math.prod, 'ceil': math.ceil, 'log2': math.log2, 'sorted': sorted,
+              'round': round, 'prod': math.prod, 'ceil': math.ceil, 'log2': math.log2, 'sorted': sorted, 'zip': zip,
+              'range': range,
               'side': lambda d: _dataset(d, 1), 'channels': lambda d: _dataset(d, 0),
               'dim': lambda d: _dataset(d, 0) * _dataset(d, 1) ** 2, 'train_size': lambda d: _dataset(d, 2),
               'test_size': lambda d: _dataset(d, 3), 'classes': lambda d: _dataset(d, 4),
@@ -250,7 +248,8 @@ def check_declaration(presets:dict, spec:dict=None, relations:list=None):
     names = set.union(*(set(p) for p in presets.values()))
     bad = [k for k in spec or {} if k not in names]
     if bad: raise ValueError(f"SPEC names {bad}, which are not preset parameters {sorted(names)}")
-    bad = [f"{k}: scale={s['scale']!r}" for k, s in (spec or {}).items() if 'scale' in s and s['scale'] not in names - {k}]
+    bad = [f"{k}: scale={s['scale']!r}" for k, s in (spec or {}).items()
+           if 'scale' in s and s['scale'] not in names - {k}]
     if bad: raise ValueError(f"SPEC {bad}: `scale` must name another preset parameter")
     for r in relations or []:
         if not (isinstance(r, (list, tuple)) and len(r) == 3 and r[1] in RELATION_OPS):
@@ -569,6 +568,8 @@ def load_checkpoint(path, map_location=None):
                            f"containers, which could run code when unpickled ({_first_line(e)}); "
                            f"{_restart_hint(path)} (open it yourself with full unpickling only if you trust its "
                            "origin)") from None
+    except FileNotFoundError:
+        raise                                          # names the file; nothing to restart
     except PermissionError as e:
         raise RunFileError(f"checkpoint {path} cannot be read ({e.strerror}); give this user read access to it, "
                            "or " + _restart_hint(path)) from None
@@ -885,8 +886,8 @@ def _release_all(self:Run):
 
 # %% ../nbs/04_runs.ipynb #3826c65a
 def _divergence(diverged, curves):
-    """The `Divergence` of a unit (None: it did not diverge), from `diverged` (a message, a `Divergence` or a `Diverged`)
-    or else from the log in `curves` (`fit` puts it in `log.diverged`): the one test of every experiment."""
+    """The `Divergence` of a unit (None: it did not diverge), from `diverged` (a message, a `Divergence` or a
+    `Diverged`) or else from the log in `curves` (`fit` puts it in `log.diverged`): the one test of every experiment."""
     from localrules.train import Divergence, Diverged
     if isinstance(diverged, Diverged):
         return diverged.divergence

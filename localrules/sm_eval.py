@@ -391,8 +391,9 @@ def train_reference(ref, # a `ConvNSMReference` (NumPy), trained in place by `re
     loader, log = TensorLoader(xs, torch.zeros(len(xs)), batch_size=batch_size, seed=seed), MetricsLogger()
     for ep in range(epochs):
         def one_epoch():
-            for xb, _ in loader: ref.step(xb.numpy(), lr)
-        _, sec = timed(one_epoch)
-        check_finite('weights', [ref.W, ref.M], ep + 1, unit='conventional NSM', curves=log)   # raises Diverged
+            for step, (xb, _) in enumerate(loader):
+                ref.step(xb.numpy(), lr)
+                check_finite('weights', [ref.W, ref.M], ep + 1, step + 1, unit='conventional NSM', curves=log)
+        _, sec = timed(one_epoch)                    # a non-finite weight raises Diverged (recorded as diverged)
         log.log(step=ep + 1, epoch_time=sec, images_per_s=len(xs) / sec)
     return log

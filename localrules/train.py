@@ -219,7 +219,7 @@ def _check_finite(rule, m:dict, epoch:int, log:MetricsLogger, unit:str):
     many = isinstance(ok, list)
     for i, (step, fine) in enumerate(zip(bad_steps if many else [bad_steps], ok if many else [ok])):
         if i in log.diverged or (step < 0 and fine): continue
-        who = f"{unit or 'unit'}" + (f" member {i}" if many else '')
+        who = f"{unit or type(rule).__name__}" + (f" member {i}" if many else '')
         what = 'loss' if step >= 0 else 'weights'
         log.diverged[i] = divergence_message(what, epoch + 1, step + 1 if step >= 0 else None, who)
         print(f"DIVERGED {log.diverged[i]}", flush=True)

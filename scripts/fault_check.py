@@ -4,7 +4,8 @@
 For every experiment notebook (or `--experiments a,b`), the smoke preset (shrunk with `-p` where listed in `SHRINK`)
 runs once uninterrupted (or a given `--reference NAME=DIR` is reused). Then one run is started and killed `--kills`
 times (default 3), each attempt continuing the previous one with `localrules run NAME --resume`:
-the first kill at a random time, the others at the N-th fault point of a kind (`LOCALRULES_FAULT_AT`, see
+the first kill at a random time (with `--signals` a SIGINT or SIGTERM, as a user stops a run: it must exit with one
+line, no traceback and no kernel left), the others at the N-th fault point of a kind (`LOCALRULES_FAULT_AT`, see
 `localrules.runs.fault_point`): a checkpoint or unit result written but not yet renamed into place, a unit just
 recorded before its checkpoint is removed, any atomic write (run.json, figures, results.jsonl, DONE). The kernel stops
 itself there (SIGSTOP) and is SIGKILLed with the command, as a machine crash would. A last `--resume` finishes it.
@@ -18,7 +19,8 @@ experiment; exits 1 on any mismatch or problem.
     nice -n 15 python scripts/fault_check.py                       # every experiment
     python scripts/fault_check.py --experiments bp_vs_fa --kills 2 --out /tmp/fc.json
 """
-import argparse, datetime, json, os, platform, random, re, shutil, signal, socket, subprocess, sys, tempfile, time
+import argparse, contextlib, datetime, json, os, platform, random, re, shutil, signal, socket, subprocess, sys
+import tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,6 +224,7 @@ def attempt(name:str, args:list, runs:Path, moment:tuple, resume:bool, work:Path
     after its first checkpoint), ('event', 'EVENT:N') (the fault point); returns what happened."""
     kind, at = moment
     t0 = began = time.time()
+    logged = (work/'log.txt').stat().st_size if (work/'log.txt').exists() else 0
     proc = start(name, args, runs, resume, work/'log.txt', fault=at if kind == 'event' else None)
     while proc.poll() is None and time.time() - t0 < timeout:
         out = run_folder(runs, name)
@@ -230,19 +233,58 @@ def attempt(name:str, args:list, runs:Path, moment:tuple, resume:bool, work:Path
             began = time.time()                          # this attempt's kernel has (re)started the run
         if kind == 'in-unit' and began == t0 and any(m / 1e9 >= t0 for _, m in checkpoints(out)):
             began = time.time()                          # this attempt has written a checkpoint: it is inside a unit
+        if kind in SIGNALS and began == t0 and out and (out/'run.json').exists() and \
+                (out/'run.json').stat().st_mtime >= t0:
+            began = time.time()
         if (kind != 'event' and began > t0 and time.time() - began >= at) or (kind == 'event' and stopped(proc)):
             break
         time.sleep(0.01)
     killed = proc.poll() is None
-    if killed:
+    told = []
+    if killed and kind in SIGNALS:
+        told = signal_stop(proc, SIGNALS[kind], work/'log.txt', logged)
+    elif killed:
         kill_all(proc)
     when = {'time': f'{at} s after the run started', 'in-unit': f'{at} s after a checkpoint'}.get(kind, at)
-    return dict(moment=f"{kind} {when}", killed=killed,
+    if kind in SIGNALS: when = f'{kind.upper()} {at} s after the run started'
+    return dict(moment=f"{kind} {when}", killed=killed, signal_problems=told,
                 seconds=round(time.time() - t0, 2), rc=None if killed else proc.returncode)
+
+SIGNALS = {'sigint': signal.SIGINT, 'sigterm': signal.SIGTERM}    # moments that stop the run with a signal instead
+
+def signal_stop(proc, sig:int, log:Path, offset:int) -> list:
+    """Stop the command with `sig` as a user would (SIGINT: Ctrl-C, to its process group; SIGTERM: to it) and check
+    what `localrules run` promises: it exits with 128 + sig within 30 s, printing one 'stopped by' line and no
+    traceback, and leaves no kernel running. Returns the problems."""
+    kernels = descendants(proc.pid)
+    if sig == signal.SIGINT: os.killpg(proc.pid, sig)
+    else: proc.send_signal(sig)
+    try: proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        kill_all(proc)
+        return [f"{signal.Signals(sig).name}: the command did not exit within 30 s"]
+    text = log.read_text(errors='replace')[offset:]
+    lines = [line for line in text.splitlines() if line.startswith('stopped by')]
+    problems = []
+    if proc.returncode != 128 + sig: problems.append(f"{signal.Signals(sig).name}: exit status {proc.returncode}")
+    if len(lines) != 1: problems.append(f"{signal.Signals(sig).name}: {len(lines)} 'stopped by' lines, not one")
+    if 'Traceback' in text: problems.append(f"{signal.Signals(sig).name}: a traceback was printed")
+    time.sleep(1)
+    alive = [k for k in kernels if Path(f'/proc/{k}').exists() and stopped_or_running(k)]
+    if alive: problems.append(f"{signal.Signals(sig).name}: processes left running: {alive}")
+    for k in alive:
+        with contextlib.suppress(ProcessLookupError): os.kill(k, signal.SIGKILL)
+    return problems
+
+def stopped_or_running(pid:int) -> bool:
+    "Whether `pid` is a live process (not a zombie waiting for its parent)."
+    try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError): return False
 
 def check_experiment(name:str, kills:int, rng:random.Random, work:Path, reference:Path=None, timeout:float=900,
                      args:list=None, # `-p` overrides (default: `SHRINK`'s, if any)
                      at:list=None, # kill moments, e.g. [None, ('event', 'recorded:1')] (None: drawn by `moments`)
+                     signals:bool=False, # the first, timed kill is a SIGINT or SIGTERM (`signal_stop`'s checks)
                     ) -> dict:
     "Kill and resume one experiment `kills` times; compare with the uninterrupted run. Returns its summary."
     args = SHRINK.get(name, []) if args is None else args
@@ -261,12 +303,15 @@ def check_experiment(name:str, kills:int, rng:random.Random, work:Path, referenc
         if finished(out):
             break
         moment = at[i] if at and at[i] else moments(rng, i, ref, out)
+        if i == 0 and signals and moment[0] == 'time':      # stopped by a user's signal instead of a crash
+            moment = (rng.choice(sorted(SIGNALS)), moment[1])
         a = attempt(name, args, runs, moment, i > 0, work, timeout)
         out = run_folder(runs, name)
         now = snapshot(out)
         changed = [u for u, v in kept.items() if now.get(u) != v]
         res['problems'] += [f"kill {i + 1}: finished unit {u} changed" for u in changed]
         res['problems'] += [f"kill {i + 1}: {p}" for p in (problems_after_kill(out) if out else [])]
+        res['problems'] += [f"kill {i + 1}: {p}" for p in a.get('signal_problems', [])]
         if not a['killed'] and a['rc']:
             res['problems'].append(f"attempt {i + 1} failed (rc {a['rc']}); see {work/'log.txt'}")
         a.update(units_done=len(now), temporaries=len([p for p in out.rglob('.*') if p.is_file()]) if out else 0,
@@ -333,6 +378,8 @@ def main(argv=None):
     p.add_argument('--out', default=str(ROOT/'benchmarks'/'results'/'fault_check.json'), help='the JSON summary')
     p.add_argument('--work', default=None, help='folder for the runs (default: a temporary one, removed)')
     p.add_argument('--timeout', type=float, default=900, help='seconds per run attempt')
+    p.add_argument('--signals', action='store_true',
+                   help='the first kill of each experiment is a SIGINT or SIGTERM: one line, no traceback, no kernel')
     p.add_argument('--merge', nargs='+', default=None, metavar='JSON', help='only merge these summaries into --out')
     a = p.parse_args(argv)
     if a.merge:
@@ -361,7 +408,7 @@ def main(argv=None):
         rng = random.Random(f"{a.seed}-{name}")
         t0 = time.time()
         try:
-            r = check_experiment(name, a.kills, rng, work/name, refs.get(name), a.timeout)
+            r = check_experiment(name, a.kills, rng, work/name, refs.get(name), a.timeout, signals=a.signals)
         except RuntimeError as e:
             r = dict(experiment=name, kills=[], mismatches=[], problems=[str(e)])
         r['seconds'] = round(time.time() - t0, 1)

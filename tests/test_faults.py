@@ -156,3 +156,10 @@ def test_bad_checkpoint_names_file_cause_and_a_working_next_step(tmp_path, conte
     r = cli('run', 'bp_vs_fa', '--preset', 'smoke', *SMALL, '-p', 'rules', "['bp']", '-p', 'epochs', '1', '--out', out,
             '--quiet')
     assert r.returncode == 0 and (out/'DONE').exists(), r.output[-3000:]
+
+def test_sigterm_at_a_random_moment_resumes_exactly(tmp_path):
+    "scripts/fault_check.py --signals: a SIGTERM at a random moment stops the run cleanly; the resume ends exactly."
+    args = ['-p', 'rules', "['bp', 'fa']", '-p', 'epochs', '4', '-p', 'milestones', '[]', '-p', 'hidden', '32']
+    moment = ('sigterm', round(random.Random(1).uniform(0.3, 1.5), 2))
+    r = check(tmp_path, 'bp_vs_fa', args, [moment])
+    assert r['kills'][0]['moment'].startswith('sigterm SIGTERM'), r['kills']
