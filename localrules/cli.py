@@ -129,7 +129,8 @@ def check_folder(what:str, # the parameter or option, for the message ('--out', 
                  value, # the path given
                  must_exist:bool=False, # refuse a folder that does not exist yet
                  writable:bool=True, # it (or the folder it will be created in) must be writable
-                 repo=None) -> Path: # the checkout whose own folders are refused (None: `project_root()`)
+                 repo=None, # the checkout whose own folders are refused (None: `project_root()`)
+                 own_folders:bool=True) -> Path: # refuse the repository and its own folders
     """`value` as an absolute folder a run can use: an existing folder or one that can be created; never empty, a file,
     under a file, the repository itself or one of its own folders (`REPO_FOLDERS`)."""
     if not isinstance(value, (str, Path)) or not str(value).strip():
@@ -137,7 +138,7 @@ def check_folder(what:str, # the parameter or option, for the message ('--out', 
         raise ValueError(f"{what}={str(value)!r} is empty; give a folder (e.g. {example})")
     p = Path(value).expanduser().resolve()
     repo = Path(repo or project_root()).resolve()
-    if (repo/'nbs').is_dir():
+    if own_folders and (repo/'nbs').is_dir():
         if p == repo:
             raise ValueError(f"{what}={str(value)!r} is the repository itself ({repo}); give a folder of its own, "
                              f"e.g. {repo/'runs'}")
@@ -159,16 +160,17 @@ def check_folder(what:str, # the parameter or option, for the message ('--out', 
 def check_data_root(exp:dict, params:dict) -> Path:
     "The run's `data_root` (given, or the notebook's default) checked by `check_folder`; None if the run has none."
     if 'data_root' not in exp['params']: return None
-    root = params.get('data_root', exp['defaults'].get('data_root'))
+    given = params.get('data_root') is not None            # the notebook's default is relative to where it runs
+    root = params['data_root'] if given else exp['defaults'].get('data_root')
     download = params.get('download')
     download = exp['defaults'].get('download', False) if download is None else download
     if root is None: return None
-    p = check_folder('data_root', root, writable=False)
+    p = check_folder('data_root', root, writable=False, own_folders=given)
     if not p.exists():
         if not download:
             raise ValueError(f"data_root={str(root)!r} does not exist ({p}) and download=False; point data_root at the "
                              "folder holding the data sets, or allow -p download True to create it and download them")
-        check_folder('data_root', root)
+        check_folder('data_root', root, own_folders=given)
         print(f"note: data_root {p} does not exist: it will be created and the data sets downloaded into it "
               "(download=True)", flush=True)
     return p
@@ -227,17 +229,18 @@ def check_run(exp:dict, # the experiment (`get_experiment`)
               device:str='cpu', # the device it will train on (for memory and FLOP rate)
               force:bool=False, # run even if its estimate does not fit memory or the time limit
               allow_dirty:bool=False) -> dict: # a paper run from a tree with uncommitted code changes
-    "Every check after `check_params` that needs no kernel: data_root, a clean tree (paper), the size; the estimate."
-    check_data_root(exp, params)
+    "Every check after `check_params` that needs no kernel: a clean tree (paper), the size, data_root; the estimate."
     check_clean_tree(preset, allow_dirty)
-    if not exp.get('COST'): return {}
+    est = {}
     try:
-        return check_cost(exp['COST'], cfg, exp['PRESETS'][preset], params, flop_rate(device),
-                          available_memory(device))
+        if exp.get('COST'):
+            est = check_cost(exp['COST'], cfg, exp['PRESETS'][preset], params, flop_rate(device),
+                             available_memory(device))
     except SizeError as e:
         if not force: raise
         print(f"warning (--force): {e}", flush=True)
-        return {}
+    check_data_root(exp, params)
+    return est
 
 # %% ../nbs/05_cli.ipynb #d7e1f0a4
 def failed_notebook_path(nb_path:Path) -> Path:
@@ -583,7 +586,7 @@ def experiment_times(e:dict, rates:dict=None) -> dict:
     return dict(smoke=e['EXPERIMENT'].get('time', {}).get('smoke', '?'), paper=paper_time(e, rates))
 
 def experiment_label(m:dict) -> str:
-    "'FIGURE: TITLE' of an EXPERIMENT dict `m`: the name of its page (heading, sidebar) and its row of `localrules list`."
+    "'FIGURE: TITLE' of EXPERIMENT dict `m`: the name of its page (heading, sidebar) and of its `localrules list` row."
     return f"{m.get('figure', '')}: {m.get('title', '')}"
 
 def table_text(rows:list, # rows of cells (strings); the first is the header
@@ -723,8 +726,12 @@ def failure_advice(ename:str, # the exception's class name
                       f"continue with: {rerun_command(args, out)}")
     return msg + "\nnothing had finished yet; fix the cause and run again"
 
+def _papermill_error():
+    "papermill's execution error once papermill is loaded (none before): refusing bad input needs no papermill import."
+    m = sys.modules.get('papermill.exceptions')
+    return m.PapermillExecutionError if m else ()
+
 def cmd_run(args):
-    from papermill.exceptions import PapermillExecutionError
     params = {k: parse_value(v) for k, v in (args.param or [])}
     if args.tf32: os.environ['LOCALRULES_TF32'] = '1'            # the kernel and the shard jobs inherit it
     if args.compile: os.environ['LOCALRULES_COMPILE'] = args.compile   # `fit` compiles every step (provenance)
@@ -744,7 +751,7 @@ def cmd_run(args):
             run_experiment(args.name, args.preset, params, args.device, args.out, args.resume, args.runs, args.quiet,
                            shard=args.shard, verbose=args.verbose, force=getattr(args, 'force', False),
                            allow_dirty=getattr(args, 'allow_dirty', False))
-    except PapermillExecutionError as e:
+    except _papermill_error() as e:
         out, nb = getattr(e, 'run_dir', None), getattr(e, 'notebook', None)
         raise SystemExit(failure_advice(e.ename, e.evalue, out, args, nb))
     except (ValueError, RuntimeError) as e:

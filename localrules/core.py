@@ -117,7 +117,10 @@ def provenance(device='auto') -> dict:
     mode = compile_mode()
     return dict(commit=git_commit(), device=device_name(device), torch=torch.__version__,
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-                tf32=bool(torch.backends.cuda.matmul.allow_tf32), **({'compile': mode} if mode else {}))
+                tf32=bool(torch.backends.cuda.matmul.allow_tf32), **({'compile': mode} if mode else {}),
+                # a paper run from a tree with uncommitted code (`localrules run --allow-dirty`): the diff's sha256
+                **({'diff_sha256': os.environ['LOCALRULES_DIFF_SHA256']} if os.environ.get('LOCALRULES_DIFF_SHA256')
+                   else {}))
 
 # %% ../nbs/00_core.ipynb #fddd7e07
 class MetricsLogger:

@@ -28,9 +28,10 @@ SHRINK = {
     'clapp_table2': dict(TINY_SSL, probe_epochs=1),
     'fig2_pepita_afa_alignment': TINY_MLP,
     'fig2b_ode_theory': dict(t_max=50.0, n_points=5, checkpoints=[10.0, 50.0], n_mc=2000, seeds=[0]),
-    'fig3_depth_init_wd_angle': dict(TINY_MLP, dataset=C10, premirror_epochs=1),
+    'fig3_depth_init_wd_angle': dict(TINY_MLP, dataset=C10, epochs=2, premirror_epochs=1),   # mirroring before the last
     'sm_cifar_study': dict(n_train=300, n_test=200, filters=[20], rates=[[0.05, 0.5]], dynamics=['converged'], extra=[],
-                           nsm_patches=5000, epochs=1, zca_patches=5000, kmeans_patches=5000, readout_iter=100),
+                           nsm_patches=5000, epochs=1, zca_patches=5000, kmeans_patches=5000, readout_iter=100,
+                           batch_size=100),                                 # a batch no larger than the 300 images
     'sm_depth_speed': dict(dataset=C10, depths=[1, 2], n_images=40, ref_n_images=2, repeats=1),
     'sm_kmeans_baseline': dict(dataset=C10, n_train=500, n_test=200, filters=[50], kmeans_extra=[], n_patches=10000,
                                nsm_patches=10000,
@@ -44,7 +45,7 @@ SHRINK = {
     'supfig6_pepita_afa_cifar': dict(TINY_MLP, datasets=[C10]),
     'supfig7_feedback_norm': dict(t_max=50.0, n_points=5, init_seeds=[0], seeds=[0]),
     'supfig8_depth_norm': dict(TINY_MLP, datasets=['mnist', C10], depths=[1, 5]),
-    'supfig9_10_angles': dict(TINY_MLP, fig9_datasets=['mnist'], fig10_dataset=C10, fig10_depths=[1, 2],
+    'supfig9_10_angles': dict(TINY_MLP, fig9_datasets=['mnist'], fig10_dataset=C10, fig10_depths=[1, 2], epochs=2,
                               premirror_epochs=1),
     'table1_mlp_1hl': dict(TINY_MLP, datasets=['mnist', C10]),
     'table2_mlp_deep': dict(TINY_MLP, datasets=['mnist', C10]),
@@ -72,7 +73,9 @@ def main():
         if 'data_root' in exps[name]['params']: over.update(data_root=a.data_root, download=False)
         out = Path(a.out)/name
         shutil.rmtree(out, ignore_errors=True)
-        cmd = ['localrules', 'run', name, '--preset', 'paper', '--device', a.device, '--out', str(out), '--quiet']
+        # scratch runs, never the ledger: on a tree with uncommitted code too (the diff's sha256 is recorded)
+        cmd = ['localrules', 'run', name, '--preset', 'paper', '--device', a.device, '--out', str(out), '--quiet',
+               '--allow-dirty']
         for k, v in over.items(): cmd += ['-p', k, repr(v) if not isinstance(v, str) else v]
         t = time.time()
         try:

@@ -117,7 +117,7 @@ HAND = [  # (experiment, -p arguments, text the error must contain)
     ('bp_vs_fa', ['epochs', '0'], 'epochs=0 is out of range; allowed: >= 1'),
     ('bp_vs_fa', ['hidden', '0'], 'hidden=0 is out of range'),
     ('bp_vs_fa', ['batch_size', '0'], 'batch_size=0 is out of range'),
-    ('bp_vs_fa', ['epochs', '5'], 'milestones=[10] must be < epochs=5'),
+    ('bp_vs_fa', ['milestones', '[20]'], 'milestones=[20] must be < epochs=15'),
     ('bp_vs_fa', ['milestones', '[8, 4]'], 'milestones=[8, 4] is not strictly increasing'),
     ('bp_vs_fa', ['seeds', '[0, 0]'], 'seeds=[0, 0] repeats an entry'),
     ('bp_vs_fa', ['seeds', '[-1]'], 'seeds=-1 is out of range'),
@@ -177,6 +177,253 @@ def test_papermill_directly_validates_too(tmp_path):
                             parameters=dict(hidden=0, out_dir=str(out)), cwd=str(ROOT))
     assert 'hidden=0 is out of range' in str(e.value)
     assert not out.exists()
+
+# ---- issue 22: every bad input refused before any work, within seconds, naming the parameter -------------------------
+import copy, os, pickle, subprocess, time
+from localrules.cli import check_run, check_clean_tree, check_folder, diff_digest, DIFF_ENV, BadLiteral
+from localrules.runs import rescale, SizeError
+
+BIG = 10**9
+SEMANTIC = [  # (experiment, -p arguments, the parameter the message must name): relations, bounds, sizes
+    ('bp_vs_fa', ['batch_size', '100000'], 'batch_size'), ('bp_vs_fa', ['seeds', '[4294967296]'], 'seeds'),
+    ('bp_vs_fa', ['hidden', '1000000000'], 'hidden'), ('bp_vs_fa', ['epochs', '10000000000000000000000'], 'epochs'),
+    ('bp_vs_fa', ['data_root', ''], 'data_root'), ('bp_vs_fa', ['milestones', '[15]'], 'milestones'),
+    ('byom_resnet', ['width', '100000'], 'width'), ('byom_resnet', ['n_val', '100000'], 'n_val'),
+    ('byom_resnet', ['batch_size', '100000'], 'batch_size'), ('byom_resnet', ['limit', '10000000'], 'limit'),
+    ('clapp_fig2_theorem31', ['n_images', '1000000'], 'n_images'),
+    ('clapp_fig2_theorem31', ['seed', '4294967296'], 'seed'), ('clapp_fig2_theorem31', ['width', '1000000'], 'width'),
+    ('clapp_fig3a_widths_dfb', ['n_images', '1000000'], 'n_images'),
+    ('clapp_fig3a_widths_dfb', ['widths', '[1000000]'], 'widths'),
+    ('clapp_fig3b_mlp_mnist', ['n_train', '1000000'], 'n_train'),
+    ('clapp_fig3b_mlp_mnist', ['n_test', '1000000'], 'n_test'),
+    ('clapp_fig3b_mlp_mnist', ['width', '1000000'], 'width'),
+    ('clapp_fig4b_linear_cnn', ['n_images', '1000000'], 'n_images'),
+    ('clapp_fig4b_linear_cnn', ['channels', '1000000'], 'channels'),
+    ('clapp_fig4c_alignment', ['batch_size', '1000000'], 'batch_size'),
+    ('clapp_fig4c_alignment', ['width', '1000.0'], 'width'),
+    ('clapp_fig4c_alignment', ['seeds', '[4294967296]'], 'seeds'),
+    ('clapp_figA1_lowrank', ['n_images', '1000000'], 'n_images'), ('clapp_figA1_lowrank', ['seed', '-1'], 'seed'),
+    ('clapp_figA2_alignment', ['batch_size', '1000000'], 'batch_size'),
+    ('clapp_figA2_alignment', ['width', '1000.0'], 'width'),
+    ('clapp_table2', ['probe_batch_size', '1000000'], 'probe_batch_size'),
+    ('clapp_table2', ['width', '1000.0'], 'width'), ('fig2_pepita_afa_alignment', ['hidden', '1000000000'], 'hidden'),
+    ('fig2_pepita_afa_alignment', ['epochs', '1000000000000000'], 'epochs'),
+    ('fig2b_ode_theory', ['D', '1000000000'], 'D'), ('fig2b_ode_theory', ['q0', '1e30'], 'q0'),
+    ('fig2b_ode_theory', ['init_seed', '4294967296'], 'init_seed'),
+    ('fig2b_ode_theory', ['checkpoints', '[1e6]'], 'checkpoints'),
+    ('fig3_depth_init_wd_angle', ['premirror_epochs', '5'], 'premirror_epochs'),
+    ('fig3_depth_init_wd_angle', ['premirror_epochs', '100'], 'premirror_epochs'),
+    ('fig3_depth_init_wd_angle', ['hidden', '1000000000'], 'hidden'),
+    ('sm_cifar_study', ['kernel_size', '100'], 'kernel_size'), ('sm_cifar_study', ['n_train', '10000000'], 'n_train'),
+    ('sm_cifar_study', ['filters', '[1000000]'], 'filters'),
+    ('sm_cifar_study', ['batch_size', '1000000'], 'batch_size'),
+    ('sm_depth_speed', ['n_images', '10000000'], 'n_images'), ('sm_depth_speed', ['tau', '1e-30'], 'tau'),
+    ('sm_depth_speed', ['batch_size', '1000000'], 'batch_size'),
+    ('sm_kmeans_baseline', ['kmeans_extra', '[100000]'], 'kmeans_extra'),
+    ('sm_kmeans_baseline', ['kernel_size', '100'], 'kernel_size'), ('sm_kmeans_baseline', ['tau', '1e-30'], 'tau'),
+    ('sm_kmeans_baseline', ['filters', '[1000000]'], 'filters'), ('sm_pretraining', ['alpha', '1e30'], 'alpha'),
+    ('sm_pretraining', ['tau', '1e-30'], 'tau'), ('sm_pretraining', ['n_train', '10000000'], 'n_train'),
+    ('sm_pretraining', ['ft_batch_size', '1000000'], 'ft_batch_size'),
+    ('sm_scalability', ['kernel_size', '100'], 'kernel_size'), ('sm_scalability', ['tau', '1e-30'], 'tau'),
+    ('sm_scalability', ['ref_n_train', '1000000'], 'ref_n_train'), ('sm_scalability', ['n_test', '10000000'], 'n_test'),
+    ('sm_supervision', ['mlp_lr', "{'afa': 0.1}", 'mlp_rules', "['afa']"], 'mlp_rules'),
+    ('sm_supervision', ['layer_kernels', '[100, 3]'], 'layer_kernels'),
+    ('sm_supervision', ['alphas', '[1e30]'], 'alphas'), ('sm_supervision', ['tau', '1e-30'], 'tau'),
+    ('sm_supervision', ['stack_alpha', '1e30'], 'stack_alpha'),
+    ('supfig4_time_local', ['hidden', '1000000000'], 'hidden'),
+    ('supfig4_time_local', ['epochs', '1000000000000000'], 'epochs'),
+    ('supfig5_goodness', ['snapshots', '[0, 3, 100]'], 'snapshots'),
+    ('supfig5_goodness', ['hidden', '1000000000'], 'hidden'),
+    ('supfig6_pepita_afa_cifar', ['hidden', '1000000000'], 'hidden'),
+    ('supfig6_pepita_afa_cifar', ['seeds', '[4294967296]'], 'seeds'),
+    ('supfig7_feedback_norm', ['D', '1000000000'], 'D'), ('supfig7_feedback_norm', ['q0', '1e30'], 'q0'),
+    ('supfig7_feedback_norm', ['init_seeds', '[4294967296]'], 'init_seeds'),
+    ('supfig8_depth_norm', ['hidden', '1000000000'], 'hidden'),
+    ('supfig8_depth_norm', ['epochs', '1000000000000000'], 'epochs'),
+    ('supfig9_10_angles', ['premirror_epochs', '5'], 'premirror_epochs'),
+    ('supfig9_10_angles', ['hidden', '1000000000'], 'hidden'), ('table1_mlp_1hl', ['hidden', '1000000000'], 'hidden'),
+    ('table1_mlp_1hl', ['epochs', '1000000000000000'], 'epochs'),
+    ('table1_mlp_1hl', ['seeds', '[4294967296]'], 'seeds'), ('table2_mlp_deep', ['hidden', '1000000000'], 'hidden'),
+    ('table2_mlp_deep', ['epochs', '1000000000000000'], 'epochs'),
+    ('table3_slowness', ['premirror_epochs', '8'], 'premirror_epochs'),
+    ('table3_slowness', ['window', '100'], 'window'), ('table3_slowness', ['hidden', '1000000000'], 'hidden'),
+]
+
+def _sample_generated(per:int=3) -> list:
+    "The first `per` generated bad values of each experiment, as (experiment, -p arguments, parameter)."
+    out, seen = [], {}
+    for name, k, v in GENERATED:
+        if seen.get(name, 0) < per and isinstance(v, (int, float, str, list, dict, bool)):
+            seen[name] = seen.get(name, 0) + 1
+            out.append((name, [k, repr(v) if not isinstance(v, str) else v], k))
+    return out
+
+TABLE = SEMANTIC + _sample_generated() + [(n, [k, repr(v)], k) for n, k, v in RELATED]
+
+def test_the_table_covers_every_experiment():
+    covered = {n for n, _, _ in TABLE}
+    assert len(TABLE) >= 150 and covered == set(EXPS), (len(TABLE), set(EXPS) - covered)
+    assert {n for n, _, _ in SEMANTIC} == set(EXPS)
+
+@pytest.mark.parametrize('name,args,k', TABLE, ids=[f'{n}-{" ".join(a)}'[:90] for n, a, _ in TABLE])
+def test_bad_input_is_refused_before_any_work(tmp_path, name, args, k):
+    "Through the command itself (in process): a one-line error naming the parameter, in seconds, no run folder."
+    runs = tmp_path/'runs'
+    ps = [x for i in range(0, len(args), 2) for x in ('-p', args[i], args[i + 1])]
+    t = time.time()
+    with pytest.raises(SystemExit) as e: main(['run', name, '--runs', str(runs), '--quiet', *ps])
+    took = time.time() - t
+    msg = str(e.value)
+    assert msg.startswith('error: ') and '\n' not in msg.strip(), msg
+    assert f'{k}=' in msg or f"['{k}']" in msg, f'the message does not name {k}: {msg}'
+    assert took < 5, f'refused after {took:.1f} s'
+    assert not runs.exists(), 'a run folder was made for bad input'
+
+def test_mlp_rules_table_matches_the_rules():
+    "`MLP_RULES` (what `mlp_rules_for` answers without importing every rule) agrees with `get_rule` itself."
+    from localrules.rules import MLP, get_rule, available_rules
+    from localrules.runs import mlp_rules_for
+    for r in available_rules():
+        for k in (1, 2, 3, 4):
+            try:
+                get_rule(r, MLP([4] + [4] * k + [2]))
+                ok = True
+            except (TypeError, ValueError):
+                ok = False
+            assert ok == (r in mlp_rules_for(k)), (r, k, ok)
+
+# ---- size: estimated before any work, the driving parameter named; --force overrides --------------------------------
+def test_size_names_the_driver_and_force_overrides(capsys):
+    e = EXPS['bp_vs_fa']
+    cfg = check_params(e, 'smoke', {'hidden': BIG})
+    with pytest.raises(SizeError) as err: check_run(e, 'smoke', cfg, {'hidden': BIG})
+    assert 'driven by hidden=1000000000' in str(err.value) and '--force' in str(err.value)
+    check_run(e, 'smoke', cfg, {'hidden': BIG}, force=True)                # warns and lets it start
+    assert 'warning (--force)' in capsys.readouterr().out
+
+def test_every_preset_fits_a_gpu_machine():
+    "Each preset's estimate is a floor: it must fit 64 GiB and the time limit at an H100's rate, or it could never run."
+    from localrules.runs import check_cost
+    for name, e in EXPS.items():
+        assert e['COST'], f'{name} declares no COST'
+        for p in e['PRESETS']:
+            cfg = resolve_params(e['PRESETS'], p, {}, e['CHOICES'], e['SPEC'], e['RELATIONS'])
+            check_cost(e['COST'], cfg, cfg, {}, rate=67e12, memory=64 * 2**30)
+
+# ---- folders ---------------------------------------------------------------------------------------------------------
+def _refuse(tmp_path, args, text):
+    runs = tmp_path/'runs'
+    with pytest.raises(SystemExit) as e: main(['run', 'bp_vs_fa', '--runs', str(runs), '--quiet', *args])
+    assert str(e.value).startswith('error: ') and text in str(e.value), str(e.value)
+    assert not runs.exists()
+
+def test_out_and_data_root_are_checked_up_front(tmp_path):
+    f = tmp_path/'file'
+    f.write_text('x')
+    _refuse(tmp_path, ['--out', str(f)], 'is a file')
+    _refuse(tmp_path, ['--out', str(f/'run')], f'lies under the file {f}')
+    _refuse(tmp_path, ['--out', str(ROOT)], 'is the repository itself')
+    for d in ('nbs', 'localrules', 'scripts', 'tests'):
+        _refuse(tmp_path, ['--out', str(ROOT/d/'run')], f"repository's own folder {d}/")
+    _refuse(tmp_path, ['-p', 'data_root', ''], "data_root='' is empty")
+    _refuse(tmp_path, ['-p', 'data_root', str(f)], 'is a file')
+    _refuse(tmp_path, ['-p', 'data_root', str(ROOT)], 'is the repository itself')
+    _refuse(tmp_path, ['-p', 'data_root', str(tmp_path/'none'), '-p', 'download', 'False'], 'does not exist')
+    assert not (tmp_path/'none').exists()
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root writes anywhere')
+def test_unwritable_out_is_refused(tmp_path):
+    ro = tmp_path/'ro'
+    ro.mkdir(mode=0o500)
+    _refuse(tmp_path, ['--out', str(ro/'run')], 'is not writable')
+
+# ---- plain strings never crash the parser ----------------------------------------------------------------------------
+STRINGS = ['2024data', '/data/my data (copy)', "it's", '[unclosed', 'data]', '"half', '1.2.3/x', '(x)', '{a}']
+
+@pytest.mark.parametrize('text', STRINGS)
+def test_plain_strings_reach_a_str_parameter(tmp_path, text):
+    v = parse_value(text)
+    for c in (copy.deepcopy(v), pickle.loads(pickle.dumps(v))):         # papermill copies its parameters
+        assert str(c) == text and getattr(c, 'reason', None) == getattr(v, 'reason', None)
+    check_params(EXPS['bp_vs_fa'], 'smoke', {'data_root': v})
+    _refuse(tmp_path, ['-p', 'data_root', str(tmp_path/text), '-p', 'download', 'False'], 'does not exist')
+
+def test_a_run_with_a_bracketed_data_root(tmp_path):
+    "The reported crash, end to end: the text reaches the notebook as a string and the run finishes."
+    root = tmp_path/'my data (copy)'
+    p = cli('run', 'bp_vs_fa', '--out', tmp_path/'run', '--quiet', '-p', 'epochs', '1', '-p', 'data_root', root)
+    assert p.returncode == 0 and 'Traceback' not in p.output, p.output[-3000:]
+    assert json.loads((tmp_path/'run'/'run.json').read_text())['params']['milestones'] == []
+
+# ---- did you mean ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('args,text', [(['bp_vs_f'], "did you mean 'bp_vs_fa'?"),
+                                       (['table1_mlp'], "did you mean 'table1_mlp_1hl'"),
+                                       (['bp_vs_fa', '-p', 'epoch', '3'], "did you mean 'epochs'?"),
+                                       (['bp_vs_fa', '-p', 'hiden', '3'], "did you mean 'hidden'?"),
+                                       (['sm_kmeans_baseline', '-p', 'kmeans_extras', '[4]'],
+                                        "did you mean 'kmeans_extra'?")])
+def test_did_you_mean(tmp_path, args, text):
+    with pytest.raises(SystemExit) as e: main(['run', *args, '--runs', str(tmp_path/'runs')])
+    assert text in str(e.value), str(e.value)
+
+# ---- epochs alone ----------------------------------------------------------------------------------------------------
+def test_every_milestone_follows_epochs():
+    "Each parameter bounded by `epochs` (milestones, snapshots, window, pre-mirroring) declares `scale: 'epochs'`."
+    for name, e in EXPS.items():
+        for a, op, b in e['RELATIONS']:
+            if b == 'epochs' and op in ('<', '<='):
+                assert e['SPEC'].get(a, {}).get('scale') == 'epochs', (name, a)
+
+@pytest.mark.parametrize('name', sorted(n for n, e in EXPS.items() if 'milestones' in e['PRESETS']['smoke']))
+def test_epochs_alone(name):
+    e = EXPS[name]
+    for preset, base in e['PRESETS'].items():
+        # at the preset's own epochs: exactly the preset's milestones (the papers' protocol unchanged)
+        assert check_params(e, preset, {'epochs': base['epochs']}) == base
+        for n in sorted({1, 2, 3, base['epochs'] - 1, 2 * base['epochs'], 10 * base['epochs']} - {0}):
+            cfg = check_params(e, preset, {'epochs': n})
+            assert all(1 <= m < n for m in cfg['milestones']), (preset, n, cfg['milestones'])
+            assert len(cfg['milestones']) <= len(base['milestones'])
+    assert check_params(e, 'paper', {'epochs': 2 * e['PRESETS']['paper']['epochs']})['milestones'] == \
+        [2 * m for m in e['PRESETS']['paper']['milestones']]
+
+def test_rescale_keeps_what_held():
+    s = {'type': 'list', 'lo': 1, 'increasing': True}
+    assert rescale('milestones', [60, 90], 100, 10, s) == [6, 9]
+    assert rescale('milestones', [60, 90], 100, 2, s) == [1]
+    assert rescale('milestones', [60, 90], 100, 1, s) == []
+    assert rescale('window', 8, 8, 3, {'type': 'int', 'lo': 1}) == 3
+
+# ---- a paper run from a dirty tree -----------------------------------------------------------------------------------
+def _repo(tmp_path):
+    r = tmp_path/'repo'
+    (r/'localrules').mkdir(parents=True)
+    (r/'localrules'/'x.py').write_text('a = 1\n')
+    for cmd in (['init', '-q'], ['add', '.'], ['-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-qm', 'x']):
+        subprocess.run(['git', *cmd], cwd=r, check=True, capture_output=True)
+    return r
+
+def test_paper_run_from_a_dirty_tree_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv(DIFF_ENV, raising=False)
+    r = _repo(tmp_path)
+    assert check_clean_tree('paper', root=r) is None                       # clean
+    (r/'localrules'/'x.py').write_text('a = 2\n')
+    with pytest.raises(ValueError) as e: check_clean_tree('paper', root=r)
+    assert 'localrules/x.py' in str(e.value) and '--allow-dirty' in str(e.value)
+    assert check_clean_tree('smoke', root=r) is None                       # smoke runs on any tree
+    digest = check_clean_tree('paper', allow_dirty=True, root=r)
+    assert len(digest) == 64 and os.environ[DIFF_ENV] == digest == diff_digest(r)
+    (r/'localrules'/'x.py').write_text('a = 3\n')
+    assert diff_digest(r) != digest                                        # the digest names the diff
+    from localrules.core import provenance
+    assert provenance('cpu')['diff_sha256'] == digest
+    monkeypatch.delenv(DIFF_ENV)
+    assert 'diff_sha256' not in provenance('cpu')
+
+def test_paper_check_runs_on_a_dirty_tree():
+    "scripts/paper_check.py makes scratch runs (never the ledger): it passes --allow-dirty."
+    assert "'--allow-dirty'" in (ROOT/'scripts'/'paper_check.py').read_text()
+
 
 # ---- damaged dataset files: an error naming the file and what to do, never a bare AssertionError/UnpicklingError ----
 import gzip, struct, tarfile
