@@ -124,8 +124,9 @@ class Ctx:
         self.a, self.t0 = a, time.time()
         self.out = Path(a.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        shm = Path('/dev/shm')
-        base = a.work or (str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else tempfile.gettempdir())
+        shm = Path('/dev/shm')               # memory: checkpoints every epoch cost little there, if it is large
+        roomy = shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 8 * 2**30
+        base = a.work or (str(shm) if roomy else tempfile.gettempdir())
         self.work = Path(tempfile.mkdtemp(prefix='localrules-gpu-', dir=base)) if not a.work else Path(a.work)
         self.work.mkdir(parents=True, exist_ok=True)
         self.carry, self.data = Path(a.carry), self.work/'data'
@@ -300,19 +301,21 @@ def unpack_data(ctx) -> dict:
     import gzip, hashlib
     src, dest, info = ctx.carry/'data', ctx.data, {}
     dest.mkdir(parents=True, exist_ok=True)
-    if (src/'cifar10-jpeg.tar.gz').exists() and not (dest/'cifar10-jpeg').is_dir():
-        part = dest/'cifar10-jpeg.partial'                 # renamed when whole: a killed extraction is no data set
-        shutil.rmtree(part, ignore_errors=True)
-        part.mkdir()
-        subprocess.run(['tar', '-xzf', str(src/'cifar10-jpeg.tar.gz'), '-C', str(part)], check=True, timeout=120)
-        os.rename(part, dest/'cifar10-jpeg')
-    info['cifar10-jpeg'] = sum(1 for _ in (dest/'cifar10-jpeg').rglob('*.jpg')) if (dest/'cifar10-jpeg').is_dir() else 0
     raw = dest/'MNIST'/'raw'
     raw.mkdir(parents=True, exist_ok=True)
     if (src/'mnist-raw.tar.xz').exists():
         subprocess.run(['tar', '-xJf', str(src/'mnist-raw.tar.xz'), '-C', str(dest)], check=True, timeout=120)
     for gz in sorted((src/'MNIST'/'raw').glob('*.gz')):
         with gzip.open(gz, 'rb') as f: (raw/gz.stem).write_bytes(f.read())
+    if (src/'cifar10-jpeg.tar.gz').exists() and not (dest/'cifar10-jpeg').is_dir():
+        part = dest/'cifar10-jpeg.partial'                 # renamed when whole: a killed extraction is no data set
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir()
+        try:
+            subprocess.run(['tar', '-xzf', str(src/'cifar10-jpeg.tar.gz'), '-C', str(part)], check=True, timeout=150)
+            os.rename(part, dest/'cifar10-jpeg')
+        except (OSError, subprocess.SubprocessError) as e: info['cifar10-jpeg_error'] = f'{type(e).__name__}: {e}'
+    info['cifar10-jpeg'] = sum(1 for _ in (dest/'cifar10-jpeg').rglob('*.jpg')) if (dest/'cifar10-jpeg').is_dir() else 0
     mf = ctx.carry/'manifest.json'
     want = json.loads(mf.read_text()).get('mnist_md5', {}) if mf.exists() else {}
     got = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(raw.iterdir()) if p.is_file()}
@@ -448,6 +451,8 @@ def t1_jobs(ctx) -> list:
     mode = 'graphs' if a.compile == 'reduce-overhead' else ('eager' if a.compile == 'none' else a.compile)
     groups = [(f'tf32-{mode}-{g}', entries, fast) for g, entries in GROUPS.items()]
     groups.append((f"fp32-eager-{a.fp32_entry.replace('/', '-')}", [a.fp32_entry], []))
+    # a paper run from a tree git calls dirty needs --allow-dirty where the CLI has it (there is no git on the machine)
+    dirty = ['--allow-dirty'] if '--allow-dirty' in (REPO/'localrules'/'cli.py').read_text() else []
     existing = {p.name: p for p in ctx.runs.iterdir()} if ctx.runs.is_dir() else {}
     pipelines = []
     for tag, entries, flags in groups:
@@ -458,7 +463,7 @@ def t1_jobs(ctx) -> list:
             out = old[-1] if old else ctx.runs/f'paper-gpu-{ctx.stamp}{suffix}'
             cmd = [sys.executable, '-c', LR_MAIN, 'run', EXPERIMENT, '--preset', 'paper', '--device', a.device,
                    '--out', out, '--quiet', '-p', 'datasets', repr([dataset]), '-p', 'entries', repr(entries),
-                   '-p', 'seeds', repr(seeds), '-p', 'data_root', ctx.data, '-p', 'download', 'False', *flags]
+                   '-p', 'seeds', repr(seeds), '-p', 'data_root', ctx.data, '-p', 'download', 'False', *flags, *dirty]
             jobs.append(dict(name=out.name, tag=tag, seeds=seeds, out=out, cmd=cmd + (DRY_T1 if a.dry_run else []),
                              status='done before' if (out/'DONE').exists() else 'waiting'))
         pipelines.append(jobs)

@@ -163,3 +163,26 @@ def test_ingest_puts_rows_with_the_device_into_a_scratch_ledger(tmp_path):
 def test_ingest_refuses_a_wrong_folder(tmp_path):
     p = subprocess.run([sys.executable, str(SCRIPTS/'gpu_ingest.py'), str(tmp_path)], capture_output=True, text=True)
     assert p.returncode == 1 and 'came back' in p.stderr and 'Traceback' not in p.stderr
+
+
+def test_table1_jobs_continue_what_came_back(tmp_path):
+    "Every group x seed chunk is one run; a folder of an earlier machine (same tag, seeds) is continued or skipped."
+    from types import SimpleNamespace
+    a = gpu_run.parse_args(['--out', str(tmp_path/'out')])
+    runs = tmp_path/'runs'
+    (runs/'paper-gpu-20260101T0000-tf32-graphs-bp-s0-1').mkdir(parents=True)
+    (runs/'paper-gpu-20260101T0000-tf32-graphs-bp-s0-1'/'DONE').write_text('x')
+    (runs/'paper-gpu-20260101T0000-tf32-graphs-fa-s2-3-4-5').mkdir()
+    ctx = SimpleNamespace(a=a, runs=runs, stamp='20261207T1200', data=tmp_path/'data')
+    pipes = gpu_run.t1_jobs(ctx)
+    assert len(pipes) == len(gpu_run.GROUPS) + 1 and all(len(p) == len(a.seed_chunks) for p in pipes)
+    jobs = {j['name']: j for p in pipes for j in p}
+    assert jobs['paper-gpu-20260101T0000-tf32-graphs-bp-s0-1']['status'] == 'done before'
+    assert jobs['paper-gpu-20260101T0000-tf32-graphs-fa-s2-3-4-5']['status'] == 'waiting'
+    assert 'paper-gpu-20261207T1200-tf32-graphs-fa-s0-1' in jobs
+    for j in jobs.values():
+        cmd = ' '.join(map(str, j['cmd']))
+        assert f"-p seeds {j['seeds']}" in cmd and '--preset paper' in cmd and "['cifar10-jpeg']" in cmd
+        assert ('--tf32 --compile reduce-overhead' in cmd) == j['tag'].startswith('tf32-graphs')
+    fp32 = [j for j in jobs.values() if j['tag'].startswith('fp32-eager')]
+    assert len(fp32) == len(a.seed_chunks) and all("['pepita']" in ' '.join(map(str, j['cmd'])) for j in fp32)
