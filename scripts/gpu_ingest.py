@@ -90,6 +90,7 @@ def ingest(src:Path, runs:Path, results:Path, bench:Path, report:bool=True) -> d
                 shutil.copyfile(f, bench/f.name)
                 done['bench'].append(f.name)
     record = dict(env={k: v for k, v in env.items() if k != 'pip_log'})
+    done['tf32_vs_fp32'] = record['tf32_vs_fp32'] = tf32_effect(runs, [r['run'] for r in done['runs']])
     for name, key in (('summary.json', 'summary'), ('02_paper_check.json', 'paper_check')):
         if (src/name).exists(): record[key] = json.loads((src/name).read_text())
     bench.mkdir(parents=True, exist_ok=True)
@@ -111,6 +112,20 @@ def ingest(src:Path, runs:Path, results:Path, bench:Path, report:bool=True) -> d
         missing = sorted(ids - {r['run_id'] for r in mine})
         if missing: raise SystemExit(f"error: finished runs {missing} are not in {ledger}")
     return done
+
+
+def tf32_effect(runs:Path, names:list, metric:str='test_acc') -> list:
+    """Per setting and seed trained both ways: the final `metric` with TF32 products (compiled) and in fp32 eager, and
+    their difference; what TF32 changes (the paper's protocol is fp32)."""
+    got = {}
+    for name in names:
+        for f in (runs/EXPERIMENT/name/'units').glob('*.json'):
+            for r in json.loads(f.read_text()):
+                if r.get('kind') == 'final' and r.get('metric') == metric and r.get('value') is not None:
+                    key = (r['rule'], r['variant'], r['dataset'], r['seed'])
+                    got.setdefault(key, {})['tf32' if r.get('tf32') else 'fp32'] = r['value']
+    return [dict(rule=k[0], variant=k[1], dataset=k[2], seed=k[3], tf32=v['tf32'], fp32=v['fp32'],
+                 diff=v['tf32'] - v['fp32']) for k, v in sorted(got.items()) if len(v) == 2]
 
 
 def scratch_copy(scratch:Path) -> tuple:

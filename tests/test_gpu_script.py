@@ -127,9 +127,16 @@ def fabricated_out(tmp_path, device='NVIDIA H100 80GB HBM3'):
             run.record(dict(rule='bp', variant=variant, dataset='cifar10-jpeg', depth=1, seed=seed),
                        {'test_acc': 50.0 + seed + (variant == 'wd'), 'best_test_acc': 51.0 + seed})
     run.finish()
-    for f in run.dir.rglob('*'):                     # as the machine writes them: its GPU, no git
+    fp32 = Run(runs/'paper-gpu-20261207T1200-fp32-eager-bp-s0-1', gpu_run.EXPERIMENT, 'paper',
+               dict(params, entries=['bp']), device='cpu')
+    for seed in (0, 1):
+        fp32.record(dict(rule='bp', variant='base', dataset='cifar10-jpeg', depth=1, seed=seed),
+                    {'test_acc': 49.5 + seed, 'best_test_acc': 51.0 + seed})
+    fp32.finish()
+    for f in runs.rglob('*'):                         # as the machine writes them: its GPU, no git, TF32 in one run
         if f.is_file() and f.suffix in ('.json', '.jsonl'):
             text = re.sub(r'"device": "[^"]*"', f'"device": "{device}"', f.read_text())
+            if 'tf32-graphs' in str(f): text = re.sub(r'"tf32": false', '"tf32": true', text)
             f.write_text(re.sub(r'"commit": "[^"]*"', '"commit": "unknown"', text))
     out = tmp_path/'out'
     out.mkdir()
@@ -152,6 +159,9 @@ def test_ingest_puts_rows_with_the_device_into_a_scratch_ledger(tmp_path):
     rows = [json.loads(l) for l in (scratch/'results'/'ledger'/f'{gpu_run.EXPERIMENT}.jsonl').read_text().splitlines()]
     mine = [r for r in rows if r['run_id'] == run_id and r['kind'] == 'final']
     assert len(mine) == 8 and {r['device'] for r in mine} == {'NVIDIA H100 80GB HBM3'}
+    assert {r['tf32'] for r in mine} == {True}
+    effect = json.loads(p.stdout[p.stdout.index('{'):])['tf32_vs_fp32']
+    assert [(e['seed'], e['tf32'], e['fp32']) for e in effect] == [(0, 50.0, 49.5), (1, 51.0, 50.5)]
     assert {r['commit'] for r in mine} == {'abc1234+dirty'}
     bench = json.loads((scratch/'bench'/'population-cuda.json').read_text())
     assert bench['provenance'] == dict(commit='abc1234+dirty', device='NVIDIA H100 80GB HBM3')
@@ -186,3 +196,11 @@ def test_table1_jobs_continue_what_came_back(tmp_path):
         assert ('--tf32 --compile reduce-overhead' in cmd) == j['tag'].startswith('tf32-graphs')
     fp32 = [j for j in jobs.values() if j['tag'].startswith('fp32-eager')]
     assert len(fp32) == len(a.seed_chunks) and all("['pepita']" in ' '.join(map(str, j['cmd'])) for j in fp32)
+
+
+def test_blob_hash_is_gits(tmp_path):
+    "Without git on the machine, the tree is compared with the manifest by git's own blob hashes."
+    f = tmp_path/'a.txt'
+    f.write_bytes(b'some bytes\n\x00\xff')
+    sha = subprocess.run(['git', 'hash-object', str(f)], capture_output=True, text=True, check=True).stdout.strip()
+    assert gpu_run.git_blob(f) == sha
