@@ -27,21 +27,22 @@ def _angle(a, b) -> float:
     return math.degrees(2 * math.atan2(np.linalg.norm(a - b), np.linalg.norm(a + b)))   # accurate near 0° and 180°
 
 def total_weight(W_list) -> np.ndarray:
-    "W_tot = W_L ⋯ W_1 for weights listed first layer first (each W_l is out×in)."
+    r"$W_{tot} = W_L \cdots W_1$ for weights listed first layer first (each $W_l$ is out × in)."
     W = _np(W_list[0])
     for w in W_list[1:]: W = _np(w) @ W
     return W
 
 # %% ../nbs/14_analysis.ipynb #a5dfd7f6
 def alignment_angle(F, W_list) -> float:
-    "Angle (degrees) between vec(F) (D×C) and vec(W_tot'), W_tot = W_L⋯W_1 (W_list first layer first)."
+    r"""Angle (degrees) between $\mathrm{vec}(F)$ ($D\times C$) and $\mathrm{vec}(W_{tot}^\top)$,
+    $W_{tot} = W_L \cdots W_1$ (`W_list` first layer first)."""
     Wt = total_weight(W_list).T
     if _np(F).shape != Wt.shape:
         raise ValueError(f"F has shape {_np(F).shape}; W_tot' has shape {Wt.shape} (expected D×C)")
     return _angle(F, Wt)
 
 def layer_angles(F_list, W_list) -> list:
-    "Per-layer angles (degrees) between factor F_l and W_l' for a factorised feedback F = F_1⋯F_L."
+    r"Per-layer angles (degrees) between factor $F_l$ and $W_l^\top$ for a factorised feedback $F = F_1 \cdots F_L$."
     if len(F_list) != len(W_list): raise ValueError(f"{len(F_list)} feedback factors for {len(W_list)} layers")
     return [_angle(f, _np(w).T) for f, w in zip(F_list, W_list)]
 

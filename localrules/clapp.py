@@ -255,7 +255,7 @@ class CLAPPppDFB(CLAPPpp):
 
 @register_rule('clapp++both')
 class CLAPPppBoth(CLAPPpp):
-    "CLAPP++both: the same-layer and the DFB losses summed, each with its own W_pred."
+    r"CLAPP++both: the same-layer and the DFB losses summed, each with its own $W_{pred}$."
     feedback = 'both'
 
 # %% ../nbs/32_clapp.ipynb #f7885a26
@@ -304,8 +304,8 @@ class BPInfoNCE(SSLRule):
 # %% ../nbs/32_clapp.ipynb #00aa4477
 @register_rule('dfa_ssl')
 class DFASSL(SSLRule):
-    ("Naive DFA-SSL: the last layer's CLAPP-loss gradient projected to each earlier layer's pooled map by fixed "
-     "random B_l.")
+    r"""Naive DFA-SSL: the last layer's CLAPP-loss gradient projected to each earlier layer's pooled map by fixed
+    random $B_l$."""
     @classmethod
     def example(cls, seed:int=0):
         model, kw, x, y = super().example(seed)
@@ -526,8 +526,8 @@ def ssl_loss(rule:SSLRule, x, seed:int=0) -> float:
 from .rules import grad_alignment
 
 def bp_reference(rule:CLAPPpp) -> BPCLAPPpp:
-    """BP-CLAPP++ on `rule`'s encoder sharing its last-layer W_pred(s): same-layer, DFB, or both (their losses summed,
-    as CLAPP++both's last layer)."""
+    r"""BP-CLAPP++ on `rule`'s encoder sharing its last-layer $W_{pred}$(s): same-layer, DFB, or both (their losses
+    summed, as CLAPP++both's last layer)."""
     preds = [m[-1] for m in (rule.same, rule.top) if m is not None]
     ref = BPCLAPPpp(rule.model, rule.dataset, rule.size, pool=rule.pools[-1], predictor=preds,
                     negatives=rule.negatives, f=rule.f, loss_type=rule.loss_type)

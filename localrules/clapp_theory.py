@@ -218,7 +218,8 @@ def local_ssl_step(net:TheoryNet, losses:nn.ModuleList, x:torch.Tensor, dfb:bool
     return total.item()
 
 def optimal_predictor_grads(net:TheoryNet, losses:nn.ModuleList, x:torch.Tensor, dfb:bool=True) -> float:
-    "Def. 3.4: set each lower predictor's `.grad` to that of ‖∂L_BP/∂z^l − ∂L_l/∂z^l‖² (summed over the batch)."
+    r"""Def. 3.4: set each lower predictor's `.grad` to that of
+    $\|\partial L_{BP}/\partial z^l - \partial L_l/\partial z^l\|^2$ (summed over the batch)."""
     hs = net.features(net.forward_all(x))
     ideal = torch.autograd.grad(losses[-1](hs[-1], hs[-1]), hs[:-1])
     total = 0.

@@ -45,7 +45,8 @@ class ConvNSM(NSM):
 # %% ../nbs/21_conv_nsm.ipynb #dedcb258
 @register_rule('conv_nsm')
 class ConvNSMRule(NSMRule):
-    "NSM rule on a `ConvNSM`: ΔW = η(⟨y xᵀ⟩ − W), ΔM = (η/τ)(⟨y yᵀ⟩ − M), means over batch and positions."
+    r"""NSM rule on a `ConvNSM`: $\Delta W = \eta(\langle y x^\top\rangle - W)$,
+    $\Delta M = (\eta/\tau)(\langle y y^\top\rangle - M)$, means over batch and positions."""
     supports = 'localrules.conv_nsm.ConvNSM, or any NSM layer (EncoderNSM on a conv encoder; the rule is NSM\'s)'
     @classmethod
     def example(cls, seed:int=0):
@@ -65,8 +66,8 @@ def conv_nsm_reference(x:np.ndarray, # (B, C, H, W) images
                        stride:int=1, # patch stride in pixels
                        padding:int=0 # zero padding on each side, in pixels
                       ) -> tuple:
-    ("Per-sample, per-patch NumPy convolutional NSM (`gamma` a number or 'auto'; `tol` > 0 stops each patch on its "
-     "own): returns (maps (B,K,H',W'), ⟨y xᵀ⟩ shaped like W, ⟨y yᵀ⟩).")
+    r"""Per-sample, per-patch NumPy convolutional NSM (`gamma` a number or 'auto'; `tol` > 0 stops each patch on its
+    own): returns (maps (B, K, H', W'), $\langle y x^\top\rangle$ shaped like W, $\langle y y^\top\rangle$)."""
     x, W, M = np.asarray(x), np.asarray(W), np.asarray(M)
     K, C, k, _ = W.shape
     if padding: x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))

@@ -174,8 +174,8 @@ def teacher_student(n:int=1000, # samples
                     teacher_seed:int=0, # draws the teacher's weights w1 (M, D) and w2 (M,)
                     noise:float=0. # std of Gaussian noise added to the labels
                    ):
-    """n samples x ~ N(0, I_D) labelled by a fixed random soft-committee teacher with M hidden erf units; returns
-    (TensorDataset, teacher dict)."""
+    r"""n samples $x \sim \mathcal{N}(0, I_D)$ labelled by a fixed random soft-committee teacher with M hidden erf
+    units; returns (TensorDataset, teacher dict)."""
     check_range('n', n, lo=1, integer=True)
     check_range('D', D, lo=1, integer=True)
     check_range('M', M, lo=1, integer=True)

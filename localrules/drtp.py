@@ -26,7 +26,8 @@ def hidden_deriv(model:MLP, a:torch.Tensor, mask=None) -> torch.Tensor:
 
 @register_rule('drtp')
 class DRTP(LearningRule):
-    "Direct random target projection on an `MLP`: δ_l = (y* B_l) ⊙ f′(a_l) for hidden layers, delta rule at the output."
+    r"""Direct random target projection on an `MLP`: $\delta_l = (y^* B_l) \odot f'(a_l)$ for hidden layers, delta
+    rule at the output."""
     any_model = 'drtp_any'        # other models: localrules.feedback's DRTP (mode 'drtp' of `convert`)
     supports = f"{MLP_SUPPORTS}; other models: 'drtp_any'"
     @classmethod

@@ -89,7 +89,8 @@ class CaptureError(torch.autograd.Function):
 
 # %% ../nbs/06_feedback.ipynb #cf528b93
 class DFALinearFn(torch.autograd.Function):
-    "y = x Wᵀ + b whose backward sends e B (output error e, B: K × in) to the input; ∂W = gᵀ x, ∂b = Σ g."
+    r"""$y = xW^\top + b$ whose backward sends $eB$ (output error $e$, $B$: K × in) to the input;
+    $\partial W = g^\top x$, $\partial b = \sum g$."""
     @staticmethod
     def forward(ctx, x, weight, bias, feedback, holder, layer):
         if x.ndim != 2:
@@ -119,7 +120,8 @@ def _dfa_error(ctx, feedback):
 
 # %% ../nbs/06_feedback.ipynb #160bae7d
 class DFAConv2dFn(torch.autograd.Function):
-    "conv2d(x, W) + b; backward: to the input, the transposed convolution (B: K×C_in×kh×kw) of e spread over positions."
+    r"""conv2d(x, W) + b; backward: to the input, the transposed convolution ($B$: K × `C_in` × kh × kw) of $e$
+    spread over positions."""
     @staticmethod
     def forward(ctx, x, weight, bias, feedback, holder, layer, positions, stride, padding, dilation, groups):
         ctx.save_for_backward(x, weight, feedback)
@@ -394,7 +396,8 @@ def feedback_active(model:nn.Module, on:bool=True):
 def set_target(model:nn.Module, # converted with mode 'drtp', after its forward
                y:torch.Tensor, # integer labels (n,) or float targets (n, K)
                ) -> torch.Tensor:
-    "DRTP: the signal y*/n that the next backward sends to every layer through its B_l (y* one-hot, n the batch size)."
+    r"""DRTP: the signal $y^*/n$ that the next backward sends to every layer through its $B_l$ ($y^*$ one-hot, $n$
+    the batch size)."""
     st = getattr(model, 'fb_state', None)
     if st is None or st.mode != 'drtp':
         got = 'not converted' if st is None else f'converted to {st.mode!r}'
@@ -541,7 +544,8 @@ class FAAny(FeedbackRule):
 
 @register_rule('dfa')
 class DFA(FeedbackRule):
-    "Direct feedback alignment on any model: every layer's input receives the output error through its own fixed B_l."
+    r"""Direct feedback alignment on any model: every layer's input receives the output error through its own fixed
+    $B_l$."""
     mode = 'dfa'
     def __init__(self, model:nn.Module, # any nn.Module with nn.Linear / nn.Conv2d layers, one (batch, K) output
                  loss:str='ce', # 'ce' or 'mse'
@@ -555,8 +559,8 @@ class DFA(FeedbackRule):
 
 @register_rule('drtp_any')
 class DRTPAny(FeedbackRule):
-    """Direct random target projection on any model: every layer's input receives the one-hot target y*/n through its
-    B_l."""
+    r"""Direct random target projection on any model: every layer's input receives the one-hot target $y^*/n$ through
+    its $B_l$."""
     mode = 'drtp'
     def __init__(self, model:nn.Module, # any nn.Module with nn.Linear / nn.Conv2d layers, one (batch, K) output
                  loss:str='ce', # the output layer's loss: 'ce' or 'mse'

@@ -140,8 +140,8 @@ def load_data(dataset:str, # a name of `DATASETS` ('mnist', 'cifar10', ...)
               download:bool=False, # fetch the dataset into `root` if missing
               limit:int=None # train on a fixed random subset (seed 0) of this many samples; None: all
              ) -> tuple:
-    """((x_train, y_train), (x_test, y_test)) of `dataset`, flattened, on `device`; `limit`: a fixed random subset of
-    the training set."""
+    r"""((`x_train`, `y_train`), (`x_test`, `y_test`)) of `dataset`, flattened, on `device`; `limit`: a fixed random
+    subset of the training set."""
     tr = load_tensors(dataset, 'train', root, device, flatten=True, download=download)
     if limit:                                    # random, not the first `limit` (some copies are sorted by class)
         idx = torch.randperm(len(tr[0]), generator=torch.Generator().manual_seed(0))[:limit].to(tr[0].device)

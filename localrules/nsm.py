@@ -78,8 +78,8 @@ def auto_step(M:torch.Tensor) -> float:
     return min(1., 1. / lam) if lam > 0 else 1.
 
 def momentum(M:torch.Tensor, gamma:float) -> float:
-    ("Constant momentum (1 − √(γμ)) / (1 + √(γμ)) of accelerated projected gradient, μ = λ_min(M); 0 (plain steps) "
-     "when M is not positive definite.")
+    r"""Constant momentum $(1 - \sqrt{\gamma\mu}) / (1 + \sqrt{\gamma\mu})$ of accelerated projected gradient,
+    $\mu = \lambda_{min}(M)$; 0 (plain steps) when M is not positive definite."""
     mu = _spectrum(M)[0]
     if mu <= 0: return 0.
     r = math.sqrt(min(gamma * mu, 1.))
@@ -253,8 +253,8 @@ def _toy_nsm(seed:int, n_in:int=6, n_out:int=3, n:int=16) -> tuple:
 
 @register_rule('nsm')
 class NSMRule(LearningRule):
-    ("Similarity matching: fixed-point dynamics, then ΔW = η(⟨yxᵀ⟩ − W), ΔM = (η/τ)(⟨yyᵀ⟩ − M) written as "
-     "descent-sign grads.")
+    r"""Similarity matching: fixed-point dynamics, then $\Delta W = \eta(\langle yx^\top\rangle - W)$,
+    $\Delta M = (\eta/\tau)(\langle yy^\top\rangle - M)$ written as descent-sign grads."""
     supports = NSM_SUPPORTS
     @classmethod
     def check_model(cls, model):
@@ -342,8 +342,8 @@ def pynsm_rates(lr:float, tau:float, n_out:int) -> dict:
 
 # %% ../nbs/20_nsm.ipynb #a42bd0d7
 def subspace_error(F:torch.Tensor, U:torch.Tensor) -> tuple:
-    ("Projection error ‖P_F − P_U‖²_F / k and the largest principal angle (degrees) between the row space of F (k×n) "
-     "and the column space of U (n×k).")
+    r"""Projection error $\|P_F - P_U\|_F^2 / k$ and the largest principal angle (degrees) between the row space of F
+    (k × n) and the column space of U (n × k)."""
     Qf = torch.linalg.qr(F.t().double())[0]
     Qu = torch.linalg.qr(U.double())[0]
     err = ((Qf @ Qf.t() - Qu @ Qu.t()).pow(2).sum() / U.shape[1]).item()
@@ -356,6 +356,6 @@ def sm_filters(model:NSM) -> torch.Tensor:
 
 # %% ../nbs/20_nsm.ipynb #db031990
 def similarity_error(x:torch.Tensor, y:torch.Tensor) -> float:
-    "Relative similarity-matching error ‖XXᵀ − YYᵀ‖_F / ‖XXᵀ‖_F of row-sample matrices."
+    r"Relative similarity-matching error $\|XX^\top - YY^\top\|_F / \|XX^\top\|_F$ of row-sample matrices."
     Gx, Gy = x.flatten(1) @ x.flatten(1).t(), y.flatten(1) @ y.flatten(1).t()
     return ((Gx - Gy).norm() / Gx.norm()).item()

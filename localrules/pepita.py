@@ -38,7 +38,7 @@ def matrix_angle(a:torch.Tensor, b:torch.Tensor):
     return deg.item() if deg.dim() == 0 else deg.tolist()
 
 def output_target(out:torch.Tensor, y:torch.Tensor):
-    "(h_L, target): softmax and one-hot for integer labels; identity and y for float targets."
+    r"($h_L$, target): softmax and one-hot for integer labels; identity and y for float targets."
     if y.is_floating_point(): return out, y.reshape(out.shape).to(out.dtype)
     return out.softmax(-1), F.one_hot(y, out.shape[-1]).to(out.dtype)
 
@@ -314,7 +314,8 @@ class PepitaTimeLocal(PepitaBase):
 # %% ../nbs/10_pepita.ipynb #9b281378
 @register_rule('afa')
 class AFA(PepitaBase):
-    "Adaptive feedback alignment (arXiv 2302.05440, eq. 11): ΔW_1 = [(W_1Fe) ⊙ h_1′] xᵀ, ΔW_2 = e h_1ᵀ; 2-layer MLPs."
+    r"""Adaptive feedback alignment (arXiv 2302.05440, Eq. 11): $\Delta W_1 = [(W_1Fe) \odot h_1'] x^\top$,
+    $\Delta W_2 = e h_1^\top$; 2-layer MLPs."""
     supports = 'localrules.rules.MLP with 2 layers (one network or a population)'
     @classmethod
     def check_model(cls, model):
@@ -344,8 +345,8 @@ class AFA(PepitaBase):
 
 # %% ../nbs/10_pepita.ipynb #9e818d62
 def feedback_angles(rule:PepitaBase) -> dict:
-    """Alignment angles (degrees): F vs W_totᵀ (W_tot = W_L⋯W_1) and, when factorised, each F_l vs W_lᵀ (lists, one per
-    member, in a population)."""
+    r"""Alignment angles (degrees): F vs $W_{tot}^\top$ ($W_{tot} = W_L \cdots W_1$) and, when factorised, each $F_l$
+    vs $W_l^\top$ (lists, one per member, in a population)."""
     Ws = [l.weight.detach() for l in rule.model.layers]
     res = {'F_Wtot': matrix_angle(rule.feedback_matrix(), reduce(lambda a, b: b @ a, Ws).mT)}
     if rule.wm:
@@ -525,8 +526,8 @@ class StackPepitaBase(LearningRule):
 # %% ../nbs/10_pepita.ipynb #d958ea99
 @register_rule('pepita_seq')
 class PepitaSeq(StackPepitaBase):
-    """PEPITA (arXiv 2201.11665; 2302.05440 eqs 3–5) on a feed-forward nn.Sequential: ΔW_ℓ from (h_ℓ − h_ℓ^err) at
-    u_ℓ^err, ΔW_L from e."""
+    r"""PEPITA (arXiv 2201.11665; 2302.05440 Eqs. 3–5) on a feed-forward nn.Sequential: $\Delta W_\ell$ from
+    $(h_\ell - h_\ell^{err})$ at $u_\ell^{err}$, $\Delta W_L$ from e."""
     def updates(self, ps:StackPasses):
         outs = [m.a for m in ps.mod]
         grads = [(c.h - m.h).detach() / ps.n for c, m in zip(ps.clean[:-1], ps.mod[:-1])]
@@ -534,8 +535,8 @@ class PepitaSeq(StackPepitaBase):
 
 @register_rule('pepita_hebbian_seq')
 class PepitaHebbianSeq(StackPepitaBase):
-    """PEPITA-Hebbian (arXiv 2302.05440 eqs 7, 13, 14) on a feed-forward nn.Sequential: h_ℓ at u_ℓ minus h_ℓ^err at
-    u_ℓ^err."""
+    r"""PEPITA-Hebbian (arXiv 2302.05440 Eqs. 7, 13, 14) on a feed-forward nn.Sequential: $h_\ell$ at $u_\ell$ minus
+    $h_\ell^{err}$ at $u_\ell^{err}$."""
     local_clean = True
     def updates(self, ps:StackPasses):
         outs, grads = [], []

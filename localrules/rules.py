@@ -245,9 +245,9 @@ def normalise(h:torch.Tensor, norm:str='none', eps:float=1e-8) -> torch.Tensor:
     return h
 
 class FeedbackLinearFn(torch.autograd.Function):
-    ("y = x Wᵀ + b whose backward sends the error g to the input as g B (B = W: backprop; a fixed random B: feedback "
-     "alignment); ∂W = gᵀ x, ∂b = Σ g over every batch dimension. W is out×in (x of any batch shape) or N×out×in, "
-     "a population (x B×in, shared by the members, or N×B×in).")
+    r"""$y = xW^\top + b$ whose backward sends the error g to the input as $gB$ (B = W: backprop; a fixed random B:
+    feedback alignment); $\partial W = g^\top x$, $\partial b = \sum g$ over every batch dimension. W is out × in (x
+    of any batch shape) or N × out × in, a population (x B × in, shared by the members, or N × B × in)."""
     @staticmethod
     def forward(ctx, x, weight, bias, feedback):
         ctx.save_for_backward(x, feedback)
@@ -280,7 +280,7 @@ def _linear_param_grads(ctx, g, x, stacked:bool=False):
 
 # %% ../nbs/02_rules.ipynb #04b7ee65
 def affine(h:torch.Tensor, w:torch.Tensor, b:torch.Tensor=None) -> torch.Tensor:
-    "h Wᵀ + b for one network (W: out×in) or a population (W: N×out×in, h: B×in shared or N×B×in)."
+    r"$hW^\top + b$ for one network (W: out × in) or a population (W: N × out × in, h: B × in shared or N × B × in)."
     if w.dim() == 2: return F.linear(h, w, b)
     if torch.is_grad_enabled() and w.requires_grad: return FeedbackLinearFn.apply(h, w, b, w)
     a = h @ w.mT
@@ -449,8 +449,8 @@ def _fa_feedback(shape, init:str, generator=None) -> torch.Tensor:
 
 @register_rule('fa')
 class FA(LearningRule):
-    ("Feedback alignment on an `MLP`: fixed random feedback `B_l` (init like W, scaled by `feedback_scale`) replaces "
-     "W_lᵀ.")
+    r"""Feedback alignment on an `MLP`: fixed random feedback `B_l` (init like W, scaled by `feedback_scale`)
+    replaces $W_l^\top$."""
     any_model = 'fa_any'          # other models: localrules.feedback's FA, by the same name
     supports = MLP_SUPPORTS + "; get_rule hands any other model to 'fa_any'"
     def __init__(self, model:MLP, loss:str='ce', init:str='he_uniform', feedback_scale:float=1., seed:int=None):

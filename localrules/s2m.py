@@ -37,7 +37,8 @@ class _LabelPathway:
         return T
 
 class S2M(_LabelPathway, NSM):
-    "Dense supervised similarity matching: NSM(n_in, n_out) plus a label pathway U (n_out × n_classes) of weight α."
+    r"""Dense supervised similarity matching: NSM(`n_in`, `n_out`) plus a label pathway U (`n_out` × `n_classes`) of
+    weight $\alpha$."""
     def __init__(self, n_in:int, n_out:int, n_classes:int=10, alpha:float=0.1, **kw):
         super().__init__(n_in, n_out, **kw)
         self._init_labels(n_classes, alpha)

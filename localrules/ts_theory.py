@@ -28,12 +28,13 @@ def gprime(x):
 
 # %% ../nbs/13_ts_theory.ipynb #4ecbcb64
 def I2(C):
-    "I₂[a,b] = E[g(γa)g(γb)] for every pair of the Gaussian variables with covariance C."
+    r"$I_2[a,b] = E[g(\gamma_a)g(\gamma_b)]$ for every pair of the Gaussian variables with covariance C."
     d = 1 + np.diag(C)
     return (2 / np.pi) * np.arcsin(C / np.sqrt(np.outer(d, d)))
 
 def I3(C, A, B, Cc):
-    "I₃[a,b,c] = E[g'(γa) γb g(γc)] for a in A, b in B, c in Cc (index lists into covariance C)."
+    r"""$I_3[a,b,c] = E[g'(\gamma_a)\,\gamma_b\,g(\gamma_c)]$ for a in A, b in B, c in Cc (index lists into
+    covariance C)."""
     A, B, Cc = (np.asarray(i)[s] for i, s in zip((A, B, Cc),
                                                  (np.s_[:, None, None], np.s_[None, :, None], np.s_[None, None, :])))
     caa, ccc, cac = C[A, A], C[Cc, Cc], C[A, Cc]
@@ -46,7 +47,7 @@ def I4(C, # covariance matrix of the Gaussian local fields (students, teachers, 
        Cc, # indices into C of c: axis 2
        Dd # indices into C of d: axis 3
       ):
-    "I₄[a,b,c,d] = E[g'(γa) g'(γb) g(γc) g(γd)] for a in A, b in B, c in Cc, d in Dd."
+    r"$I_4[a,b,c,d] = E[g'(\gamma_a) g'(\gamma_b) g(\gamma_c) g(\gamma_d)]$ for a in A, b in B, c in Cc, d in Dd."
     sl = [np.s_[:, None, None, None], np.s_[None, :, None, None], np.s_[None, None, :, None],
           np.s_[None, None, None, :]]
     a, b, c, d = (np.asarray(i)[s] for i, s in zip((A, B, Cc, Dd), sl))
@@ -63,7 +64,7 @@ STATE_KEYS = ('Q', 'R', 'W2', 'f')
 CONST_KEYS = ('T', 'W2t', 'ft', 'qf')
 
 def omega(s:dict) -> np.ndarray:
-    "Covariance of (λ₁..λ_K, ν₁..ν_M, ρ)."
+    r"Covariance of $(\lambda_1 \dots \lambda_K, \nu_1 \dots \nu_M, \rho)$."
     K, M = s['R'].shape
     O = np.empty((K + M + 1, K + M + 1))
     O[:K, :K], O[:K, K:K + M], O[K:K + M, K:K + M] = s['Q'], s['R'], s['T']
@@ -74,7 +75,7 @@ def omega(s:dict) -> np.ndarray:
     return O
 
 def eg(s:dict) -> float:
-    "Generalisation error ε_g = ½E[(ŷ − y)²] from the order parameters (eq 24)."
+    r"Generalisation error $\epsilon_g = \frac12 E[(\hat y - y)^2]$ from the order parameters (Eq. 24)."
     K, M = s['R'].shape
     v = np.concatenate([s['W2'], -np.asarray(s['W2t'])])
     return 0.5 * float(v @ I2(omega(s)[:K + M, :K + M]) @ v)
@@ -132,8 +133,8 @@ def integrate(s0:dict, # initial order parameters Q, R, W2, f and constants T, W
               atol:float=1e-10, # RK45 absolute tolerance (at least 1e-9 for 'pepita')
               max_evals:int=20_000 # right-hand-side evaluations allowed before a `RuntimeError`
              ) -> dict:
-    """Integrate the ODEs of `rule` ('afa' closed form, 'pepita' Monte Carlo) from state `s0`, in at most `max_evals`
-    right-hand-side evaluations; returns {'t', 'Q', 'R', 'W2', 'f', 'eg'} over t_eval."""
+    r"""Integrate the ODEs of `rule` ('afa' closed form, 'pepita' Monte Carlo) from state `s0`, in at most
+    `max_evals` right-hand-side evaluations; returns {'t', 'Q', 'R', 'W2', 'f', 'eg'} over `t_eval`."""
     check_range('eta', eta, lo=0)
     check_choice('rule', rule, ('afa', 'pepita'))
     check_range('max_evals', max_evals, lo=1, integer=True)
@@ -197,8 +198,8 @@ def simulate(w0:dict, # initial weights W1, W2, W1t, W2t, F, as `init_weights` r
              rule:str='afa', # 'afa' or 'pepita'
              chunk:int=2048 # online steps whose samples are drawn at once (memory vs speed)
             ) -> dict:
-    """Simulate online AFA/PEPITA from weights `w0` for each data seed; returns order parameters and ε_g at `t_eval`
-    (arrays [t, seed, ...])."""
+    r"""Simulate online AFA/PEPITA from weights `w0` for each data seed; returns order parameters and $\epsilon_g$ at
+    `t_eval` (arrays [t, seed, ...])."""
     check_choice('rule', rule, ('afa', 'pepita'))
     check_range('eta', eta, lo=0)
     t_eval = np.asarray(t_eval, dtype=float)
@@ -251,7 +252,8 @@ def simulate(w0:dict, # initial weights W1, W2, W1t, W2t, F, as `init_weights` r
 
 # %% ../nbs/13_ts_theory.ipynb #ed2c4360
 def rhs_pepita(s:dict, eta:float, z:np.ndarray) -> dict:
-    "Time derivatives of the order parameters under online PEPITA, averaged over samples z ~ N(0, I_{K+M+1})."
+    r"""Time derivatives of the order parameters under online PEPITA, averaged over samples
+    $z \sim \mathcal{N}(0, I_{K+M+1})$."""
     K, M = s['R'].shape
     G = z @ np.linalg.cholesky(omega(s)).T
     lam, nu, rho = G[:, :K], G[:, K:K + M], G[:, -1]
@@ -270,8 +272,8 @@ def early_time(q0:float, # initial student norm Q_kk(0)
                qf:float, # feedback norm F·F / D
                eta:float # learning rate η
               ) -> dict:
-    """Early-time slopes (Sup. E.1): dR/dt|₀ (eq 27), the coefficient c of dW₂/dt ≈ c·t (eq 28), df/dt|₀ (derived, and
-    eq 29 as printed)."""
+    r"""Early-time slopes (Sup. E.1): $dR/dt|_0$ (Eq. 27), the coefficient c of $dW_2/dt \approx c\,t$ (Eq. 28),
+    $df/dt|_0$ (derived, and Eq. 29 as printed)."""
     f0, W2t, ft = (np.asarray(a, dtype=float) for a in (f0, W2t, ft))
     dR = math.sqrt(2) * eta * np.outer(f0, W2t) / (math.pi * math.sqrt(1 + q0))
     dW2_coef = 2 * eta ** 2 * f0 * (W2t @ W2t) / (math.pi ** 2 * (1 + q0))
@@ -288,13 +290,14 @@ def early_f(t, # times (any shape; t = steps / D)
             eta:float, # learning rate η
             paper:bool=False # use eq 29's slope as printed instead of the derived one
            ):
-    "f(t) ≈ f(0) + t·df/dt|₀ to first order in t (eq 30; `paper=True` uses eq 29's printed slope)."
+    r"$f(t) \approx f(0) + t\, df/dt|_0$ to first order in t (Eq. 30; `paper=True` uses Eq. 29's printed slope)."
     e = early_time(q0, f0, W2t, ft, qf, eta)
     return np.asarray(f0, float) + np.multiply.outer(np.asarray(t, float), e['df_eq29' if paper else 'df'])
 
 # %% ../nbs/13_ts_theory.ipynb #f2809a57
 def escape_time(t, eg_curve, frac:float=0.5) -> float:
-    "First time at which the ε_g curve falls below `frac`·ε_g(0) (linear interpolation; NaN if never)."
+    r"""First time at which the $\epsilon_g$ curve falls below `frac` $\cdot\,\epsilon_g(0)$ (linear interpolation;
+    NaN if never)."""
     t, e = np.asarray(t, float), np.asarray(eg_curve, float)
     thr = frac * e[0]
     below = np.nonzero(e < thr)[0]
