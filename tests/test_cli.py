@@ -144,7 +144,7 @@ def test_report_skips_bad_lines_and_lists_diverged_units(tmp_path):
     p = cli('report', '--update-ledger', '--runs', runs, '--results', results, check=True)
     assert f"{results/'ledger'/'other.jsonl'}:1: not valid JSON" in p.output and 'Traceback' not in p.output
     assert 'demo smoke-1 (rule=bp, seed=1): diverged: loss became nan at epoch 3' in p.output
-    assert '| 90 (n=1) |' in p.output or '| 90 |' in p.output, p.output                    # the mean leaves it out
+    assert '| 90 (n=1); not counted: diverged ×1 |' in p.output, p.output    # out of the mean, shown as diverged
 
 def test_compile_mode_is_checked_before_anything_runs(tmp_path):
     "`--compile` takes torch.compile's modes only; a bad one is refused by the parser, no run folder made."
