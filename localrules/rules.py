@@ -42,6 +42,7 @@ def _plain_value(v):
     if isinstance(v, (list, tuple)): return [_plain_value(u) for u in v]
     return v
 
+@torch.compiler.disable                 # not traced by torch.compile: .item() stays out of the compiled graph
 def plain_stats(m:dict, # what a rule's `forward` returned
                 device:bool=False # keep the statistics as detached tensors (no host sync), as `fit` does
                ) -> dict:

@@ -35,3 +35,17 @@ def test_block_runs_on_its_own(name, code, tmp_path):
     assert ' object at 0x' not in r.stdout, f"{name} prints an object without a meaningful repr:\n{r.stdout}"
     if 'print(log)' in code:
         assert 'MetricsLogger(' in r.stdout and 'test_acc' in r.stdout, f"{name}: `log` says nothing:\n{r.stdout}"
+
+
+def test_first_hour_tutorial_keeps_its_outputs():
+    """nbs/tutorials/first_hour.ipynb is read on the site with its outputs (committed, kept by nbdev-clean): every code
+    cell after the imports shows something, and none an error."""
+    cells = json.loads((ROOT/'nbs'/'tutorials'/'first_hour.ipynb').read_text())['cells']
+    code = [c for c in cells if c['cell_type'] == 'code']
+    assert len(code) >= 6
+    errors = [c['source'] for c in code if any(o['output_type'] == 'error' for o in c['outputs'])]
+    assert not errors, f'cells with an error output: {errors}'
+    silent = [''.join(c['source'])[:60] for c in code[1:] if not c['outputs']]
+    assert not silent, f'cells without their outputs (run the notebook and commit it): {silent}'
+    text = json.dumps([c['outputs'] for c in code])
+    assert 'test accuracy' in text and 'cosine to BP' in text and 'image/png' in text
