@@ -1564,6 +1564,7 @@ def site_structure(nbs:Path, quarto:Path=None) -> tuple:
     pages = {p.stem: p for p in sorted(nbs.glob('*.ipynb'))}
     exps = [p for p in sorted((nbs/'experiments').glob('*.ipynb')) if not p.name.startswith('_')]
     pages.update({f'experiments/{p.stem}': p for p in exps})
+    pages.update({f'tutorials/{p.stem}': p for p in sorted((nbs/'tutorials').glob('*.ipynb'))})   # run by a reader
     quarto = quarto or nbs/'_quarto.yml'
     cfg = yaml.safe_load(quarto.read_text()) if quarto.exists() else {}
     navbar = [('Home', 'index.html')]
@@ -1583,7 +1584,9 @@ def site_structure(nbs:Path, quarto:Path=None) -> tuple:
         titles[rel] = head.lstrip()[2:].splitlines()[0].strip()
     site_pages = [r for r in pages if r in ('results', 'status')]
     library = [r for r in pages if '/' not in r and r not in site_pages and r != 'index']
+    tutorials = [(titles[r], page_name(r)) for r in pages if r.startswith('tutorials/')]
     sidebar = [('Home', [(titles.get('index', 'localrules'), 'index.html')] if 'index' in pages else []),
+               *([('Tutorials', tutorials)] if tutorials else []),
                ('Results', [(titles[r], page_name(r)) for r in site_pages]),
                ('Library', [(_library_label(r, titles[r]), page_name(r)) for r in library])]
     by_paper = {}
@@ -1700,7 +1703,6 @@ def stale_notebooks(nbs, results) -> list:
     import nbformat
     out = []
     for p in sorted(Path(nbs).glob('experiments/*.ipynb')):
-    pages.update({f'tutorials/{p.stem}': p for p in sorted((nbs/'tutorials').glob('*.ipynb'))})   # run by a reader
         if not _outputs_current(nbformat.read(p, as_version=4), p.stem, results):
             out.append(f"{p}: the outputs of its ledger cell are not what today's ledger rows and report code give; "
                        "run `localrules report --update-ledger`")
@@ -1720,9 +1722,7 @@ def _write_clean(nb, path:Path):
 def write_ledger_outputs(nbs, results, experiment:str=None, timeout:int=900) -> list:
     "Run the `ledger` cells of the experiment notebooks under `nbs` (or one `experiment`) and commit their outputs."
     import nbformat
-    tutorials = [(titles[r], page_name(r)) for r in pages if r.startswith('tutorials/')]
     nbs = Path(nbs)
-               *([('Tutorials', tutorials)] if tutorials else []),
     paths = sorted(nbs.glob(f"experiments/{experiment or '*'}.ipynb"))
     if experiment and not paths:
         raise ValueError(f'experiment={experiment!r}: no notebook nbs/experiments/{experiment}.ipynb under {nbs}')
