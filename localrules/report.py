@@ -360,6 +360,8 @@ def _metrics(df, first=(), limit:int=MAX_PANELS) -> list:
 
 def _constant(values) -> bool:
     "Whether `values` are one number (to 1e-9 of their size): a metric that does not vary says nothing a table can't."
+    if not len(values):
+        return True
     lo, hi = min(values), max(values)
     return hi - lo <= 1e-9 * max(1., abs(lo), abs(hi))
 
@@ -378,7 +380,7 @@ def _facets(d, field:str) -> list:
     if field is None:
         return [('', d)]
     vals = sorted(d[field].unique(), key=_value_key)
-    return [(f'{field}={v}', d[d[field] == v]) for v in vals]
+    return [(f'{field}={v}', d[d[field].isna() if v != v else d[field] == v]) for v in vals]
 
 def _panel_title(metric:str, facet:str) -> str:
     return f'{metric}\n{facet}' if facet else metric
@@ -696,7 +698,7 @@ def experiment_results(experiment:str, results=None, show:bool=True) -> dict:
         display(Markdown(_shown_tables(tables, summaries)))
         display(Markdown(provenance_line(experiment, len(rows), digest)))
         for name, fig in figs.items():
-            display(Image(data=_png(fig, dpi=80)))        # committed in the notebooks: keep them small
+            display(Image(data=_png(fig, dpi=110)))       # committed in the notebooks: 7 in at 110 dpi, 9 pt text
     for fig in figs.values():
         plt.close(fig)
     return dict(tables=tables, figures=sorted(figs), digest=digest, rows=len(rows))
