@@ -151,6 +151,10 @@ def main():
     if not src.is_dir() or not any((src/f).exists() for f in ('summary.json', '01_env.json', '04_table1.tar.gz')):
         sys.exit(f"error: {src} holds none of summary.json, 01_env.json, 04_table1.tar.gz: give the folder that came "
                  "back from gpu_run.sh")
+    summary = json.loads((src/'summary.json').read_text()) if (src/'summary.json').exists() else {}
+    if summary.get('dry_run') and not a.scratch:
+        sys.exit(f"error: {src} is a dry run (tiny sizes under the paper preset's name): ingest it with --scratch DIR, "
+                 "never into the committed ledger")
     runs, results, bench = scratch_copy(Path(a.scratch)) if a.scratch else (Path(a.runs), Path(a.results),
                                                                             Path(a.bench_dir))
     done = ingest(src, runs, results, bench, report=not a.no_report)

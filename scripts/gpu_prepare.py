@@ -9,7 +9,8 @@ exact `run` call. Run it here (a package registry is needed for the wheels), rig
   data/cifar10-jpeg.tar.gz   copied as is
   data/MNIST/raw/*.gz        copied as is, or, when the tree would not fit with them, data/mnist-raw.tar.xz (the four
                              uncompressed IDX files, 2 MB smaller); gpu_run.py checks their MD5 after unpacking
-  resume/04_table1.tar.gz    with --resume-from: Table 1's run folders that came back from an earlier machine
+  resume/04_table1.tar.gz    with --resume-from: Table 1's run folders that came back from an earlier machine, slim
+                             (run.json and DONE of each, the finished units of unfinished ones)
   manifest.json              commit, the blob hash of every tracked file (the machine has no git: it compares the
                              files it got with them and records commit+dirty if any differs), MD5s, sizes
 """
@@ -92,6 +93,21 @@ def manifest(carry:Path, src:Path) -> dict:
                 wheels=sorted(p.name for p in (carry/'wheels').glob('*.whl')))
 
 
+def slim_resume(src:Path, dest:Path) -> dict:
+    """Of a 04_table1.tar.gz that came back, what the next machine needs: every run's run.json and DONE (a finished
+    run is skipped there, its results are here already), and the finished units of unfinished runs."""
+    runs = {}
+    with tarfile.open(src) as t:
+        members = [m for m in t.getmembers() if m.isfile() and m.name.startswith('runs/')]
+        for m in members: runs.setdefault('/'.join(m.name.split('/')[:3]), set()).add(m.name.split('/', 3)[3])
+        done = {r for r, files in runs.items() if 'DONE' in files}
+        keep = [m for m in members if m.name.endswith(('/run.json', '/DONE'))
+                or ('/'.join(m.name.split('/')[:3]) not in done and '/units/' in m.name)]
+        with tarfile.open(dest, 'w:gz') as out:
+            for m in keep: out.addfile(m, t.extractfile(m))
+    return dict(runs=len(runs), finished=len(done), files=len(keep), bytes=dest.stat().st_size)
+
+
 def run_call(timeout:int=RUN_TIMEOUT) -> str:
     return json.dumps(dict(command='bash scripts/gpu_run.sh --device cuda', carry=['.gpu'], timeout_s=timeout))
 
@@ -120,7 +136,9 @@ def main():
     shutil.rmtree(carry/'resume', ignore_errors=True)
     if a.resume_from:
         (carry/'resume').mkdir()
-        shutil.copyfile(pack, carry/'resume'/'04_table1.tar.gz')
+        info = slim_resume(pack, carry/'resume'/'04_table1.tar.gz')
+        print(f"resume: {info['runs']} run folder(s), {info['finished']} finished (skipped there), "
+              f"{info['bytes'] / 2**20:.2f} MiB", flush=True)
     gz = sum((src/'MNIST'/'raw'/f'{n}.gz').stat().st_size for n in MNIST)
     with_gz = sum(travel_bytes(carry, skip='data').values()) + gz + (src/'cifar10-jpeg.tar.gz').stat().st_size
     xz = with_gz > LIMIT - MARGIN

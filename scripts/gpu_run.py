@@ -112,7 +112,7 @@ def parse_args(argv=None):
     if a.check_only is None and a.dry_run: a.check_only = ['bp_vs_fa']
     entries = [e for g in GROUPS.values() for e in g]
     if a.fp32_entry not in entries: ap.error(f"--fp32-entry {a.fp32_entry!r}: choose one of {entries}")
-    if a.t_env + a.t_bench + 30 > a.budget:
+    if a.t_env * ('env' in steps) + a.t_bench * ('bench' in steps) + 30 > a.budget:
         ap.error(f"--budget {a.budget:g} s leaves Table 1 nothing after --t-env and --t-bench")
     return a
 
@@ -450,7 +450,10 @@ def t1_jobs(ctx) -> list:
     fast = ['--tf32'] + (['--compile', a.compile] if a.compile != 'none' else [])
     mode = 'graphs' if a.compile == 'reduce-overhead' else ('eager' if a.compile == 'none' else a.compile)
     groups = [(f'tf32-{mode}-{g}', entries, fast) for g, entries in GROUPS.items()]
-    groups.append((f"fp32-eager-{a.fp32_entry.replace('/', '-')}", [a.fp32_entry], []))
+    # first the group holding the fp32 row and the fp32 row: a run cut short (fewer workers) still compares them
+    first = next(i for i, (_, entries, _) in enumerate(groups) if a.fp32_entry in entries)
+    groups = [groups[first], (f"fp32-eager-{a.fp32_entry.replace('/', '-')}", [a.fp32_entry], [])] + \
+        groups[:first] + groups[first + 1:]
     # a paper run from a tree git calls dirty needs --allow-dirty where the CLI has it (there is no git on the machine)
     dirty = ['--allow-dirty'] if '--allow-dirty' in (REPO/'localrules'/'cli.py').read_text() else []
     existing = {p.name: p for p in ctx.runs.iterdir()} if ctx.runs.is_dir() else {}
@@ -569,7 +572,9 @@ def main(argv=None):
     check = table1 = None
     try:
         if 'env' in a.steps: guarded(ctx, 'env', step_env, ctx)
-        else: install(ctx)
+        else:                                             # the other steps need the CLI shim and the data
+            install(ctx)
+            guarded(ctx, 'env', unpack_data, ctx)
         if 'bench' in a.steps: guarded(ctx, 'bench', step_bench, ctx)
         if 'paper_check' in a.steps: check = guarded(ctx, 'paper_check', PaperCheck, ctx)
         if 'table1' in a.steps: table1 = guarded(ctx, 'table1', Table1, ctx)

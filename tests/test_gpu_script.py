@@ -204,3 +204,23 @@ def test_blob_hash_is_gits(tmp_path):
     f.write_bytes(b'some bytes\n\x00\xff')
     sha = subprocess.run(['git', 'hash-object', str(f)], capture_output=True, text=True, check=True).stdout.strip()
     assert gpu_run.git_blob(f) == sha
+
+
+def test_ingest_keeps_dry_runs_out_of_the_ledger(tmp_path):
+    (tmp_path/'summary.json').write_text(json.dumps(dict(dry_run=True, steps={})))
+    p = subprocess.run([sys.executable, str(SCRIPTS/'gpu_ingest.py'), str(tmp_path)], capture_output=True, text=True)
+    assert p.returncode == 1 and '--scratch' in p.stderr and 'Traceback' not in p.stderr
+
+
+def test_resume_pack_is_slim(tmp_path):
+    "What travels to continue Table 1: run.json and DONE of each run, the finished units of unfinished ones only."
+    runs = tmp_path/'runs'/gpu_run.EXPERIMENT
+    for run, done in (('a-s0', True), ('b-s0', False)):
+        for f in ['run.json', 'units/u.json', 'notebook.ipynb', 'results.jsonl'] + (['DONE'] if done else []):
+            (runs/run/f).parent.mkdir(parents=True, exist_ok=True)
+            (runs/run/f).write_text('{}')
+    gpu_run.pack(gpu_run.run_folder_files(runs), tmp_path/'back.tar.gz')
+    info = load('gpu_prepare').slim_resume(tmp_path/'back.tar.gz', tmp_path/'slim.tar.gz')
+    with tarfile.open(tmp_path/'slim.tar.gz') as t: names = sorted(n.split('/', 2)[2] for n in t.getnames())
+    assert names == ['a-s0/DONE', 'a-s0/run.json', 'b-s0/run.json', 'b-s0/units/u.json']
+    assert info['runs'] == 2 and info['finished'] == 1
