@@ -354,8 +354,9 @@ def _hue_order(df, fields:list):
     return list(dict.fromkeys(labels.iloc[i] for i in order))
 
 def _metrics(df, first=(), limit:int=MAX_PANELS) -> list:
+    "The metrics to draw: those with a paper number (`first`) first, then accuracies, then the rest by name."
     ms = sorted(df['metric'].unique())
-    order = lambda m: (m not in first, list(first).index(m) if m in first else 0, m)
+    order = lambda m: (m not in first, list(first).index(m) if m in first else 0, 'acc' not in m, m)
     return sorted(ms, key=order)[:limit]
 
 def _constant(values) -> bool:
@@ -594,7 +595,8 @@ def ledger_figures(experiment:str, rows:list, reference:list=None) -> dict:
     runs = sorted(df['run_id'].unique())
     seeds = sorted(int(s) for s in df['seed'].dropna().unique())
     where = figure_title(experiment, preset, seeds, len(runs))
-    first = [r['metric'] for r in reference or [] if r['experiment'] == experiment]
+    ref = [r for r in reference or [] if r['experiment'] == experiment]
+    first = list(dict.fromkeys([m for r in ref for m in (r.get('measured_as'), r['metric']) if m]))
     figs = {FIGURE_NAMES['final']: final_figure(df, where, first), FIGURE_NAMES['curve']: curve_figure(df, where)}
     return {k: f for k, f in figs.items() if f is not None}
 
