@@ -270,13 +270,13 @@ def test_bad_input_is_refused_before_any_work(tmp_path, name, args, k):
     "Through the command itself (in process): a one-line error naming the parameter, in seconds, no run folder."
     runs = tmp_path/'runs'
     ps = [x for i in range(0, len(args), 2) for x in ('-p', args[i], args[i + 1])]
-    t = time.time()
+    t, wall = time.process_time(), time.time()          # CPU time: the machine may be shared, the work is ours
     with pytest.raises(SystemExit) as e: main(['run', name, '--runs', str(runs), '--quiet', *ps])
-    took = time.time() - t
+    took, wall = time.process_time() - t, time.time() - wall
     msg = str(e.value)
     assert msg.startswith('error: ') and '\n' not in msg.strip(), msg
     assert f'{k}=' in msg or f"['{k}']" in msg, f'the message does not name {k}: {msg}'
-    assert took < 5, f'refused after {took:.1f} s'
+    assert took < 3 and wall < 60, f'refused after {took:.1f} s of CPU ({wall:.1f} s)'
     assert not runs.exists(), 'a run folder was made for bad input'
 
 def test_mlp_rules_table_matches_the_rules():
