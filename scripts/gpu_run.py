@@ -487,6 +487,8 @@ class Table1:
         self.pipelines = t1_jobs(ctx)
         self.jobs = [j for p in self.pipelines for j in p]
         self.queue, self.procs = list(self.pipelines), {}
+        # 8 runs share 16 cores: 2 threads each for torch and for inductor's compile workers (16 each by default)
+        self.env = dict(ctx.env, OMP_NUM_THREADS='1' if ctx.a.dry_run else '2', TORCHINDUCTOR_COMPILE_THREADS='2')
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self.worker, daemon=True) for _ in range(ctx.a.t1_procs)]
         for th in self.threads: th.start()
@@ -501,7 +503,7 @@ class Table1:
                 if self.stopping.is_set(): return
                 if job['status'] == 'done before': continue
                 job['status'], job['t'] = 'running', time.time()
-                p = spawn(job['cmd'], self.ctx.work/'logs'/f"t1-{job['name']}.log", self.ctx.env)
+                p = spawn(job['cmd'], self.ctx.work/'logs'/f"t1-{job['name']}.log", self.env)
                 self.procs[job['name']] = p
                 rc = p.wait()
                 job['seconds'] = round(time.time() - job['t'], 1)
