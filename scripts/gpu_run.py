@@ -92,7 +92,7 @@ def parse_args(argv=None):
     ap.add_argument('--compile', default=None, choices=['default', 'reduce-overhead', 'max-autotune', 'none'],
                     help='torch.compile mode of the TF32 runs (default reduce-overhead; dry run none)')
     ap.add_argument('--t1-procs', type=int, default=None, help='Table 1 runs at once (default: every group, 8; dry 2)')
-    ap.add_argument('--check-procs', type=int, default=None, help='paper_check processes at once (default 4; dry 1)')
+    ap.add_argument('--check-procs', type=int, default=None, help='paper_check processes at once (default 6; dry 1)')
     ap.add_argument('--check-only', nargs='*', default=None, help='experiments to check (default: all; dry: bp_vs_fa)')
     ap.add_argument('--pack-every', type=positive, default=30, help="seconds between Table 1's interim packs")
     a = ap.parse_args(argv)
@@ -107,7 +107,7 @@ def parse_args(argv=None):
     a.seed_chunks = a.seed_chunks or seed_chunks('0/1' if a.dry_run else '0,1/2,3,4,5/6,7,8,9')
     a.compile = a.compile or ('none' if a.dry_run else 'reduce-overhead')
     a.t1_procs = a.t1_procs or (2 if a.dry_run else len(GROUPS) + 1)
-    a.check_procs = a.check_procs or (1 if a.dry_run else 4)
+    a.check_procs = a.check_procs or (1 if a.dry_run else 6)
     if a.t1_procs < 1 or a.check_procs < 1: ap.error('--t1-procs and --check-procs need at least 1')
     if a.check_only is None and a.dry_run: a.check_only = ['bp_vs_fa']
     entries = [e for g in GROUPS.values() for e in g]
