@@ -18,7 +18,7 @@ __all__ = ['STANDARD_PARAMS', 'STANDARD_SPEC', 'SPEC_KEYS', 'TYPES', 'RELATION_O
 
 # %% ../nbs/04_runs.ipynb #e38b02d0
 import json, os, re, ast, hashlib, datetime, math, operator, tempfile, shutil, statistics, socket, sys, time, uuid
-import pickle, contextlib, threading, atexit, signal, difflib, functools
+import pickle, contextlib, threading, atexit, signal, difflib
 from pathlib import Path
 from fastcore.basics import patch
 import torch
