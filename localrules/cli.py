@@ -243,10 +243,12 @@ def check_run(exp:dict, # the experiment (`get_experiment`)
     return est
 
 # %% ../nbs/05_cli.ipynb #d7e1f0a4
-def failed_notebook_path(nb_path:Path) -> Path:
-    """Where a failed execution of `nb_path` is saved: beside it, or in a new temporary folder when its run folder is
-    finished (DONE), so that a refused or failed rerun never leaves a file in a finished run."""
-    if not (nb_path.parent/'DONE').exists(): return nb_path.with_name(f'{nb_path.stem}.failed.ipynb')
+def failed_notebook_path(nb_path:Path, # the notebook the run executes into
+                         refused:bool=False # the kernel refused the run (another run's folder): not this run's
+                        ) -> Path:
+    """Where a failed execution of `nb_path` is saved: beside it, or, for a refused run in a finished (DONE) folder,
+    in a new temporary folder, so that a refused rerun never leaves a file in a finished run."""
+    if not (refused and (nb_path.parent/'DONE').exists()): return nb_path.with_name(f'{nb_path.stem}.failed.ipynb')
     return Path(tempfile.mkdtemp(prefix='localrules-failed-'))/f'{nb_path.stem}.failed.ipynb'
 
 
@@ -274,7 +276,6 @@ def _execute(exp:dict, nb_path:Path, parameters:dict, shard, quiet:bool):
     nb_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _tmp_beside(nb_path, suffix='.ipynb')    # named by this process: a resumed run removes it if killed
     os.close(fd)
-    failed = failed_notebook_path(nb_path)             # never inside a finished run's folder
     saved = os.environ.pop(SHARD_ENV, None)
     if shard:
         os.environ[SHARD_ENV] = f'{shard[0]}/{shard[1]}'
@@ -283,6 +284,7 @@ def _execute(exp:dict, nb_path:Path, parameters:dict, shard, quiet:bool):
                             cwd=os.getcwd(), parameters=parameters)
     except PapermillExecutionError as e:
         if not (shard and e.ename == 'ShardDone'):
+            failed = failed_notebook_path(nb_path, refused='with other parameters' in str(e.evalue))
             shutil.move(tmp, failed)
             os.chmod(failed, FILE_MODE)
             e.notebook = failed
@@ -290,7 +292,7 @@ def _execute(exp:dict, nb_path:Path, parameters:dict, shard, quiet:bool):
         print(f"{e.evalue}", flush=True)
     except BaseException:
         if os.path.exists(tmp):
-            shutil.move(tmp, failed)
+            shutil.move(tmp, failed_notebook_path(nb_path))
         raise
     finally:
         os.environ.pop(SHARD_ENV, None)

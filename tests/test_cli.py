@@ -1,23 +1,35 @@
 "The `localrules` command: list, run, parameter errors, overrides, resume after a kill, report."
-import json, os, signal, subprocess, sys, time
+import json, os, signal, subprocess, sys, tempfile, time
 from pathlib import Path
 import pytest
 from conftest import cli, LOCALRULES, ROOT
 from localrules.cli import experiments
+from localrules.margins import assert_margins, register_check
 
 def test_list_names_every_experiment():
     out = cli('list', check=True).output
     for name, e in experiments().items():
         assert name in out and e['EXPERIMENT']['paper'] in out
 
+def _finals(rows): return {r['rule']: r['value'] for r in rows if r['kind'] == 'final' and r['metric'] == 'test_acc'}
+
+@register_check('cli.bp_vs_fa_smoke', 'tests/test_cli.py::test_run_writes_notebook_figures_results',
+                "`localrules run bp_vs_fa` (smoke preset; seed 0 is the preset's): BP and FA test acc > 50 %",
+                margins=lambda r: {f'{k} test_acc > 50': v - 50 for k, v in _finals(r[1]).items()}, slow=True)
+def run_bp_vs_fa(seed:int=0, out=None) -> tuple:
+    "(cli output, result rows) of `localrules run bp_vs_fa` at the smoke preset into `out` (None: a scratch folder)."
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(out or Path(d)/'run')
+        p = cli('run', 'bp_vs_fa', '--out', out, '--quiet', *(['-p', 'seeds', f'[{seed}]'] if seed else []), check=True)
+        return p, [json.loads(l) for l in (out/'results.jsonl').read_text().splitlines()]
+
 def test_run_writes_notebook_figures_results(tmp_path):
     out = tmp_path/'run'
-    p = cli('run', 'bp_vs_fa', '--out', out, '--quiet', check=True)
+    p, rows = run_bp_vs_fa(0, out)
     assert str(out) in p.output
     assert (out/'notebook.ipynb').exists() and (out/'DONE').exists() and list((out/'figures').glob('*.png'))
-    rows = [json.loads(l) for l in (out/'results.jsonl').read_text().splitlines()]
-    finals = {r['rule']: r['value'] for r in rows if r['kind'] == 'final' and r['metric'] == 'test_acc'}
-    assert set(finals) == {'bp', 'fa'} and all(v > 50 for v in finals.values())   # chance is 10%
+    assert set(_finals(rows)) == {'bp', 'fa'}
+    assert_margins('cli.bp_vs_fa_smoke', (p, rows))                      # chance is 10%
     for key in ('commit', 'device', 'date', 'preset', 'params', 'seed'): assert key in rows[0]
 
 def test_parameter_override_takes_effect(tmp_path):
@@ -120,7 +132,7 @@ def test_crafted_pickle_checkpoint_is_refused(tmp_path):
     p = cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '1', '-p', 'milestones', '[]')
     path = out/'checkpoints'/'dataset=digits-rule=bp-seed=0.pt'
     assert p.returncode != 0 and f'refused to load checkpoint {path}' in p.output, p.output[-2000:]
-    assert 'Delete it to restart that unit from scratch' in p.output and not flag.exists()
+    assert f'rm {path}' in p.output and 'that unit restarts from scratch' in p.output and not flag.exists()
 
 def test_resume_refuses_a_latest_run_with_other_parameters(tmp_path):
     from localrules.cli import get_experiment, check_params
