@@ -63,10 +63,10 @@ def _rows(out):
     return [json.loads(l) for l in (out/'results.jsonl').read_text().splitlines() if l.strip()]
 
 def _per_seed(rows, held):
-    """Split a run's rows by seed; rows without a seed key (shared by all seeds) go to every seed, rows of another or no
-    seed (`seed: None`, aggregates over seeds) to none."""
+    """Split a run's rows by seed; rows without a seed (no key or `seed: None`: shared by all seeds, e.g. the ODE
+    theory of the teacher-student experiments) go to every seed."""
     if len(held) == 1: return {held[0]: rows}
-    return {k: [r for r in rows if r.get('seed', k) == k] for k in held}
+    return {k: [r for r in rows if r.get('seed') in (None, k)] for k in held}
 
 def experiment_margins(names=None, # experiment names (default: all); each must have a check in CHECKS
                        seeds=range(5), # seeds to measure
