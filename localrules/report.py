@@ -279,7 +279,7 @@ MAX_CURVE_PANELS = 8
 STYLE_FIELDS = ('source', 'dataset')
 
 def results_dir(results=None) -> Path:
-    "`results`; else $LOCALRULES_RESULTS; else the nearest `results/` with a ledger at or above the working folder."
+    "`results`; else the environment's LOCALRULES_RESULTS; else the nearest `results/` with a ledger at or above."
     if results is not None:
         return Path(results)
     if os.environ.get('LOCALRULES_RESULTS'):
