@@ -29,7 +29,8 @@ def test_run_writes_notebook_figures_results(tmp_path):
     assert str(out) in p.output
     assert (out/'notebook.ipynb').exists() and (out/'DONE').exists() and list((out/'figures').glob('*.png'))
     assert set(_finals(rows)) == {'bp', 'fa'}
-    assert_margins('cli.bp_vs_fa_smoke', (p, rows))                      # chance is 10%
+    # BP, FA > 50 % (chance is 10 %); worst margin over seeds 0-4: 46.9 points (margin_check.py --slow -k cli.)
+    assert_margins('cli.bp_vs_fa_smoke', (p, rows))
     for key in ('commit', 'device', 'date', 'preset', 'params', 'seed'): assert key in rows[0]
 
 def test_parameter_override_takes_effect(tmp_path):

@@ -1,8 +1,9 @@
 """Data-parallel pre-training (scripts/train_ssl.py) with 2 CPU processes (gloo): processes stay in sync, a rerun
 resumes."""
-import json, os, subprocess, sys
+import json, os, subprocess, sys, tempfile
 from pathlib import Path
 import torch
+from localrules.margins import assert_margins, register_check
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ['--method', 'clapp++', '--dataset', 'digits', '--width', '0.0625', '--batch-size', '8', '--steps-per-epoch',
@@ -19,21 +20,36 @@ def torchrun(out, epochs, *extra):
 
 def weights(out, rank): return torch.load(out/f'final_rank{rank}.pt')
 
+@register_check('ddp.probe', 'tests/test_ddp.py::test_ddp_sync_and_resume',
+                'CLAPP++ pre-trained 1 + 1 (resumed) epochs by 2 processes on 128 digits, linear probe: '
+                'test acc > 20 %',
+                margins=lambda r: {'probe_acc > 20': r['probe']['probe_acc'] - 20}, slow=True)
+def ddp_resumed(seed:int=2, out=None) -> dict:
+    """{first, stdout, probe}: one epoch by 2 processes (weights of ranks 0, 1), then a resumed second epoch and the
+    probe (its stdout and probe.json), with train_ssl.py's --seed `seed` (2 is its default) into `out` (None: a
+    scratch folder)."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(out or Path(d)/'run')
+        torchrun(out, 1, '--no-probe', '--seed', str(seed))
+        first = weights(out, 0), weights(out, 1)
+        s = torchrun(out, 2, '--seed', str(seed))                           # resume: one more epoch, then the probe
+        return dict(first=first, stdout=s, probe=json.loads((out/'probe.json').read_text()))
+
 def test_ddp_sync_and_resume(tmp_path):
     out = tmp_path/'run'
-    torchrun(out, 1, '--no-probe')
-    a, b = weights(out, 0), weights(out, 1)
+    res = ddp_resumed(2, out)
+    a, b = res['first']
     for k in a: assert torch.equal(a[k], b[k]), k                           # identical weights on both processes
     w1 = a['model.blocks.0.0.weight'].clone()
-    s = torchrun(out, 2)                                                    # resume: one more epoch, then the probe
+    s = res['stdout']
     assert 'resuming' in s and 'after epoch 1' in s, s
     log = json.loads((out/'pretrain.json').read_text())['log']
     assert [r['step'] for r in log if r['metric'] == 'ssl_loss'] == [1, 2]
     a, b = weights(out, 0), weights(out, 1)
     for k in a: assert torch.equal(a[k], b[k]), k
     assert not torch.equal(a['model.blocks.0.0.weight'], w1)                # it kept training
-    probe = json.loads((out/'probe.json').read_text())
-    assert probe['pretrain_epochs'] == 2 and probe['probe_acc'] > 20
+    assert res['probe']['pretrain_epochs'] == 2
+    assert_margins('ddp.probe', res)     # probe acc > 20 %; margins over seeds: margin_check.py --slow -k ddp.
 
 
 def test_diverged_pretraining_is_recorded_and_stops(tmp_path):

@@ -11,6 +11,7 @@ import torchvision
 from localrules.core import seed_everything
 from localrules.rules import RULES, available_rules, get_rule, grad_alignment
 from localrules.feedback import FeedbackRule, convert, resnet20, tiny_mlp, tiny_convnet
+from localrules.margins import assert_margins, register_check
 
 NAMES = sorted(n for n in available_rules() if issubclass(RULES[n], FeedbackRule))
 
@@ -54,6 +55,14 @@ def train(name, model_name, steps=5, seed=0):
         opt.step()
     return losses, first, rule
 
+@register_check('feedback.user_model_loss_falls', 'tests/test_feedback.py::test_rule_on_user_model',
+                "every converted-model rule on a Sequential, LeNet, resnet18, ResNet-20: 5 SGD steps on one batch "
+                "lower the loss", margins=lambda losses: {'loss[-1] < loss[0]': losses[0] - losses[-1]},
+                cases=lambda: [f'{n} on {m}' for n in NAMES for m in MODELS])
+def user_model_losses(seed:int, case:str) -> list:
+    "The losses of `train(name, model_name, seed=seed)` for `case` = 'name on model_name'."
+    return train(*case.split(' on '), seed=seed)[0]
+
 def test_the_six_rules_are_registered():
     assert NAMES == ['brsf', 'dfa', 'drtp_any', 'fa_any', 'frsf', 'usf']
     assert all('nn.Linear' in RULES[n].supports for n in NAMES)
@@ -65,7 +74,9 @@ def test_rule_on_user_model(name, model_name):
     trainable = [n for n, p in rule.model.named_parameters() if p.requires_grad]
     assert set(grads) == set(trainable), f'{name} on {model_name}: no update for {set(trainable) - set(grads)}'
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads.values()), f'{name} on {model_name}'
-    assert losses[-1] < losses[0], f'{name} on {model_name}: loss {losses}'
+    # worst margin over seeds 0-4 (scripts/margin_check.py -k feedback.): NEGATIVE for dfa on sequential (-0.20, seed
+    # 1) and dfa on lenet (-0.008, seed 4); the others >= 0.03: open (issue 21)
+    assert_margins('feedback.user_model_loss_falls', losses, case=f'{name} on {model_name}')
     again, grads2, _ = train(name, model_name)
     same = again == losses and all(torch.equal(grads[n], grads2[n]) for n in grads)
     assert same, f'{name} on {model_name}: not deterministic'

@@ -94,3 +94,40 @@ def test_pre_commit_hooks_run_the_checks_the_tests_make():
     assert all(r['repo'] == 'local' for r in cfg['repos'])
     entries = ' | '.join(h['entry'] for h in hooks)
     assert 'ruff check' in entries and 'nbdev-clean' in entries and 'nbdev-export' in entries, entries
+
+# lines that compare a loss/accuracy/error-like name but are no training outcome (maths, ranges, deterministic
+# constructions); any other such assertion must go through localrules.margins (a registered check with its margins)
+NOT_TRAINING = ("abs(rows[0]['cos']) < 0.9", "0 <= r['angle'] <= 180", "set(stats) >= {'loss', 'out'}",
+                "(a1 > 0) * masks[0]", "errs[0] > errs[1] > errs[2]", "sim0['eg'][-1] - sim0['eg'][0]", "eg(s) < 1e-12")
+TRAINING_LIKE = re.compile(r"^\s*(assert\b|test_close\()(?!.*assert_margins).*(\bacc\w*|\bloss\w*|\bl[01]\b|\be[01]\b|"
+                           r"\berr\w*|\beg\b|\bangle\w*|\ba1\b)[^#\n]*[<>]")
+
+def _test_sources():
+    "(name, code) of the library notebooks' non-export code cells and of tests/*.py but test_experiments.py."
+    for p in sorted((ROOT/'nbs').glob('*.ipynb')):
+        if p.name == '08_margins.ipynb': continue                 # the registry's own example
+        for c in json.loads(p.read_text())['cells']:
+            src = ''.join(c['source'])
+            if c['cell_type'] == 'code' and not src.lstrip().startswith('#| export'): yield p.name, src
+    for p in sorted((ROOT/'tests').glob('test_*.py')):
+        if p.name != 'test_experiments.py': yield p.name, p.read_text()
+
+def test_margin_registry_covers_the_training_checks():
+    """Every training-outcome assertion of nbs/*.ipynb and tests/ is a registered check of localrules.margins (so
+    scripts/margin_check.py measures its margin over seeds): each asserted name is registered, each registered check
+    is asserted in the file it names, and no other assertion compares an accuracy, loss or error with a bound."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('margin_check', ROOT/'scripts'/'margin_check.py')
+    mc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mc)
+    checks = mc.all_checks()
+    sources = list(_test_sources())
+    asserted = {(f, n) for f, s in sources for n in re.findall(r"assert_margins\(\s*'([^']+)'", s)}
+    unknown = sorted(n for _, n in asserted if n not in checks)
+    assert not unknown, f'assert_margins of unregistered checks: {unknown}'
+    for n, c in checks.items():
+        f = Path(c.where.split(':')[0]).name
+        assert (f, n) in asserted, f'check {n!r} is registered for {c.where} but not asserted there'
+    loose = [(f, l.strip()) for f, s in sources for l in s.splitlines()
+             if TRAINING_LIKE.search(l) and not any(k in l for k in NOT_TRAINING)]
+    assert not loose, f'training-outcome assertions outside localrules.margins (register them): {loose}'

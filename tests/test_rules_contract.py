@@ -7,6 +7,7 @@ TypeError naming the rule."""
 import copy, math
 import pytest, torch, torch.nn as nn
 from localrules.rules import available_rules, get_rule, RULES
+from localrules.margins import assert_margins, register_check
 
 NAMES = available_rules()
 STEPS, LR = 5, 0.05          # the test's SGD; a rule picks its example's kwargs so that this lowers its loss
@@ -66,17 +67,27 @@ def test_finite_grad_everywhere(name):
     assert not bad, f"rule {name!r} wrote non-finite .grad into {bad}"
 
 
-@pytest.mark.parametrize('name', NAMES)
-def test_lowers_its_objective(name):
-    rule, x, y = _build(name)
+@register_check('contract.lowers_objective', 'tests/test_rules_contract.py::test_lowers_its_objective',
+                f'every rule, {STEPS} SGD steps (lr {LR}) on its example batch: its own loss falls',
+                margins=lambda losses: {'loss[-1] < loss[0]': losses[0] - losses[-1]}, cases=lambda: NAMES)
+def objective_losses(seed:int, name:str) -> list:
+    "The rule's loss before each of `STEPS` SGD steps on the example of `seed`, and after the last."
+    rule, x, y = _build(name, seed)
     opt = torch.optim.SGD([p for _, p in _trainable(rule)], lr=LR)
     losses = []
     for _ in range(STEPS):
-        losses.append(_loss(_call(rule, x, y)))
+        losses.append(_loss(_call(rule, x, y, seed)))
         opt.step()
-    losses.append(_loss(_call(rule, x, y)))
+    return losses + [_loss(_call(rule, x, y, seed))]
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_lowers_its_objective(name):
+    losses = objective_losses(0, name)
     assert all(math.isfinite(v) for v in losses), f"rule {name!r}: losses {losses}"
-    assert losses[-1] < losses[0], f"rule {name!r}: its loss did not go down over {STEPS} SGD steps: {losses}"
+    # worst margin over seeds 0-4 (scripts/margin_check.py -k contract.): NEGATIVE for clapp++ (-0.14, seed 1),
+    # clapp++both (-0.17), drtp_any (-0.05), ff_seq (-0.25): their loss falls at seed 0 only by luck; open (issue 21)
+    assert_margins('contract.lowers_objective', losses, case=name)
 
 
 @pytest.mark.parametrize('name', NAMES)

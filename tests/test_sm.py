@@ -5,6 +5,7 @@ from localrules.data import load_tensors
 from localrules.nsm import NSM
 from localrules.conv_nsm import ConvNSM
 from localrules.s2m import S2M, ConvS2M, stack_s2m
+from localrules.margins import assert_margins, register_check
 
 
 def test_rules_registered():
@@ -20,10 +21,14 @@ def _ridge_acc(ftr, ytr, fte, yte, lam=1e-2):
     return 100 * ((B @ Wr).argmax(1) == yte).float().mean().item()
 
 
-def test_s2m_features_support_linear_readout():
+@register_check('sm.s2m_readout', 'tests/test_sm.py::test_s2m_features_support_linear_readout',
+                'conv S2M (16 filters 3x3) trained on 600 digits, max-pooled features, ridge read-out: test acc > 70 %',
+                margins=lambda acc: {'acc > 70': acc - 70})
+def s2m_readout_acc(seed:int=0) -> float:
+    "Ridge read-out accuracy (%) on 300 test digits of conv S2M features trained (one pass) from `seed`."
     x, y = load_tensors('digits', 'train', limit=600)
     xt, yt = load_tensors('digits', 'test', limit=300)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     m = ConvS2M(1, 16, 3, alpha=1., gamma=0.5, tol=1e-3, max_iter=100)
     rule, opt = get_rule('s2m', m, tau=1.), torch.optim.SGD(m.parameters(), lr=0.05)
     for i in range(0, 600, 50):
@@ -32,8 +37,12 @@ def test_s2m_features_support_linear_readout():
         opt.step()
         assert st['out'] is None and st['features'].shape == (50, 16, 6, 6)
     pool = lambda f: torch.nn.functional.max_pool2d(f, 3).flatten(1)
-    acc = _ridge_acc(pool(m.encode(x)), y, pool(m.encode(xt)), yt)
-    assert acc > 70, acc                                                  # chance is 10 %
+    return _ridge_acc(pool(m.encode(x)), y, pool(m.encode(xt)), yt)
+
+
+def test_s2m_features_support_linear_readout():
+    # acc > 70 % (chance is 10 %); worst margin over seeds 0-4: 20.7 points (scripts/margin_check.py -k sm.s2m)
+    assert_margins('sm.s2m_readout', s2m_readout_acc(0))
 
 
 def test_stack_dense_layers():
