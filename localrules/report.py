@@ -406,6 +406,14 @@ def _style(ax):
     ax.yaxis.label.set_fontsize(FONT_PT)
     ax.margins(y=0.1)
 
+def _palette(levels:list) -> dict:
+    "{setting: colour}, fixed over the figure's panels, so a panel can list only the settings it draws."
+    import seaborn as sns
+    return dict(zip(levels, sns.color_palette(n_colors=len(levels)))) if levels else None
+
+def _present(levels:list, dm) -> list:
+    return [lv for lv in levels if lv in set(dm['setting'])] if levels else None
+
 def _fit_curve(ax, dm):
     "A long accuracy curve's y axis fitted to its last 90% of steps (the first epochs' rise from chance may leave it)."
     if dm['step'].nunique() < 20:                       # a short curve is shown whole
@@ -504,8 +512,10 @@ def final_figure(df, title:str, first=()):
             else:
                 dm = dm.assign(setting=_hue(dm, by) if by else None)
                 levels = _hue_order(d, by) if by else None            # every panel colours a setting alike
-                sns.pointplot(data=dm, x=x, y='value', hue='setting' if by else None, hue_order=levels,
-                              errorbar='sd', dodge=0.4 if by and len(levels) > 1 else False, linestyle='none',
+                shown = _present(levels, dm)
+                sns.pointplot(data=dm, x=x, y='value', hue='setting' if by else None, hue_order=shown,
+                              palette={k: v for k, v in _palette(levels).items() if k in shown} if by else None,
+                              errorbar='sd', dodge=0.4 if by and len(shown) > 1 else False, linestyle='none',
                               capsize=0.1, markersize=4, err_kws={'linewidth': 1}, ax=ax)
                 ax.set(title=_panel_title(m, lab), ylabel=m, xlabel=x, gid='value:y')
             _style(ax)
@@ -556,7 +566,9 @@ def curve_figure(df, title:str, first=CURVE_FIRST):
             pos = steps[steps > 0]
             log = not _integer_steps(steps) and len(pos) and pos.max() / pos.min() > 100
             dm = dm[dm['step'] > 0] if log else dm
-            sns.lineplot(data=dm, x='step', y='value', hue=hue, hue_order=levels, style=style, errorbar='sd',
+            shown = _present(levels, dm)
+            sns.lineplot(data=dm, x='step', y='value', hue=hue, hue_order=shown, style=style, errorbar='sd',
+                         palette={k: v for k, v in _palette(levels).items() if k in shown} if hue else None,
                          linewidth=1, ax=ax)
             if log:
                 ax.set_xscale('log')
