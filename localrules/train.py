@@ -229,7 +229,9 @@ def _mark_all(log:MetricsLogger, e:Diverged, members:int, unit:str):
     for i in range(members):
         if i in log.diverged: continue
         who = f"{unit or 'unit'}" + (f" member {i}" if members > 1 else '')
-        log.diverged[i] = Divergence(f"{who}: {e}", e.divergence.epoch, e.divergence.step)
+        d = e.divergence
+        where = ', '.join(f"{k} {v}" for k, v in (('epoch', d.epoch), ('step', d.step)) if v is not None)
+        log.diverged[i] = Divergence(f"{who}: {e}" + (f" (at {where})" if where else ''), d.epoch, d.step)
         print(f"DIVERGED {log.diverged[i]}", flush=True)
 
 def _checkpoint_state(rule, opt, sched, loader, log, epoch:int) -> dict:
