@@ -1540,7 +1540,8 @@ pre.output{background:#fff;border-left:3px solid #dee2e6}
 .highlight pre{border-left:3px solid #2780e3}
 img{max-width:100%}math[display=block]{margin:.8rem 0}
 div.api{margin:1.2rem 0}div.api hr{border:0;border-top:1px solid #dee2e6}
-div.api h4{font-family:ui-monospace,monospace;font-size:1.05rem;margin:.4rem 0}div.api pre{border-left:3px solid #6c757d}
+div.api h4{font-family:ui-monospace,monospace;font-size:1.05rem;margin:.4rem 0}
+div.api pre{border-left:3px solid #6c757d}
 """
 
 def _nav_html(items:list, current:str) -> str:
