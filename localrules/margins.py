@@ -169,7 +169,7 @@ def pepita_digits(seed:int=0, case:str='pepita') -> float:
                 'time-local PEPITA (F_scale 3), 8 epochs of digits: test acc > 30 % and > 10 points above F = 0',
                 margins=lambda r: {'acc > 30': r[0] - 30, 'acc > acc(F=0) + 10': r[0] - r[1] - 10})
 def timelocal_digits(seed:int=0) -> tuple:
-    "(accuracy with F_scale 3, accuracy with F = 0) of time-local PEPITA after 8 epochs of digits."
+    "(accuracy with `F_scale` 3, accuracy with F = 0) of time-local PEPITA after 8 epochs of digits."
     return (digits_mlp_acc('pepita_timelocal', seed, epochs=8, F_scale=3.),
             digits_mlp_acc('pepita_timelocal', seed, epochs=8, F_std=0.))
 

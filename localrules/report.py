@@ -1302,7 +1302,7 @@ def check_dependent_predictor(summaries:list) -> list:
 CONVERGED_DYNAMICS = ('converged', 'accelerated')     # sm_cifar_study's dynamics that run to the fixed point
 
 def check_nsm_beats_random(summaries:list) -> list:
-    ("Trained NSM filters give better features than the random ones they start from (issue 14; 2308.02427 Sec. 3): "
+    ("Trained NSM filters give better features than the random ones they start from (2308.02427 Sec. 3): "
      "per preprocessing, the best NSM unit at converged dynamics (plain or accelerated steps: the same fixed point) "
      "against random filters at the same K, sum pooling.")
     out = []
@@ -1358,7 +1358,7 @@ FIGURE_CHECKS = [
     ('clapp_fig4b_linear_cnn', 'Fig. 4B',
      'a spatially dependent W_pred aligns better with BP-SSL than an independent one',
      check_dependent_predictor),
-    ('sm_cifar_study', 'Sec. 3 (issue 14)', 'trained NSM filters beat the random filters they start from',
+    ('sm_cifar_study', 'Sec. 3', 'trained NSM filters beat the random filters they start from',
      check_nsm_beats_random),
     ('clapp_figA1_lowrank', 'Fig. A1', 'a low-rank W_pred lowers the alignment with BP-SSL as the rank falls',
      check_lowrank_alignment),
