@@ -361,6 +361,7 @@ def kernel_stderr_to(path):
     sys.stderr.flush()
     saved = os.dup(2)
     try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         with open(path, 'ab') as f: os.dup2(f.fileno(), 2)
     except OSError:
         os.close(saved)
@@ -438,7 +439,8 @@ def run_experiment(name:str, # an experiment of `localrules list` (a notebook in
     what = f"shard {shard[0]}/{shard[1]} of " if shard else ''
     print(f"running {what}{name} ({preset}) into {out}", flush=True)
     nb_path = out/'shards'/f'notebook-{shard[0]}-of-{shard[1]}.ipynb' if shard else out/'notebook.ipynb'
-    log = contextlib.nullcontext() if verbose else kernel_stderr_to(out/'kernel.log')
+    stamp = time.strftime('%Y%m%dT%H%M%S')
+    log = contextlib.nullcontext() if verbose else kernel_stderr_to(out/'logs'/f'kernel-{stamp}-{os.getpid()}.log')
     watch = contextlib.nullcontext() if quiet or verbose else UnitWatcher(out)
     try:
         with log, watch:
@@ -696,7 +698,7 @@ def stop_on_signals(args):
         name = signal.Signals(signum).name
         try: line = f"stopped by {name}: finished units are kept; continue with: {continue_command(args)}"
         except Exception: line = f"stopped by {name}: finished units are kept; run the same command with --resume"
-        with contextlib.suppress(OSError): print(f"\n{line}", flush=True)     # stderr goes to kernel.log meanwhile
+        with contextlib.suppress(OSError): print(f"\n{line}", flush=True)     # stderr goes to logs/ meanwhile
         os._exit(128 + signum)
     for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, stop)
 
@@ -835,7 +837,7 @@ def _add_run_parser(sub):
     r.add_argument('--runs', default='runs', help='root folder of run folders')
     r.add_argument('--quiet', action='store_true', help='no line per finished unit (start, end and headline only)')
     r.add_argument('--verbose', action='store_true',
-                   help="stream the notebook's whole output and the kernel's messages (default: kernel.log)")
+                   help="stream the notebook's whole output and the kernel's messages (default: logs/kernel-*.log)")
     r.add_argument('--shard', default=None, metavar='I/N', help='train only share I of N of the units into --out')
     r.add_argument('--executor', default=None, choices=['local', 'slurm'],
                    help='submit --shards jobs with submitit, then a gather')

@@ -170,8 +170,8 @@ def test_run_says_what_it_measured_and_nothing_else(tmp_path):
     out = tmp_path/'run'
     p = cli('run', 'bp_vs_fa', '--out', out, '-p', 'epochs', '2', '-p', 'milestones', '[]', '-p', 'seeds', '[0, 1]',
             check=True)
-    assert p.stderr == '', p.stderr                        # the kernel's transport warning, tqdm: into kernel.log
-    assert (out/'kernel.log').exists()
+    assert p.stderr == '', p.stderr                        # the kernel's transport warning, tqdm: into logs/
+    assert len(list((out/'logs').glob('kernel-*.log'))) == 1
     units = [l for l in p.stdout.splitlines() if l.startswith('unit ')]
     assert len(units) == 4 and all('test_acc' in l for l in units), p.stdout
     head = p.stdout.split('done: ')[1].splitlines()[1:]
