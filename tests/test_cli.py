@@ -7,9 +7,11 @@ from localrules.cli import experiments
 from localrules.margins import assert_margins, register_check
 
 def test_list_names_every_experiment():
+    from localrules.report import PAPER_IDS
     out = cli('list', check=True).output
-    for name, e in experiments().items():
-        assert name in out and e['EXPERIMENT']['paper'] in out
+    for name, e in experiments().items():                  # papers by arXiv id ('clapp++' is listed as 2601.21683)
+        paper = e['EXPERIMENT']['paper']
+        assert name in out and PAPER_IDS.get(paper.lower(), paper) in out, (name, paper)
 
 def _finals(rows): return {r['rule']: r['value'] for r in rows if r['kind'] == 'final' and r['metric'] == 'test_acc'}
 
