@@ -142,18 +142,28 @@ def pepita_mirroring(seed:int=0, steps:int=400) -> dict:
     return dict(rule=rule, before=before, after=feedback_angles(rule))
 
 # %% ../nbs/08_margins.ipynb #ae816430
+def _digits_acc(name:str, # rule name
+                make_model, # () -> the model, built after seeding
+                shape:tuple, # the input shape the model takes
+                seed:int, epochs:int, lr:float,
+                kw:dict # the rule's keyword arguments
+               ) -> float:
+    "Final test accuracy (%) of rule `name` on a model from `make_model`, trained on digits (SGD, momentum 0.9)."
+    seed_everything(seed)
+    (xtr, ytr), (xte, yte) = _digits()
+    rule = get_rule(name, make_model(), **kw)
+    opt = make_optimizer(rule.parameters(), lr=lr, momentum=0.9)
+    if name == 'pepita_timelocal': rule.lr = opt
+    return fit(rule, opt, (xtr.reshape(shape), ytr), (xte.reshape(shape), yte), epochs=epochs,
+               progress=False).last('test_acc')
+
 def digits_mlp_acc(name:str, # rule name
                    seed:int=0,
                    epochs:int=4,
                    lr:float=0.1,
                    **kw) -> float:
     "Final test accuracy (%) of `name` training an MLP 64-128-10 (dropout 0.1) on digits (SGD, momentum 0.9)."
-    seed_everything(seed)
-    (xtr, ytr), (xte, yte) = _digits()
-    rule = get_rule(name, MLP([64, 128, 10], dropout=0.1), **kw)
-    opt = make_optimizer(rule.parameters(), lr=lr, momentum=0.9)
-    if name == 'pepita_timelocal': rule.lr = opt
-    return fit(rule, opt, (xtr, ytr), (xte, yte), epochs=epochs, progress=False).last('test_acc')
+    return _digits_acc(name, lambda: MLP([64, 128, 10], dropout=0.1), (-1, 64), seed, epochs, lr, kw)
 
 PEPITA_DIGITS = {'pepita': {}, 'pepita_hebbian': {}, 'afa': {}, 'pepita wm': dict(wm=True, premirror_epochs=1)}
 
@@ -180,13 +190,9 @@ def digits_conv_acc(name:str, # rule name (takes an nn.Sequential)
                     lr:float=0.05,
                     **kw) -> float:
     "Final test accuracy (%) of `name` training a conv net (conv 8 3x3, max-pool, linear) on 8x8 digits."
-    seed_everything(seed)
-    (xtr, ytr), (xte, yte) = _digits()
-    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128, 10))
-    rule = get_rule(name, net, seed=seed, **kw)
-    opt = make_optimizer(rule.parameters(), lr=lr, momentum=0.9)
-    return fit(rule, opt, (xtr.reshape(-1, 1, 8, 8), ytr), (xte.reshape(-1, 1, 8, 8), yte), epochs=epochs,
-               progress=False).last('test_acc')
+    net = lambda: nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                nn.Linear(128, 10))
+    return _digits_acc(name, net, (-1, 1, 8, 8), seed, epochs, lr, dict(kw, seed=seed))
 
 @register_check('10_pepita.conv', 'nbs/10_pepita.ipynb: PEPITA on a conv net (cell "_learn_stack")',
                 'PEPITA and PEPITA-Hebbian (F_scale 3) on a conv net, 3 epochs of digits: test acc > 70 %',
