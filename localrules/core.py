@@ -6,7 +6,7 @@ Docs: https://localrules.github.io/localrules/core.html.md"""
 
 # %% auto #0
 __all__ = ['COMPILE_MODES', 'check_choice', 'describe_range', 'check_range', 'seed_everything', 'get_device', 'device_name',
-           'use_tf32', 'compile_mode', 'git_commit', 'provenance', 'MetricsLogger']
+           'use_tf32', 'compile_mode', 'git_commit', 'provenance', 'MetricsLogger', 'cosine', 'angle']
 
 # %% ../nbs/00_core.ipynb #06a90d97
 import os, math, random, platform, subprocess, datetime, json
@@ -167,3 +167,46 @@ class MetricsLogger:
         head = f"MetricsLogger({len(self.rows)} rows, {len(steps)} steps{span}"
         lines = [head + (f", tags {self.tags})" if self.tags else ')')] + [f"  {k}: {latest(k)}" for k in names]
         return '\n'.join(lines + [f"  diverged: {m}" for m in self.diverged.values()])
+
+# %% ../nbs/00_core.ipynb #1d07d92c
+_ZERO_VECTOR = ('nan', 'raise', 'orthogonal')    # what `cosine` / `angle` give for a pair with a zero vector
+
+def _unit_pairs(a, b, dim:int, zero:str) -> tuple:
+    "(a/|a|, b/|b|) along `dim` in float64, broadcast, and the mask of pairs with a zero vector (checked by `zero`)."
+    check_choice('zero', zero, _ZERO_VECTOR)
+    a, b = (x.detach().double() if torch.is_tensor(x) else torch.as_tensor(np.asarray(x, np.float64)) for x in (a, b))
+    try: a, b = torch.broadcast_tensors(a, b)
+    except RuntimeError:
+        raise ValueError(f"a of shape {tuple(a.shape)} and b of shape {tuple(b.shape)} do not broadcast") from None
+    if not -a.dim() <= dim < max(a.dim(), 1) or a.dim() == 0:
+        raise ValueError(f"dim={dim} is out of range for vectors of shape {tuple(a.shape)}")
+    na, nb = (torch.linalg.vector_norm(x, dim=dim, keepdim=True) for x in (a, b))
+    bad = ((na == 0) | (nb == 0)).squeeze(dim)
+    if zero == 'raise' and bad.any():
+        raise ValueError(f"the angle of a zero vector is undefined ({int(bad.sum())} of {bad.numel()} pairs); "
+                         "pass zero='nan' or zero='orthogonal' to accept them")
+    return a / na, b / nb, bad
+
+# %% ../nbs/00_core.ipynb #48530542
+def cosine(a, # vectors along `dim` (a tensor or array)
+           b, # vectors along `dim`, broadcast with `a`
+           dim:int=-1, # the vector dimension; the others are batch dimensions
+           zero:str='nan' # a pair with a zero vector: 'nan', 'raise' (ValueError) or 'orthogonal' (0)
+          ) -> torch.Tensor:
+    r"""$\cos\theta = \hat a \cdot \hat b$ (float64, within [-1, 1]) of the vectors along `dim`, one per batch entry;
+    the same operations as torch's `cosine_similarity`, without its `eps`."""
+    ua, ub, bad = _unit_pairs(a, b, dim, zero)
+    c = (ua * ub).sum(dim).clamp(-1, 1)
+    return c.masked_fill(bad, 0. if zero == 'orthogonal' else math.nan)
+
+# %% ../nbs/00_core.ipynb #50fcbb81
+def angle(a, # vectors along `dim` (a tensor or array)
+          b, # vectors along `dim`, broadcast with `a`
+          dim:int=-1, # the vector dimension; the others are batch dimensions
+          zero:str='nan' # a pair with a zero vector: 'nan', 'raise' (ValueError) or 'orthogonal' (90°)
+         ) -> torch.Tensor:
+    r"""The angle in degrees (float64), $\theta = 2\,\mathrm{atan2}(\|\hat a - \hat b\|, \|\hat a + \hat b\|)$, between
+    the vectors along `dim`, one per batch entry: accurate near 0° and 180°, where $\arccos$ is not."""
+    ua, ub, bad = _unit_pairs(a, b, dim, zero)
+    d, s = torch.linalg.vector_norm(ua - ub, dim=dim), torch.linalg.vector_norm(ua + ub, dim=dim)
+    return torch.rad2deg(2 * torch.atan2(d, s)).masked_fill(bad, 90. if zero == 'orthogonal' else math.nan)
