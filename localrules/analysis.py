@@ -8,9 +8,9 @@ Docs: https://localrules.github.io/localrules/analysis.html.md"""
 __all__ = ['total_weight', 'alignment_angle', 'layer_angles', 'slowness']
 
 # %% ../nbs/14_analysis.ipynb #b183865b
-import math
 import numpy as np, torch
 from scipy.optimize import least_squares
+from .core import angle
 
 # %% ../nbs/14_analysis.ipynb #25f0f18f
 def _np(a):
@@ -18,13 +18,10 @@ def _np(a):
     return a.detach().cpu().double().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, dtype=np.float64)
 
 def _angle(a, b) -> float:
-    "Angle in degrees between vec(a) and vec(b)."
+    "Angle in degrees between vec(a) and vec(b) (`angle`); a zero matrix raises `ValueError`."
     a, b = _np(a).ravel(), _np(b).ravel()
     if a.shape != b.shape: raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0: raise ValueError("angle undefined for a zero matrix")
-    a, b = a / na, b / nb
-    return math.degrees(2 * math.atan2(np.linalg.norm(a - b), np.linalg.norm(a + b)))   # accurate near 0° and 180°
+    return angle(a, b, zero='raise').item()
 
 def total_weight(W_list) -> np.ndarray:
     r"$W_{tot} = W_L \cdots W_1$ for weights listed first layer first (each $W_l$ is out × in)."

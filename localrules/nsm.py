@@ -13,7 +13,7 @@ __all__ = ['DYNAMICS', 'ACTS', 'NSM_SUPPORTS', 'ENCODER_NEEDS', 'auto_step', 'mo
 import math
 import torch, torch.nn as nn
 from fastcore.basics import patch
-from .core import check_choice, check_range
+from .core import check_choice, check_range, angle
 from .rules import LearningRule, register_rule, refusal
 
 # %% ../nbs/20_nsm.ipynb #5bf308bb
@@ -343,12 +343,13 @@ def pynsm_rates(lr:float, tau:float, n_out:int) -> dict:
 # %% ../nbs/20_nsm.ipynb #a42bd0d7
 def subspace_error(F:torch.Tensor, U:torch.Tensor) -> tuple:
     r"""Projection error $\|P_F - P_U\|_F^2 / k$ and the largest principal angle (degrees) between the row space of F
-    (k × n) and the column space of U (n × k)."""
+    (k × n) and the column space of U (n × k): the angle between the principal vectors (`angle`), accurate where
+    $\arccos$ of the singular value reads 0."""
     Qf = torch.linalg.qr(F.t().double())[0]
     Qu = torch.linalg.qr(U.double())[0]
     err = ((Qf @ Qf.t() - Qu @ Qu.t()).pow(2).sum() / U.shape[1]).item()
-    s = torch.linalg.svdvals(Qf.t() @ Qu).clamp(max=1)
-    return err, math.degrees(math.acos(s.min().item()))
+    V, _, Wh = torch.linalg.svd(Qf.t() @ Qu, full_matrices=False)   # principal vectors: columns of Qf V and Qu Wᵀ
+    return err, angle((Qf @ V).t(), (Qu @ Wh.t()).t()).max().item()
 
 def sm_filters(model:NSM) -> torch.Tensor:
     "The linear SM filter F = M⁻¹W (y = F x at the fixed point of linear SM)."
