@@ -18,8 +18,9 @@ __all__ = ['CLI_OWNED', 'REPO_FOLDERS', 'CODE_FOLDERS', 'DIFF_ENV', 'OS_FIXES', 
 import argparse, ast, json, os, sys, shutil, tempfile, difflib, difflib
 from pathlib import Path
 from .core import get_device, COMPILE_MODES
-from .runs import (read_experiment, resolve_params, default_run_dir, collect, read_ledger, read_reference,
-                             compare, atomic_write, STANDARD_PARAMS, SHARD_ENV, parse_shard, read_json, flagged,
+from .params import read_experiment, resolve_params, experiment_variants, STANDARD_PARAMS
+from .runs import (default_run_dir, collect, read_ledger, read_reference,
+                             compare, atomic_write, SHARD_ENV, parse_shard, read_json, flagged,
                              FILE_MODE, RunFileError, dump_json, key_fields, read_jsonl)
 
 # %% ../nbs/05_cli.ipynb #bc8d21a1
@@ -34,8 +35,9 @@ def experiments_dir() -> Path:
     return Path(os.environ.get('LOCALRULES_NBS', project_root()/'nbs'/'experiments'))
 
 def experiments() -> dict:
-    "{name: metadata} of every experiment notebook."
-    return {p.stem: read_experiment(p) for p in sorted(experiments_dir().glob('*.ipynb')) if not p.name.startswith('_')}
+    "{name: metadata} of every experiment: each notebook's, and the variants it declares (`experiment_variants`)."
+    paths = [p for p in sorted(experiments_dir().glob('*.ipynb')) if not p.name.startswith('_')]
+    return {n: e for p in paths for n, e in experiment_variants(read_experiment(p)).items()}
 
 def get_experiment(name:str) -> dict:
     exps = experiments()
@@ -77,14 +79,14 @@ CLI_OWNED = {'preset': '--preset', 'device': '--device', 'out_dir': '--out'}
 
 def _kind(exp:dict, preset:str, name:str) -> str:
     "The declared type of parameter `name` ('str', 'int', 'list', ...), or None for one outside the declaration."
-    from localrules.runs import param_spec, STANDARD_SPEC
+    from localrules.params import param_spec, STANDARD_SPEC
     if name in STANDARD_SPEC: return STANDARD_SPEC[name]['type']
     if name not in exp['PRESETS'].get(preset, {}): return None
     return param_spec(name, exp['PRESETS'], exp.get('SPEC'), exp.get('CHOICES'))['type']
 
 def _malformed(exp:dict, preset:str, name:str, value:BadLiteral) -> str:
     "The message for a `-p` value that is not a valid literal: what was given, why, what is allowed, an example."
-    from localrules.runs import param_spec, describe_spec
+    from localrules.params import param_spec, describe_spec
     presets = exp['PRESETS']
     if name not in presets.get(preset, {}):
         return f"{name}={str(value)!r} is not a valid Python literal ({value.reason})"
@@ -103,7 +105,7 @@ def check_params(exp:dict, preset:str, params:dict) -> dict:
     unknown = [k for k in params if k not in exp['params']]
     if unknown:
         allowed = [p for p in exp['params'] if p not in CLI_OWNED]
-        from localrules.runs import did_you_mean
+        from localrules.params import did_you_mean
         hint = ''.join(did_you_mean(k, allowed) for k in unknown)
         raise ValueError(f"unknown parameter(s) {unknown} for {exp['name']}{hint}; allowed: {allowed}")
     params = {k: str(v) if isinstance(v, BadLiteral) and _kind(exp, preset, k) == 'str' else v
@@ -120,7 +122,7 @@ def latest_unfinished(name:str, preset:str, runs_root='runs'):
 
 # %% ../nbs/05_cli.ipynb #c5d6e7f1
 import hashlib, subprocess
-from .runs import check_cost, available_memory, SizeError
+from .params import check_cost, available_memory, SizeError
 
 REPO_FOLDERS = ('nbs', 'localrules', 'scripts', 'tests', 'results', 'benchmarks', '.git', '.github', '_proc', '_docs')
 CODE_FOLDERS = ('localrules', 'nbs', 'scripts')           # a paper run's code: changes here make its commit '+dirty'
@@ -444,8 +446,9 @@ def run_experiment(name:str, # an experiment of `localrules list` (a notebook in
     watch = contextlib.nullcontext() if quiet or verbose else UnitWatcher(out)
     try:
         with log, watch:
-            _execute(exp, nb_path, dict(params, preset=preset, device=device, out_dir=str(out.resolve())), shard,
-                     quiet=not verbose)
+            variant = {'variant': name} if exp.get('variant_of') else {}
+            _execute(exp, nb_path, dict(params, preset=preset, device=device, out_dir=str(out.resolve()), **variant),
+                     shard, quiet=not verbose)
     except Exception as e:
         e.run_dir = out                                  # for the advice printed after the error
         raise

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from conftest import cli
 from localrules.cli import experiments
-from localrules.runs import resolve_params
+from localrules.params import resolve_params
 
 EXPERIMENTS = sorted(experiments())
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from conftest import cli, ROOT
 from localrules.cli import experiments, check_params, parse_value, main
-from localrules.runs import param_spec, resolve_params
+from localrules.params import param_spec, resolve_params
 
 EXPS = experiments()
 
@@ -181,7 +181,7 @@ def test_papermill_directly_validates_too(tmp_path):
 # ---- issue 22: every bad input refused before any work, within seconds, naming the parameter -------------------------
 import copy, os, pickle, subprocess, time
 from localrules.cli import check_run, check_clean_tree, check_folder, diff_digest, DIFF_ENV, BadLiteral
-from localrules.runs import rescale, SizeError
+from localrules.params import rescale, SizeError
 
 BIG = 10**9
 SEMANTIC = [  # (experiment, -p arguments, the parameter the message must name): relations, bounds, sizes
@@ -282,7 +282,7 @@ def test_bad_input_is_refused_before_any_work(tmp_path, name, args, k):
 def test_mlp_rules_table_matches_the_rules():
     "`MLP_RULES` (what `mlp_rules_for` answers without importing every rule) agrees with `get_rule` itself."
     from localrules.rules import MLP, get_rule, available_rules
-    from localrules.runs import mlp_rules_for
+    from localrules.params import mlp_rules_for
     for r in available_rules():
         for k in (1, 2, 3, 4):
             try:
@@ -303,7 +303,7 @@ def test_size_names_the_driver_and_force_overrides(capsys):
 
 def test_every_preset_fits_a_gpu_machine():
     "Each preset's estimate is a floor: it must fit 64 GiB and the time limit at an H100's rate, or it could never run."
-    from localrules.runs import check_cost
+    from localrules.params import check_cost
     for name, e in EXPS.items():
         assert e['COST'], f'{name} declares no COST'
         for p in e['PRESETS']:
