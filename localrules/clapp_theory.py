@@ -7,7 +7,7 @@ Docs: https://localrules.github.io/localrules/clapp_theory.html.md"""
 # %% auto #0
 __all__ = ['MNIST_MEAN', 'MNIST_STD', 'theory_images', 'quadrant_views', 'crop_views', 'TheoryNet', 'fit_predictor', 'bp_grads',
            'local_grads', 'grad_cos', 'theory_alignment', 'batch_alignment', 'alignment_metrics', 'local_ssl_step',
-           'optimal_predictor_grads', 'alignment']
+           'optimal_predictor_grads', 'alignment', 'TheoryLocalSSL']
 
 # %% ../nbs/31_clapp_theory.ipynb #61ae165a
 import math
@@ -15,6 +15,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from .core import check_choice, check_range
 from .data import load_tensors
 from .local_ssl import LocalSSLLoss
+from .rules import LearningRule
 
 # %% ../nbs/31_clapp_theory.ipynb #b67e73ef
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -235,3 +236,19 @@ def optimal_predictor_grads(net:TheoryNet, losses:nn.ModuleList, x:torch.Tensor,
 def alignment(net:TheoryNet, losses:nn.ModuleList, x:torch.Tensor, dfb:bool=False) -> list:
     "Per-layer cosine between the local (or DFB) update with the current predictors and the BP-SSL update."
     return [grad_cos(a, b) for a, b in zip(local_grads(net, losses, x, dfb), bp_grads(net, losses[-1], x))]
+
+# %% ../nbs/31_clapp_theory.ipynb #d1f0a7c2
+class TheoryLocalSSL(LearningRule):
+    "Local-SSL on a `TheoryNet`, a rule for `fit`: `local_ssl_step` on each batch's views (Def. 3.4 if `optimal`)."
+    def __init__(self, net:TheoryNet, # the network trained by the local losses
+                 losses:nn.ModuleList, # one `LocalSSLLoss` per layer (their trainable predictors learn too)
+                 dfb:bool=False, # direct feedback: every layer's reference is the last layer's (Eq. 3)
+                 optimal:bool=False, # lower predictors get Def. 3.4's gradients instead of their local ones
+                 views=quadrant_views): # images -> stacked views
+        super().__init__(net)
+        self.losses, self.dfb, self.optimal, self.views = losses, dfb, optimal, views
+    def forward(self, x, y=None) -> dict:
+        xv = self.views(x)
+        loss = local_ssl_step(self.model, self.losses, xv, self.dfb)
+        if self.optimal: optimal_predictor_grads(self.model, self.losses, xv, dfb=True)
+        return dict(loss=torch.tensor(loss, dtype=torch.float64))     # float64: the sum over steps as Python's
