@@ -224,6 +224,38 @@ def _check_finite(rule, m:dict, epoch:int, log:MetricsLogger, unit:str):
         log.diverged[i] = divergence_message(what, epoch + 1, step + 1 if step >= 0 else None, who)
         print(f"DIVERGED {log.diverged[i]}", flush=True)
 
+# A classification unit whose final test accuracy is back at chance after it had learned collapsed (e.g. a learning
+# rate blow-up that saturates or kills the network with a finite loss): no result. Chance is the best constant guess
+# (the test set's most frequent class). Measured on 466 healthy test-accuracy curves (every MLP-protocol smoke preset
+# over seeds 0-4 by scripts/experiment_margins.py, and the ledger's smoke and paper runs): every unit that ever
+# rose _CHANCE_RISE points above chance ended at least 21.5 points above it (DRTP, Sup. Table 2 smoke, seed 0), and
+# every unit that ended within _CHANCE_MARGIN of chance never rose more than 2.2 points above it (PEPITA, 3 hidden
+# layers, digits); the largest drop from a unit's best to its final accuracy was 9.0 points. A BP unit whose learning
+# rate is multiplied by 100 after epoch 1 falls from 82-85 % to 10.0 % (seeds 0-4; the test below).
+_CHANCE_MARGIN = 5.              # points: a final accuracy at most this far above chance is at chance
+_CHANCE_RISE = 20.               # points: a unit that was once this far above chance had learned
+
+def _check_collapse(log:MetricsLogger, y, members:int, unit:str):
+    """Record in `log.diverged` each member whose last test accuracy is within `_CHANCE_MARGIN` of chance (the share
+    of the test labels `y` in their most frequent class) after an earlier one was `_CHANCE_RISE` above it."""
+    if y is None or y.is_floating_point() or not len(y): return
+    chance = 100 * torch.bincount(y.flatten().long().cpu()).max().item() / y.numel()
+    for i in range(members):
+        if i in log.diverged: continue
+        rs = sorted((r for r in log.member(i).rows if r['metric'] == 'test_acc' and r['step'] is not None),
+                    key=lambda r: r['step'])
+        acc = [r['value'] for r in rs]
+        if len(acc) < 2 or acc[-1] > chance + _CHANCE_MARGIN or max(acc[:-1]) < chance + _CHANCE_RISE: continue
+        low = len(acc) - 1                                   # the first epoch of the final stretch at chance
+        while low > 0 and acc[low - 1] <= chance + _CHANCE_MARGIN: low -= 1
+        best = max(range(len(acc) - 1), key=acc.__getitem__)
+        who = f"{unit or 'unit'}" + (f" member {i}" if members > 1 else '')
+        log.diverged[i] = Divergence(
+            f"{who}: test accuracy collapsed to chance at epoch {rs[low]['step']} ({acc[-1]:.2f} % at the end, the "
+            f"most frequent class is {chance:.2f} %) after {acc[best]:.2f} % at epoch {rs[best]['step']}; recorded as "
+            "diverged (lower the learning rate?)", rs[low]['step'], None)
+        print(f"DIVERGED {log.diverged[i]}", flush=True)
+
 def _mark_all(log:MetricsLogger, e:Diverged, members:int, unit:str):
     "Record the `Diverged` a rule raised (its epoch and step) in `log.diverged`, for every member still training."
     for i in range(members):
@@ -370,4 +402,5 @@ def fit(rule:LearningRule, # the rule around a model: one network or a populatio
             print(f"{unit + ' ' if unit else ''}epoch {ep + 1}: " + ', '.join(f'{k} {_fmt(v)}' for k, v in m.items()),
                   flush=True)
         if checkpoint is not None: checkpoint[0](_checkpoint_state(rule, opt, sched, loader, log, ep))
+    if test is not None and len(test) > 1: _check_collapse(log, test[1], members, unit)
     return log
