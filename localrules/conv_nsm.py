@@ -103,9 +103,14 @@ class ConvNSMReference:
         self.W, self.M = np.array(W, copy=True), np.array(M, copy=True)
         self.tau, self.kw = tau, dict(n_iter=n_iter, tol=tol, gamma=gamma, stride=stride, padding=padding)
     def encode(self, x): return conv_nsm_reference(x, self.W, self.M, **self.kw)[0]
-    def step(self, x, lr:float):
-        "One mini-batch: dynamics, then W += lr(⟨yxᵀ⟩ − W), M += (lr/τ)(⟨yyᵀ⟩ − M); returns the maps."
+    def updates(self, x, lr:float) -> tuple:
+        "One mini-batch's dynamics: (maps, ΔW = lr(⟨yxᵀ⟩ − W), ΔM = (lr/τ)(⟨yyᵀ⟩ − M), the fixed point's objective)."
         Y, Cyx, Cyy = conv_nsm_reference(x, self.W, self.M, **self.kw)
-        self.W += lr * (Cyx - self.W)
-        self.M += lr / self.tau * (Cyy - self.M)
+        loss = -4 * (self.W * Cyx).sum() + 2 * (self.M * Cyy).sum() + 2 * (self.W ** 2).sum() - (self.M ** 2).sum()
+        return Y, lr * (Cyx - self.W), lr / self.tau * (Cyy - self.M), float(loss)
+    def step(self, x, lr:float):
+        "One mini-batch: dynamics, then W += ΔW, M += ΔM (`updates`); returns the maps."
+        Y, dW, dM, _ = self.updates(x, lr)
+        self.W += dW
+        self.M += dM
         return Y

@@ -8,12 +8,12 @@ Docs: https://localrules.github.io/localrules/sm_eval.html.md"""
 __all__ = ['PREPROCESS', 'quadrant_pool', 'pooled_features', 'linear_readout', 'RandomConv', 'random_patches',
            'normalize_patches', 'zca_fit', 'KMeansFeatures', 'PatchPreprocess', 'KMeansCodes', 'LeNet5', 'load_filters',
            'filter_cosine', 'rotation_angle', 'filter_stability', 'filter_grid', 'show_filters', 'timed', 'load_subset',
-           'train_local', 'train_reference']
+           'train_local', 'ReferenceRule', 'train_reference']
 
 # %% ../nbs/23_sm_eval.ipynb #0ce17c90
 import math, time
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
-from .core import check_choice, check_range
+from .core import check_choice, check_range, cosine, angle
 
 # %% ../nbs/23_sm_eval.ipynb #657278c0
 def quadrant_pool(maps:torch.Tensor, op:str='sum') -> torch.Tensor:
@@ -266,14 +266,15 @@ def load_filters(model:LeNet5, # the network, changed in place and returned
 
 # %% ../nbs/23_sm_eval.ipynb #fe79b87e
 def filter_cosine(w:torch.Tensor, w0:torch.Tensor) -> torch.Tensor:
-    "Per-filter cosine similarity between filters `w` and `w0` (K, ...)."
-    a, b = w.detach().flatten(1).double(), w0.detach().flatten(1).double()
-    return F.cosine_similarity(a, b, dim=1, eps=1e-12).float()
+    "Per-filter cosine similarity (`cosine`, float32) between filters `w` and `w0` (K, ...); a zero filter gives 0."
+    return cosine(w.detach().flatten(1), w0.detach().flatten(1), dim=1, zero='orthogonal').float()
 
+# %% ../nbs/23_sm_eval.ipynb #f209044c
 def rotation_angle(w:torch.Tensor, w0:torch.Tensor) -> torch.Tensor:
-    "Per-filter angle in degrees between `w` and `w0`."
-    return torch.rad2deg(torch.arccos(filter_cosine(w, w0).clamp(-1, 1)))
+    "Per-filter angle in degrees (`angle`, float32, accurate near 0°) between `w` and `w0`; a zero filter gives 90°."
+    return angle(w.detach().flatten(1), w0.detach().flatten(1), dim=1, zero='orthogonal').float()
 
+# %% ../nbs/23_sm_eval.ipynb #e2cba07e
 def filter_stability(w:torch.Tensor, w0:torch.Tensor, prefix:str='') -> dict:
     "Per-filter stability: mean/min/median cosine, mean angle, fraction of filters within 30° of their start."
     c, a = filter_cosine(w, w0), rotation_angle(w, w0)
@@ -339,7 +340,8 @@ def load_subset(name:str, # a dataset name of `DATASETS`
 # %% ../nbs/23_sm_eval.ipynb #508ee41d
 from .core import MetricsLogger
 from .data import TensorLoader
-from .train import fit
+from .rules import LearningRule
+from .train import fit, Diverged
 
 # %% ../nbs/23_sm_eval.ipynb #3cce5165
 class _LocalStats:
@@ -378,22 +380,38 @@ def train_local(rule, # a local rule (e.g. 'nsm', 'conv_nsm', 's2m')
     return log
 
 # %% ../nbs/23_sm_eval.ipynb #9a66d2e2
-def train_reference(ref, # a `ConvNSMReference` (NumPy), trained in place by `ref.step(batch, lr)`
+class ReferenceRule(LearningRule):
+    """A `ConvNSMReference` (NumPy) as a rule for `fit`: its W and M (memory shared) are the parameters; each batch it
+    computes its own step ΔW, ΔM (`updates` at learning rate `lr`) and puts −Δ in `.grad`: SGD with learning rate 1
+    then gives W + ΔW, bit for bit `ConvNSMReference.step`."""
+    def __init__(self, ref, lr:float):
+        super().__init__(ref)
+        self.lr = check_range('lr', lr, lo=0)
+        self.W, self.M = nn.Parameter(torch.from_numpy(ref.W)), nn.Parameter(torch.from_numpy(ref.M))
+    def forward(self, x, y=None) -> dict:
+        Y, dW, dM, loss = self.model.updates(x.detach().cpu().double().numpy(), self.lr)
+        if not (math.isfinite(loss) and np.isfinite(dW).all() and np.isfinite(dM).all()):
+            raise Diverged('non-finite weights or fixed point; recorded as diverged (lower the learning rate?)')
+        self.accumulate(self.W, torch.from_numpy(-dW))
+        self.accumulate(self.M, torch.from_numpy(-dM))
+        return dict(loss=loss, out=None, features=torch.from_numpy(Y))
+    def predict(self, x): return torch.from_numpy(self.model.encode(x.detach().cpu().double().numpy()))
+
+# %% ../nbs/23_sm_eval.ipynb #398634e1
+def train_reference(ref, # a `ConvNSMReference` (NumPy), trained in place
                     x, # (N, C, H, W) training images (taken to the CPU as float64)
                     epochs:int=1, # passes over x
                     batch_size:int=100, # images per step
-                    lr:float=0.05, # learning rate of each `ref.step`
+                    lr:float=0.05, # learning rate of the reference's own update
                     seed:int=0 # batch order, the same as `train_local`'s `TensorLoader`
                    ) -> MetricsLogger:
-    "Train a conventional `ConvNSMReference` on the mini-batches `train_local` would draw; per-epoch epoch_time (s)."
-    from localrules.train import check_finite
-    xs = x.detach().cpu().double()
-    loader, log = TensorLoader(xs, torch.zeros(len(xs)), batch_size=batch_size, seed=seed), MetricsLogger()
-    for ep in range(epochs):
-        def one_epoch():
-            for step, (xb, _) in enumerate(loader):
-                ref.step(xb.numpy(), lr)
-                check_finite('weights', [ref.W, ref.M], ep + 1, step + 1, unit='conventional NSM', curves=log)
-        _, sec = timed(one_epoch)                    # a non-finite weight raises Diverged (recorded as diverged)
-        log.log(step=ep + 1, epoch_time=sec, images_per_s=len(xs) / sec)
+    """Train a conventional `ConvNSMReference` through `fit` (`ReferenceRule`) on the mini-batches `train_local` would
+    draw; per-epoch epoch_time (s), images_per_s. Non-finite weights raise `Diverged` (epoch and step)."""
+    check_range('epochs', epochs, lo=0, integer=True)
+    rule, xs = ReferenceRule(ref, lr), x.detach().cpu().double()
+    log = fit(rule, torch.optim.SGD(rule.parameters(), lr=1.), (xs,), epochs=epochs, batch_size=batch_size, seed=seed,
+              progress=False, unit='conventional NSM', prefix=None, timing=True)
+    if log.diverged: raise Diverged(str(log.diverged[0]), log.diverged[0].epoch, log.diverged[0].step, curves=log)
+    for step, sec in [(r['step'], r['value']) for r in log.rows if r['metric'] == 'epoch_time']:
+        log.log(step=step, images_per_s=len(xs) / sec)
     return log
