@@ -382,7 +382,7 @@ def headline(out, # a run folder (with results.jsonl)
             ) -> list:
     """The run's headline numbers: per setting and metric, mean ± std over seeds (n), and for a `paper` run the
     paper's value beside it; settings with a paper value first."""
-    from localrules.report import aggregate, fmt_value
+    from localrules.ledger import aggregate, fmt_value
     rows = [r for r in read_jsonl(Path(out)/'results.jsonl') if r.get('kind') in ('final', 'status')]
     if not rows: return ['no final numbers recorded (see notebook.ipynb in the run folder)']
     results = Path(results) if results else project_root()/'results'
@@ -547,7 +547,8 @@ def submit_shards(name:str, # an experiment of `localrules list`
     return out
 
 # %% ../nbs/05_cli.ipynb #ba40e813
-from .report import report, report_tables, copy_figures, build_site
+from .report import report
+from .site import build_site
 
 # %% ../nbs/05_cli.ipynb #51f6fc90
 def build_offline_docs(out='_site_offline', nbs=None) -> Path:
@@ -578,7 +579,7 @@ def paper_time(e:dict, rates:dict) -> str:
     """The paper preset's expected time: for MLP experiments from their arithmetic and a measured FLOP rate, else the
     notebook's own estimate."""
     from localrules.mlp_protocol import preset_times, fmt_duration
-    t = preset_times(e['PRESETS'].get('paper', {}), rates)
+    t = preset_times(e['PRESETS'].get('paper', {}), rates, e['EXPERIMENT'].get('name'))   # its own unit list
     if not t: return e['EXPERIMENT'].get('time', {}).get('paper', '?')
     here = 'here: run benchmarks/population.py'
     if 'here' in t: here = f"{fmt_duration(t['here'])} here (measured, 1 CPU thread)"
@@ -614,7 +615,7 @@ def table_text(rows:list, # rows of cells (strings); the first is the header
 def list_table(exps:dict=None, rates:dict=None, width:int=None) -> str:
     "The table `localrules list` prints: experiment, paper (arXiv id), figure and title, smoke time, paper-preset time."
     import shutil
-    from localrules.report import paper_id
+    from localrules.ledger import paper_id
     exps = experiments() if exps is None else exps
     width = width or max(100, shutil.get_terminal_size((120, 24)).columns)
     rows = [('experiment', 'paper', 'figure / table: title', 'smoke', 'paper preset')]
@@ -784,7 +785,7 @@ def flagged_lines(rows:list) -> list:
 
 def report_index(results='results') -> str:
     "One line per experiment of the ledger: its paper and figure, the settings measured per preset, the last date."
-    from localrules.report import aggregate
+    from localrules.ledger import aggregate
     exps, lines = experiments(), []
     with contextlib.redirect_stderr(io.StringIO()):                # bad rows are named when the tables are printed
         rows = read_ledger(Path(results)/'ledger')

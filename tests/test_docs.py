@@ -62,9 +62,9 @@ def test_navigate_from_home_to_api_and_experiment_pages(site, shots):
         assert page.locator('nav.sidebar h3').count() >= 4
         assert 'Experiments' in page.inner_text('header') and 'Status' in page.inner_text('header')
         page.screenshot(path=str(shots/'home.png'), full_page=True, timeout=SHOT_MS)
-        page.click('nav.sidebar a[href="07_report.html"]')                       # an API page, with equations
+        page.click('nav.sidebar a[href="07a_ledger.html"]')                       # an API page, with equations
         page.wait_for_load_state('load')
-        assert page.url.endswith('07_report.html') and page.inner_text('h1') == 'report'
+        assert page.url.endswith('07a_ledger.html') and page.inner_text('h1') == 'ledger'
         maths = page.locator('main math')
         assert maths.count() > 3
         box = maths.first.bounding_box()
@@ -105,7 +105,7 @@ def test_status_page_counts_and_measured_vs_paper(site, shots):
     assert m, text[:500]
     total, parts = int(m.group(1)), [int(x) for x in m.group(2, 3, 4, 5, 6, 7)]
     from localrules.runs import read_reference
-    from localrules.report import paper_id, THREE_PAPERS
+    from localrules.ledger import paper_id, THREE_PAPERS
     refs = read_reference(ROOT/'results'/'paper_reference.csv')
     once = [r for r in refs if paper_id(r['paper']) in THREE_PAPERS and not r.get('same_as')]
     assert total == sum(parts) == len(once)                       # the three papers' numbers, each once

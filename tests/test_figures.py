@@ -4,7 +4,8 @@ import json
 from pathlib import Path
 import pytest
 from conftest import ROOT
-from localrules.report import ledger_figures, figure_problems, read_ledger, read_reference, PAGE_WIDTH_IN
+from localrules.runs import read_ledger, read_reference
+from localrules.figures import ledger_figures, figure_problems, PAGE_WIDTH_IN
 
 RESULTS = ROOT/'results'
 EXPERIMENTS = sorted(p.stem for p in (RESULTS/'ledger').glob('*.jsonl'))

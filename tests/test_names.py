@@ -6,7 +6,8 @@ import pytest
 from conftest import ROOT
 from localrules.cli import experiments, experiment_label, experiment_times, list_table, table_text
 from localrules.mlp_protocol import preset_times
-from localrules.report import render_cells, site_structure, time_html, parse_estimate
+from localrules.site import render_cells, site_structure, time_html
+from localrules.claims import parse_estimate
 
 NBS = ROOT/'nbs'
 ARXIV = re.compile(r'^\d{4}\.\d{4,5}$')

@@ -4,7 +4,8 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import ROOT
-from localrules.report import stale_pages, experiment_results, ledger_cells, LEDGER_TAG
+from localrules.report import stale_pages, experiment_results
+from localrules.site import ledger_cells, LEDGER_TAG
 
 RESULTS = ROOT/'results'
 EXPERIMENTS = sorted((ROOT/'nbs'/'experiments').glob('*.ipynb'))
@@ -118,7 +119,7 @@ def test_update_ledger_refuses_a_run_with_a_damaged_unit(tmp_path, capsys):
     assert read_ledger(tmp_path/'results'/'ledger') == []                 # nothing of that run was merged
 
 def test_diverged_units_show_as_diverged_in_the_tables():
-    from localrules.report import aggregate, paper_table
+    from localrules.ledger import aggregate, paper_table
     base = dict(experiment='t', preset='paper', run_id='r', commit='c', device='cpu', date='2026-01-01',
                 params='{"lr": 1e30}', step=None, rule='bp', dataset='mnist')
     rows = [dict(base, kind='status', metric=None, value=None, seed=0, status='diverged', message='nan at epoch 1'),
@@ -129,7 +130,8 @@ def test_diverged_units_show_as_diverged_in_the_tables():
 def test_the_committed_status_counts_each_number_once_and_reproduced_needs_3_seeds():
     "On the committed ledger: no `reproduced` from fewer than 3 seeds; a duplicated number counted once; tight cosines."
     from localrules.runs import read_ledger, read_reference
-    from localrules.report import aggregate, status_rows, tolerance
+    from localrules.ledger import aggregate
+    from localrules.claims import status_rows, tolerance
     from localrules.cli import experiments
     reference = read_reference(RESULTS/'paper_reference.csv')
     rows = status_rows(reference, aggregate(read_ledger(RESULTS/'ledger'), reference), experiments())
