@@ -100,13 +100,15 @@ def test_every_numeric_parameter_declares_its_range():
     assert not missing, missing
 
 def test_the_notebook_validates_with_its_whole_declaration():
-    "The notebook's own `resolve_params` call (papermill directly) gets SPEC and RELATIONS, not only CHOICES."
+    """The notebook's own check (papermill directly) gets the whole declaration: `setup(globals())` reads PARAMS and
+    RELATIONS from it; a notebook not converted yet passes SPEC and RELATIONS to `resolve_params`, not only CHOICES."""
     for name, e in EXPS.items():
         srcs = [''.join(c['source']) for c in json.loads(Path(e['path']).read_text())['cells']
                 if c['cell_type'] == 'code']
-        calls = [l for s in srcs for l in s.splitlines() if 'resolve_params(' in l
-                 and not l.lstrip().startswith(('from', 'import'))]
-        assert calls and all('SPEC, RELATIONS)' in l for l in calls), (name, calls)
+        lines = [l for s in srcs for l in s.splitlines() if not l.lstrip().startswith(('from', 'import'))]
+        calls = [l for l in lines if 'resolve_params(' in l or 'setup(globals()' in l]
+        ok = lambda l: 'SPEC, RELATIONS)' in l if 'resolve_params(' in l else 'PARAMS' in e
+        assert calls and all(map(ok, calls)), (name, calls)
 
 HAND = [  # (experiment, -p arguments, text the error must contain)
     ('bp_vs_fa', ['milestones', '[10,'], "milestones='[10,' is not a valid Python literal"),
@@ -155,13 +157,25 @@ def test_generated_bad_value_fails_through_the_command(tmp_path, name, k, v):
     assert k in str(e.value), str(e.value)
     assert not runs.exists()
 
-@pytest.mark.parametrize('args,msg', [
+CONSOLE = [
     (['bp_vs_fa', '-p', 'milestones', '[10,'], "milestones='[10,' is not a valid Python literal"),
     (['bp_vs_fa', '-p', 'hidden', '0'], 'hidden=0 is out of range'),
     (['table1_mlp_1hl', '-p', 'epochs', '1e999'], 'epochs=inf must be of type int'),
     (['bp_vs_fa', '-p', 'device', 'cpu'], 'use the option --device'),
-])
-def test_bad_input_fails_through_the_console_command(tmp_path, args, msg):
+]
+
+@pytest.mark.parametrize('args,msg', CONSOLE)
+def test_bad_input_fails_through_the_command_line(tmp_path, args, msg):
+    "The command's own entry point (`localrules.cli.main`, what the console script calls), in process."
+    runs = tmp_path/'runs'
+    with pytest.raises(SystemExit) as e: main(['run', *args, '--runs', str(runs), '--quiet'])
+    assert str(e.value).startswith('error: ') and msg in str(e.value), str(e.value)
+    assert not runs.exists()
+
+def test_bad_input_fails_through_the_console_command(tmp_path):
+    """The installed console script itself, for CONSOLE's first case (the others are checked in process above: another
+    process start each would check nothing the first does not): exit status, the message, no traceback."""
+    args, msg = CONSOLE[0]
     runs = tmp_path/'runs'
     p = cli('run', *args, '--runs', runs, '--quiet')
     assert p.returncode != 0 and msg in p.output, p.output
