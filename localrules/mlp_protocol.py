@@ -6,11 +6,11 @@ Docs: https://localrules.github.io/localrules/mlp_protocol.html.md"""
 
 # %% auto #0
 __all__ = ['HPARAMS', 'NORM_HPARAMS', 'PROTOCOL', 'NO_DECAY', 'WM_WITH_WD', 'HP_COLUMN', 'PEPITA_FAMILY', 'VARIANTS',
-           'MEMBER_SETTINGS', 'TRAIN_SIZE', 'INPUT_SIZE', 'H100_FP32_FLOPS', 'variant_features', 'settings',
+           'MEMBER_SETTINGS', 'TRAIN_SIZE', 'INPUT_SIZE', 'H100_FP32_FLOPS', 'GRIDS', 'variant_features', 'settings',
            'rule_options', 'build', 'load_data', 'train_unit', 'train_population', 'structure', 'build_population',
            'group_units', 'final_metrics', 'print_unit', 'train_units', 'mean_std', 'paper_value', 'parse_entry',
-           'compare_table', 'format_table', 'plot_table', 'step_flops', 'preset_flops', 'measured_flop_rate',
-           'fmt_duration', 'preset_times']
+           'compare_table', 'format_table', 'plot_table', 'step_flops', 'fig3_grid', 'time_local_grid', 'angles_grid',
+           'preset_units', 'preset_flops', 'measured_flop_rate', 'fmt_duration', 'preset_times']
 
 # %% ../nbs/16_mlp_protocol.ipynb #b604e77f
 import inspect, math, statistics, hashlib, json
@@ -66,8 +66,16 @@ def variant_features(variant:str) -> set:
     check_choice('variant', variant, VARIANTS)
     return set() if variant == 'base' else set(variant.split('_'))
 
-def settings(rule:str, dataset:str, depth:int=1, variant:str='base', **overrides) -> dict:
-    "All hyperparameters of the unit (rule, dataset, depth, variant) from Sup. Tables 4-5, with `overrides` applied."
+def settings(rule:str, # a rule of the tables ('bp', 'fa', 'drtp', the PEPITA family) or one given `lr=...`
+             dataset:str, # a dataset of `HP_COLUMN`: its column of the tables
+             depth:int=1, # hidden layers
+             variant:str='base', # one of `VARIANTS`
+             lr_scale:float=1., # multiplies the learning rate (the tables' or the `lr` override); > 0
+             **overrides # any other setting (`lr`, `hidden`, `epochs`, ...): replaces the tables' value
+            ) -> dict:
+    """All hyperparameters of the unit (rule, dataset, depth, variant) from Sup. Tables 4-5, with `overrides` applied
+    and the learning rate times `lr_scale` (an experiment's `-p lr_scale`, e.g. to test divergence)."""
+    check_range('lr_scale', lr_scale, lo=0, lo_open=True)
     check_choice('dataset', dataset, HP_COLUMN)
     check_range('depth', depth, lo=1, integer=True)
     feats, col, fam = variant_features(variant), HP_COLUMN[dataset], _family(rule)
@@ -94,6 +102,7 @@ def settings(rule:str, dataset:str, depth:int=1, variant:str='base', **overrides
     unknown = [k for k in overrides if k not in s]
     if unknown: raise ValueError(f"unknown setting(s) {unknown}; allowed: {sorted(s)}")
     s.update(overrides)
+    if lr_scale != 1 and s['lr'] is not None: s['lr'] = s['lr'] * lr_scale
     return s
 
 # %% ../nbs/16_mlp_protocol.ipynb #e52f6f4f
@@ -380,20 +389,54 @@ def step_flops(rule:str, sizes:list, batch:int=64) -> float:
     else: macs = B * (3 * total - layers[0] + C * (H1 + D)) + C * D * H1
     return 2. * macs
 
-def preset_flops(p:dict, batch:int=64):
-    """FLOP of every unit of an MLP experiment preset `p` (its datasets, rows, depths, seeds, epochs); None if `p` is
-    not one."""
-    datasets = p.get('datasets') or ([p['dataset']] if 'dataset' in p else None)
-    if not datasets or 'epochs' not in p or 'hidden' not in p or any(d not in TRAIN_SIZE for d in datasets): return None
-    rules = [parse_entry(e)[0] for e in p.get('entries') or p.get('rules') or ['pepita']]
-    depths = p.get('depths') or [p.get('depth', 1)]
+def fig3_grid(depths:list) -> list:
+    """(rule, init, variant, depth) of every unit of one seed of Fig. 3: at each depth PEPITA with He normal and He
+    uniform initialisation, PEPITA-Hebbian and PEPITA with weight decay; weight mirroring without and with
+    pre-mirroring at 1 hidden layer (panel c)."""
+    units = [u for k in depths for u in (('pepita', 'he_normal', 'base', k), ('pepita', 'he_uniform', 'base', k),
+                                         ('pepita_hebbian', 'he_normal', 'base', k), ('pepita', 'he_normal', 'wd', k))]
+    return units + [('pepita', 'he_normal', 'wm', 1), ('pepita', 'he_normal', 'wm_prem', 1)]
+
+def time_local_grid(F_scale:float) -> list:
+    "(feedback, F_scale) of every unit of one seed of Sup. Fig. 4: PEPITA-time-local with F, and the F = 0 control."
+    return [('F', F_scale), ('zero', 0.)]
+
+def angles_grid(fig9_datasets:list, fig10_dataset:str, fig10_depths:list) -> list:
+    "(dataset, depth, variant) of every unit of one seed of Sup. Figs. 9 and 10, each once."
+    units = [(d, 1, v) for d in fig9_datasets for v in ('base', 'wm', 'wm_prem')]
+    units += [(fig10_dataset, k, v) for k in fig10_depths for v in ('base', 'wm')]
+    return list(dict.fromkeys(units))
+
+# (rule, dataset, depth) of every unit of one seed, for the experiments whose units are not the product of their lists
+GRIDS = {
+    'fig3_depth_init_wd_angle': lambda p: [(r, p['dataset'], k) for r, _, _, k in fig3_grid(p['depths'])],
+    'supfig4_time_local': lambda p: [('pepita_timelocal', p['dataset'], 1) for _ in time_local_grid(p['F_scale'])],
+    'supfig9_10_angles': lambda p: [('pepita', d, k) for d, k, _ in angles_grid(p['fig9_datasets'], p['fig10_dataset'],
+                                                                                p['fig10_depths'])]}
+
+def preset_units(p:dict, # an MLP experiment's configuration (a preset, or a run's resolved parameters)
+                 experiment:str=None # the experiment's name: one of `GRIDS` lists its units by its own grid
+                ) -> list:
+    """(rule, dataset, depth, seed) of every unit that configuration `p` trains: the notebook's own grid for the
+    experiments of `GRIDS`, else every (dataset, row, depth, seed); None if `p` is not an MLP configuration."""
+    if experiment in GRIDS:
+        try: grid = GRIDS[experiment](p)
+        except KeyError: return None
+    else:
+        datasets = p.get('datasets') or ([p['dataset']] if 'dataset' in p else None)
+        if not datasets: return None
+        rules = [parse_entry(e)[0] for e in p.get('entries') or p.get('rules') or ['pepita']]
+        grid = [(r, d, k) for d in datasets for r in rules for k in p.get('depths') or [p.get('depth', 1)]]
+    return [(r, d, k, s) for s in p.get('seeds', [0]) for r, d, k in grid]
+
+def preset_flops(p:dict, batch:int=64, experiment:str=None):
+    """FLOP of every unit (`preset_units`) of an MLP experiment's configuration `p`; None if `p` is not one."""
+    units = preset_units(p, experiment) if 'epochs' in p and 'hidden' in p else None
+    if units is None or any(d not in TRAIN_SIZE for _, d, _, _ in units): return None
     total = 0.
-    for d in datasets:
+    for rule, d, k, _ in units:
         steps = math.ceil(min(p.get('limit') or TRAIN_SIZE[d], TRAIN_SIZE[d]) / batch) * p['epochs']
-        for rule in rules:
-            for k in depths:
-                sizes = [INPUT_SIZE[d]] + [p['hidden']] * k + [NUM_CLASSES.get(d, 10)]
-                total += len(p.get('seeds', [0])) * steps * step_flops(rule, sizes, batch)
+        total += steps * step_flops(rule, [INPUT_SIZE[d]] + [p['hidden']] * k + [NUM_CLASSES.get(d, 10)], batch)
     return total
 
 # %% ../nbs/16_mlp_protocol.ipynb #2037a174
@@ -414,10 +457,10 @@ def fmt_duration(s:float) -> str:
     if s < 5400: return f"{s / 60:.0f} min"
     return f"{s / 3600:.1f} h"
 
-def preset_times(p:dict, rates:dict=None) -> dict:
-    """Expected time of an MLP preset `p`: `here` from measured FLOP rates (BP's for rules not benchmarked), `h100` the
-    fp32-peak floor."""
-    f = preset_flops(p)
+def preset_times(p:dict, rates:dict=None, experiment:str=None) -> dict:
+    """Expected time of an MLP preset `p` (of `experiment`, see `preset_units`): `here` from measured FLOP rates (BP's
+    for rules not benchmarked), `h100` the fp32-peak floor."""
+    f = preset_flops(p, experiment=experiment)
     if f is None: return {}
     out = dict(flop=f, h100=f / H100_FP32_FLOPS)
     rate = (rates or {}).get('bp')
