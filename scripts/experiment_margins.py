@@ -8,6 +8,9 @@ the numbers written beside the checks. Runs already finished (`DONE`) are reused
     python scripts/experiment_margins.py                      # all experiments, seeds 0-4, into /tmp/margins
     python scripts/experiment_margins.py bp_vs_fa sm_scalability --seeds 5 --jobs 2
 
+It then applies the broken results of `MUTANTS` (test_experiments.py) to each seed's rows and prints, per broken
+result, its best margin over the seeds: each must be <= 0 (the check rejects it on every seed).
+
 `scripts/margin_check.py --experiments` imports `experiment_margins` by path.
 """
 import argparse, importlib.util, json, math, os, subprocess, sys
@@ -43,10 +46,10 @@ def seed_plan(name:str, # experiment name
         return [(f'seed{k}', {'seed': k}, [k]) for k in seeds]
     raise ValueError(f'{name}: its smoke preset has neither `seed` nor `seeds`: {sorted(preset)}')
 
-def _run(name, out, over, timeout):
-    "Run one smoke preset into `out` with `nice` (an existing unfinished folder is resumed); returns an error or None."
+def _run(name, out, over, timeout, nice=10):
+    "Run one smoke preset into `out` at `nice` (an existing unfinished folder is resumed); returns an error or None."
     if (out/'DONE').exists(): return None
-    args = ['nice', '-n', '10', LOCALRULES, 'run', name, '--preset', 'smoke', '--out', str(out), '--quiet']
+    args = ['nice', '-n', str(nice), LOCALRULES, 'run', name, '--preset', 'smoke', '--out', str(out), '--quiet']
     for k, v in over.items(): args += ['-p', k, json.dumps(v)]
     env = dict(os.environ, MPLBACKEND='Agg', PYTHONUNBUFFERED='1')
     env.setdefault('OMP_NUM_THREADS', '1')
@@ -74,12 +77,13 @@ def experiment_margins(names=None, # experiment names (default: all); each must 
                        jobs:int=2, # runs at once
                        timeout:int=3600, # seconds per run
                        run:bool=True, # run what is missing; False: use only finished runs
+                       nice:int=10, # niceness of the runs (0: normal priority)
                       ) -> dict:
     """{experiment: {check: [margin of each seed]}} from smoke runs of each experiment under `root`/NAME/ (margin > 0:
     the check holds; NaN: the rows it needs are missing). A run that fails raises RuntimeError naming it (after all
     others finished)."""
     mod = load_checks()
-    from localrules.cli import experiments
+    from localrules.catalog import experiments
     exps = experiments()
     names = sorted(exps) if names is None else list(names)
     unknown = [n for n in names if n not in exps]
@@ -90,7 +94,7 @@ def experiment_margins(names=None, # experiment names (default: all); each must 
     if run:
         todo = [(n, root/n/folder, over) for n in names for folder, over, _ in plans[n]]
         with ThreadPoolExecutor(max(1, jobs)) as ex:
-            errors = [e for e in ex.map(lambda a: _run(*a, timeout), todo) if e]
+            errors = [e for e in ex.map(lambda a: _run(*a, timeout, nice), todo) if e]
         if errors: raise RuntimeError('runs failed:\n' + '\n'.join(errors))
     res = {}
     for n in names:
@@ -105,6 +109,33 @@ def experiment_margins(names=None, # experiment names (default: all); each must 
                     margins = {f'rows present ({e})': float('nan')}
                 for check, m in margins.items(): res[n].setdefault(check, []).append(m)
     return res
+
+def mutant_margins(names, # experiment names
+                   seeds=range(5), # seeds to read
+                   root=DEFAULT_ROOT, # the folder experiment_margins ran into
+                  ) -> dict:
+    """{experiment: {broken result: [its worst margin on each seed's rows]}} for the MUTANTS of
+    tests/test_experiments.py applied to the finished runs under `root`: every number must be <= 0 (the check rejects
+    the broken result)."""
+    mod = load_checks()
+    from localrules.catalog import experiments
+    exps = experiments()
+    res = {}
+    for n in names:
+        for folder, _, held in seed_plan(n, exps[n]['PRESETS']['smoke'], list(seeds)):
+            out = Path(root)/n/folder
+            if not (out/'DONE').exists(): continue
+            for rows in _per_seed(_rows(out), held).values():
+                for what, m in mod.mutant_verdicts(n, rows).items():
+                    res.setdefault(n, {}).setdefault(what, []).append(m)
+    return res
+
+def mutant_table(res:dict) -> str:
+    "Markdown table: experiment, broken result, its best margin over seeds (must be <= 0), n seeds."
+    lines = ['| experiment | broken result | best margin (must be <= 0) | n seeds |', '|---|---|---:|---:|']
+    for n, ms in res.items():
+        for what, v in ms.items(): lines.append(f'| {n} | {what} | {max(v):.4g} | {len(v)} |')
+    return '\n'.join(lines)
 
 def table(res:dict) -> str:
     "Markdown table: experiment, check, worst margin, mean, n seeds."
@@ -122,9 +153,13 @@ if __name__ == '__main__':
     ap.add_argument('--root', default=str(DEFAULT_ROOT), help='scratch folder for the runs')
     ap.add_argument('--jobs', type=int, default=2, help='runs at once (default 2)')
     ap.add_argument('--no-run', action='store_true', help='only tabulate the runs already finished')
+    ap.add_argument('--nice', type=int, default=10, help='niceness of the runs (default 10; 0: normal priority)')
     a = ap.parse_args()
     if a.seeds < 1: ap.error(f'--seeds must be >= 1, got {a.seeds}')
     try:
-        print(table(experiment_margins(a.names or None, range(a.seeds), a.root, a.jobs, run=not a.no_run)))
+        res = experiment_margins(a.names or None, range(a.seeds), a.root, a.jobs, run=not a.no_run, nice=a.nice)
+        print(table(res))
+        mutants = mutant_margins(list(res), range(a.seeds), a.root)
+        if mutants: print('\n' + mutant_table(mutants))
     except (ValueError, RuntimeError) as e:
         sys.exit(f'experiment_margins: {e}')
