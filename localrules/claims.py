@@ -113,7 +113,7 @@ def parse_estimate(text:str):
 def cpu_flop_rates() -> dict:
     "{rule: FLOP/s} measured on a CPU (`benchmarks/results/population-cpu.json`), as `localrules list` reads them."
     from localrules.mlp_protocol import measured_flop_rate
-    from localrules.cli import project_root
+    from localrules.catalog import project_root
     return measured_flop_rate(project_root()/'benchmarks'/'results'/'population-cpu.json')
 
 # %% ../nbs/07c_claims.ipynb #aa7e6d54

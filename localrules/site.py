@@ -354,7 +354,7 @@ def time_html(path) -> str:
     "The expected times of the experiment notebook at `path`, read from where `localrules list` reads them."
     import html
     from localrules.runs import read_experiment
-    from localrules.cli import experiment_times
+    from localrules.catalog import experiment_times
     try:
         e = read_experiment(path)
     except (ValueError, SyntaxError, KeyError):

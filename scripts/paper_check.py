@@ -61,7 +61,7 @@ def main():
     ap.add_argument('--timeout', type=int, default=900, help='seconds per experiment')
     a = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from localrules.cli import experiments
+    from localrules.catalog import experiments
     exps = experiments()
     missing = sorted(set(exps) - set(SHRINK))
     if missing: sys.exit(f'no shrink settings for {missing}: add them to SHRINK in {__file__}')

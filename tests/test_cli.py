@@ -3,7 +3,7 @@ import json, os, signal, subprocess, sys, tempfile, time
 from pathlib import Path
 import pytest
 from conftest import cli, LOCALRULES, ROOT
-from localrules.cli import experiments
+from localrules.catalog import experiments
 from localrules.margins import assert_margins, register_check
 
 def test_list_names_every_experiment():
@@ -123,7 +123,8 @@ def test_refused_or_failed_rerun_keeps_the_finished_run(tmp_path):
     assert {q: (q.stat().st_mtime_ns, q.read_bytes()) for q in files} == files   # notebook.ipynb, results.jsonl...
 
 def test_crafted_pickle_checkpoint_is_refused(tmp_path):
-    from localrules.cli import get_experiment, check_params
+    from localrules.catalog import get_experiment
+    from localrules.checks import check_params
     from localrules.runs import Run
     out, flag = tmp_path/'run', tmp_path/'pwned'
     run = Run(out, 'bp_vs_fa', 'smoke', check_params(get_experiment('bp_vs_fa'), 'smoke',
@@ -138,7 +139,8 @@ def test_crafted_pickle_checkpoint_is_refused(tmp_path):
     assert f'rm {path}' in p.output and 'that unit restarts from scratch' in p.output and not flag.exists()
 
 def test_resume_refuses_a_latest_run_with_other_parameters(tmp_path):
-    from localrules.cli import get_experiment, check_params
+    from localrules.catalog import get_experiment
+    from localrules.checks import check_params
     from localrules.runs import Run
     runs = tmp_path/'runs'
     cfg = check_params(get_experiment('bp_vs_fa'), 'smoke', {'epochs': 1, 'milestones': []})

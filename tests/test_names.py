@@ -4,7 +4,7 @@ import importlib, inspect, re
 from pathlib import Path
 import pytest
 from conftest import ROOT
-from localrules.cli import experiments, experiment_label, experiment_times, list_table, table_text
+from localrules.catalog import experiments, experiment_label, experiment_times, list_table, table_text
 from localrules.mlp_protocol import preset_times
 from localrules.site import render_cells, site_structure, time_html
 from localrules.claims import parse_estimate

@@ -132,7 +132,7 @@ def test_the_committed_status_counts_each_number_once_and_reproduced_needs_3_see
     from localrules.runs import read_ledger, read_reference
     from localrules.ledger import aggregate
     from localrules.claims import status_rows, tolerance
-    from localrules.cli import experiments
+    from localrules.catalog import experiments
     reference = read_reference(RESULTS/'paper_reference.csv')
     rows = status_rows(reference, aggregate(read_ledger(RESULTS/'ledger'), reference), experiments())
     assert all(r['summary']['n'] >= 3 for r in rows if r['status'] == 'reproduced')

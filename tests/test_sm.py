@@ -66,7 +66,7 @@ def test_conv_nsm_cuda_matches_cpu():
     torch.testing.assert_close(yc, y, atol=1e-5, rtol=1e-4)
 
 def test_sm_pretraining_paper_rates_are_pynsm_demo_rates_in_library_units():
-    from localrules.cli import experiments
+    from localrules.catalog import experiments
     from localrules.nsm import pynsm_rates
     paper = experiments()['sm_pretraining']['PRESETS']['paper']
     # pynsm's demo: SGD lr 0.05, tau 0.1; LeNet's 6 and 16 filters

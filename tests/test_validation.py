@@ -5,7 +5,9 @@ import importlib.util, json, math
 from pathlib import Path
 import pytest
 from conftest import cli, ROOT
-from localrules.cli import experiments, check_params, parse_value, main
+from localrules.cli import main
+from localrules.catalog import experiments
+from localrules.checks import check_params, parse_value
 from localrules.params import param_spec, resolve_params
 
 EXPS = experiments()
@@ -194,7 +196,7 @@ def test_papermill_directly_validates_too(tmp_path):
 
 # ---- issue 22: every bad input refused before any work, within seconds, naming the parameter -------------------------
 import copy, os, pickle, subprocess, time
-from localrules.cli import check_run, check_clean_tree, check_folder, diff_digest, DIFF_ENV, BadLiteral
+from localrules.checks import check_run, check_clean_tree, check_folder, diff_digest, DIFF_ENV, BadLiteral
 from localrules.params import rescale, SizeError
 
 BIG = 10**9
