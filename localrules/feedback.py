@@ -1,4 +1,4 @@
-"""Any model, one argument: `convert(model, mode)` gives every `nn.Linear`/`nn.Conv2d` of a user's `nn.Module` a feedback path (FA, DFA, DRTP, uSF, brSF, frSF, or BP through the same code) built from custom autograd Functions, and the rules `fa_any`, `dfa`, `drtp_any`, `usf`, `brsf`, `frsf` train any such model.
+"""Any model, one argument: `convert(model, mode)` gives every `nn.Linear`/`nn.Conv2d` of a user's `nn.Module` a feedback path (FA, DFA, DRTP, uSF, brSF, frSF, or BP through the same code) built from custom autograd Functions, and the rules `fa`, `dfa`, `drtp`, `usf`, `brsf`, `frsf` train any such model.
 
 Docs: https://localrules.github.io/localrules/feedback.html.md"""
 
@@ -9,8 +9,7 @@ __all__ = ['MODES', 'DIRECT', 'INITS', 'USF_SCALES', 'DFA_POSITIONS', 'SUPPORTS'
            'CaptureError', 'DFALinearFn', 'DFAConv2dFn', 'init_bound', 'draw_feedback', 'FeedbackState',
            'layer_feedback', 'FeedbackLinear', 'FeedbackConv2d', 'convertible_layers', 'convert', 'unconvert',
            'reconvert', 'feedback_active', 'set_target', 'tiny_mlp', 'tiny_convnet', 'ShortcutA', 'BasicBlock',
-           'CifarResNet', 'resnet20', 'check_convertible', 'FeedbackRule', 'FAAny', 'DFA', 'DRTPAny', 'USF', 'BRSF',
-           'FRSF']
+           'CifarResNet', 'resnet20', 'check_convertible', 'FeedbackRule', 'FAOnModule', 'DFA', 'USF', 'BRSF', 'FRSF']
 
 # %% ../nbs/06_feedback.ipynb #f1331433
 import math
@@ -20,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .core import check_choice, check_range
-from .rules import LearningRule, register_rule, output_loss, refusal
+from .rules import LearningRule, FA, register_rule, implements, output_loss, refusal
 
 # %% ../nbs/06_feedback.ipynb #888d55f2
 from .rules import FeedbackLinearFn, _linear_param_grads    # one Function for a layer and a population
@@ -69,7 +68,7 @@ class OutputError:
         "The stored error; a clear error if the backward did not pass through the model's output first."
         if self.e is None and self.mode == 'drtp':
             raise RuntimeError(f"drtp: layer {layer} has no target: call set_target(model, y) after the forward and "
-                               "before backward (the rule drtp_any does)")
+                               "before backward (the rule drtp does)")
         if self.e is None:
             raise RuntimeError(f"dfa: layer {layer} has no output error: the loss must be computed from the converted "
                                "model's own output (call the model itself, not one of its submodules)")
@@ -180,6 +179,14 @@ class FeedbackState:
         self.track, self.seen = False, set()
         self.saved = None            # {layer: feedback tensor} while another rule's feedback holds the layers
 
+    @contextmanager
+    def switched(self, on:bool=True):
+        "Within the block, the converted layers use their feedback (`on=True`) or behave as plain layers (False)."
+        was = self.active
+        self.active = on
+        try: yield self
+        finally: self.active = was
+
     def ran(self, layer:str):
         "Record that `layer`'s forward ran (only while `track` is on: the rules' first step)."
         if self.track: self.seen.add(layer)
@@ -271,15 +278,18 @@ class _CaptureOutput:
         return CaptureError.apply(out, self.state.error)
 
 # %% ../nbs/06_feedback.ipynb #d29e5949
+def _convertible(m:nn.Module) -> bool:
+    ("A plain `nn.Linear` / `nn.Conv2d`, or one converted already (its class has their `plain_type`; also when a "
+     "notebook's copy of this module converted it).")
+    return type(m) in (nn.Linear, nn.Conv2d) or type(m).__dict__.get('plain_type') in (nn.Linear, nn.Conv2d)
+
 def convertible_layers(model:nn.Module) -> list:
     "(name, module) of every plain `nn.Linear` / `nn.Conv2d` (or already converted one) in `model`, in module order."
-    kinds = (nn.Linear, nn.Conv2d, FeedbackLinear, FeedbackConv2d)
-    return [(n or '<root>', m) for n, m in model.named_modules() if type(m) in kinds]
+    return [(n or '<root>', m) for n, m in model.named_modules() if _convertible(m)]
 
 def _skipped_layers(model:nn.Module) -> list:
     "Names of Linear/Conv2d subclasses that `convert` leaves alone."
-    kinds = (nn.Linear, nn.Conv2d, FeedbackLinear, FeedbackConv2d)
-    return [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and type(m) not in kinds]
+    return [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and not _convertible(m)]
 
 def _infer_output_dim(layers:list) -> int:
     "The out_features of the last `nn.Linear` (module order): the model's output size for a classifier head."
@@ -388,10 +398,7 @@ def feedback_active(model:nn.Module, on:bool=True):
     "Within the block, `model`'s converted layers use their feedback (`on=True`) or behave as plain layers (False)."
     st = getattr(model, 'fb_state', None)
     if st is None: raise ValueError(f"{type(model).__name__} is not converted: call convert(model, mode) first")
-    was = st.active
-    st.active = on
-    try: yield model
-    finally: st.active = was
+    with st.switched(on): yield model
 
 def set_target(model:nn.Module, # converted with mode 'drtp', after its forward
                y:torch.Tensor, # integer labels (n,) or float targets (n, K)
@@ -531,8 +538,8 @@ class FeedbackRule(LearningRule):
         if missing: warnings.warn(f"rule {self.name!r}: layers {missing} were not called in forward, so learn by BP")
 
 # %% ../nbs/06_feedback.ipynb #f5ae9442
-@register_rule('fa_any')
-class FAAny(FeedbackRule):
+@implements(FA, nn.Module)
+class FAOnModule(FeedbackRule, FA):
     "Feedback alignment on any model: each layer sends its error down through a fixed random B of W's shape."
     mode = 'fa'
     def __init__(self, model:nn.Module, # any nn.Module with nn.Linear / nn.Conv2d layers (converted in place)
@@ -557,21 +564,6 @@ class DFA(FeedbackRule):
         super().__init__(model, loss, init=init, feedback_scale=feedback_scale, output_dim=output_dim,
                          dfa_positions=positions, seed=seed)
 
-@register_rule('drtp_any')
-class DRTPAny(FeedbackRule):
-    r"""Direct random target projection on any model: every layer's input receives the one-hot target $y^*/n$ through
-    its $B_l$."""
-    mode = 'drtp'
-    def __init__(self, model:nn.Module, # any nn.Module with nn.Linear / nn.Conv2d layers, one (batch, K) output
-                 loss:str='ce', # the output layer's loss: 'ce' or 'mse'
-                 init:str='xavier_uniform', # how each B_l is drawn: one of INITS
-                 feedback_scale:float=1., # B_l's multiplier
-                 output_dim:int=None, # K (default: out_features of the last nn.Linear)
-                 positions:str='mean', # conv layers: y* per output position / their number ('mean') or as is ('sum')
-                 seed:int=None): # seed of the B_l (None: torch's global RNG)
-        super().__init__(model, loss, init=init, feedback_scale=feedback_scale, output_dim=output_dim,
-                         dfa_positions=positions, seed=seed)
-    def before_backward(self, y): set_target(self.model, y)
 
 # %% ../nbs/06_feedback.ipynb #f8a3bc20
 @register_rule('usf')

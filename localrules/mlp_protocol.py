@@ -116,7 +116,8 @@ def rule_options(name:str, s:dict) -> dict:
         want = dict(F_init=s['F_init'], F_scale=s['F_scale'])
         if s['wm']: want.update(wm=True, wm_lr=s['wm_lr'], wm_wd=s['wm_wd'], premirror_epochs=s['premirror_epochs'])
         if name == 'pepita_timelocal': want.update(lr=s['lr'])
-    params = {k for c in RULES[name].__mro__ if '__init__' in vars(c) for k in inspect.signature(c.__init__).parameters}
+    cls = RULES[name].implementation_for(MLP)         # the rule's implementation for an MLP: its options
+    params = {k for c in cls.__mro__ if '__init__' in vars(c) for k in inspect.signature(c.__init__).parameters}
     required = {'wm', 'wm_lr', 'wm_wd', 'premirror_epochs'} | ({'lr'} if name == 'pepita_timelocal' else set())
     missing = [k for k in want if k not in params and k in required and want[k] not in (False, 0)]
     if missing: raise ValueError(f"rule {name!r} does not accept {missing}, needed by variant={s['variant']!r}")

@@ -6,9 +6,10 @@ Docs: https://localrules.github.io/localrules/pepita.html.md"""
 
 # %% auto #0
 __all__ = ['LAYERS', 'STACK_SUPPORTS', 'act_deriv', 'matrix_angle', 'output_target', 'per_member', 'feedback_init', 'PepitaBase',
-           'Passes', 'member_batch', 'Pepita', 'PepitaHebbian', 'PepitaTimeLocal', 'AFA', 'feedback_angles',
-           'stack_modules', 'stack_problem', 'LayerPass', 'stack_pass', 'SameDraws', 'StackPasses', 'StackPepitaBase',
-           'PepitaSeq', 'PepitaHebbianSeq', 'PepitaTimeLocalSeq', 'AFASeq']
+           'Passes', 'member_batch', 'Pepita', 'PepitaOnMLP', 'PepitaHebbian', 'PepitaHebbianOnMLP', 'PepitaTimeLocal',
+           'PepitaTimeLocalOnMLP', 'AFA', 'AFAOnMLP', 'feedback_angles', 'stack_modules', 'stack_problem', 'LayerPass',
+           'stack_pass', 'SameDraws', 'StackPasses', 'StackPepitaBase', 'PepitaOnStack', 'PepitaHebbianOnStack',
+           'PepitaTimeLocalOnStack', 'AFAOnStack']
 
 # %% ../nbs/10_pepita.ipynb #ead3a884
 import math
@@ -18,7 +19,7 @@ from functools import reduce
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
 from .core import check_choice, check_range
-from .rules import LearningRule, MLP, MLP_SUPPORTS, register_rule, affine, output_loss, refusal, mlp_example
+from .rules import LearningRule, MLP, MLP_SUPPORTS, register_rule, implements, affine, output_loss, refusal, mlp_example
 from .rules import plain_type          # a converted feedback layer is the layer it was
 
 # %% ../nbs/10_pepita.ipynb #23209fe5
@@ -64,7 +65,9 @@ def feedback_init(shape, std:float, init:str='normal', generator=None) -> torch.
 
 # %% ../nbs/10_pepita.ipynb #df8a7b99
 class PepitaBase(LearningRule):
-    "Shared machinery of the PEPITA family: fixed (or mirrored, factorised) feedback F and the clean/modulated passes."
+    ("Shared machinery of the PEPITA family on an `MLP`: fixed (or mirrored, factorised) feedback F and the "
+     "clean/modulated passes.")
+    supports = MLP_SUPPORTS
     def __init__(self,
                  model:MLP, # one network or a population
                  F_init:str='normal', # F's distribution: 'normal' or 'uniform'
@@ -241,9 +244,14 @@ PepitaBase.accumulate = staticmethod(_accumulate)
 
 # %% ../nbs/10_pepita.ipynb #b6e6a8df
 @register_rule('pepita')
-class Pepita(PepitaBase):
+class Pepita(LearningRule):
     """PEPITA (arXiv 2302.05440, Alg. 1 / eqs 3–5): two forward passes, the second on the error-modulated input x +
-    sign·Fe."""
+    sign·Fe. On an `MLP` (`PepitaOnMLP`) or a feed-forward `nn.Sequential` (`PepitaOnStack`)."""
+
+@implements(Pepita, MLP)
+class PepitaOnMLP(PepitaBase, Pepita):
+    r"""PEPITA on an `MLP`: $\Delta W_\ell = (h_\ell - h_\ell^{err}) \otimes h_{\ell-1}^{err}$,
+    $\Delta W_L = e \otimes h_{L-1}^{err}$."""
     def updates(self, ps:Passes):
         self._modulated(ps)
         hs, hs_err, n, L = ps.hs, ps.hs_err, ps.n, len(self.model.layers)
@@ -254,9 +262,13 @@ class Pepita(PepitaBase):
 
 # %% ../nbs/10_pepita.ipynb #1c062c62
 @register_rule('pepita_hebbian')
-class PepitaHebbian(PepitaBase):
+class PepitaHebbian(LearningRule):
     """PEPITA-Hebbian (arXiv 2302.05440, eqs 7, 13, 14): a Hebbian term of the clean pass minus one of the modulated
-    pass."""
+    pass. On an `MLP` or a feed-forward `nn.Sequential`."""
+
+@implements(PepitaHebbian, MLP)
+class PepitaHebbianOnMLP(PepitaBase, PepitaHebbian):
+    r"PEPITA-Hebbian on an `MLP`: $\Delta W_\ell = h_\ell \otimes h_{\ell-1} - h_\ell^{err} \otimes h_{\ell-1}^{err}$."
     def updates(self, ps:Passes):
         self._modulated(ps)
         hs, hs_err, n, L = ps.hs, ps.hs_err, ps.n, len(self.model.layers)
@@ -271,9 +283,13 @@ class PepitaHebbian(PepitaBase):
 
 # %% ../nbs/10_pepita.ipynb #f6038d52
 @register_rule('pepita_timelocal')
-class PepitaTimeLocal(PepitaBase):
+class PepitaTimeLocal(LearningRule):
     """PEPITA-time-local (arXiv 2302.05440, Alg. 2): pass 2 runs on the weights updated by pass 1; the net update goes
-    into `.grad`."""
+    into `.grad`. On an `MLP` or a feed-forward `nn.Sequential`."""
+
+@implements(PepitaTimeLocal, MLP)
+class PepitaTimeLocalOnMLP(PepitaBase, PepitaTimeLocal):
+    r"PEPITA-time-local on an `MLP`: $W^+ = W - \eta\, h_\ell \otimes h_{\ell-1}$, then the modulated pass on $W^+$."
     def __init__(self, model:MLP, lr=0.01, **kwargs):
         super().__init__(model, **kwargs)
         self.lr = lr
@@ -313,9 +329,13 @@ class PepitaTimeLocal(PepitaBase):
 
 # %% ../nbs/10_pepita.ipynb #9b281378
 @register_rule('afa')
-class AFA(PepitaBase):
+class AFA(LearningRule):
     r"""Adaptive feedback alignment (arXiv 2302.05440, Eq. 11): $\Delta W_1 = [(W_1Fe) \odot h_1'] x^\top$,
-    $\Delta W_2 = e h_1^\top$; 2-layer MLPs."""
+    $\Delta W_2 = e h_1^\top$; 2-layer networks: an `MLP` or a feed-forward `nn.Sequential`."""
+
+@implements(AFA, MLP)
+class AFAOnMLP(PepitaBase, AFA):
+    "AFA on a 2-layer `MLP` (one network or a population)."
     supports = 'localrules.rules.MLP with 2 layers (one network or a population)'
     @classmethod
     def check_model(cls, model):
@@ -524,8 +544,8 @@ class StackPepitaBase(LearningRule):
     def updates(self, ps:StackPasses): raise NotImplementedError
 
 # %% ../nbs/10_pepita.ipynb #d958ea99
-@register_rule('pepita_seq')
-class PepitaSeq(StackPepitaBase):
+@implements(Pepita, nn.Sequential)
+class PepitaOnStack(StackPepitaBase, Pepita):
     r"""PEPITA (arXiv 2201.11665; 2302.05440 Eqs. 3–5) on a feed-forward nn.Sequential: $\Delta W_\ell$ from
     $(h_\ell - h_\ell^{err})$ at $u_\ell^{err}$, $\Delta W_L$ from e."""
     def updates(self, ps:StackPasses):
@@ -533,8 +553,8 @@ class PepitaSeq(StackPepitaBase):
         grads = [(c.h - m.h).detach() / ps.n for c, m in zip(ps.clean[:-1], ps.mod[:-1])]
         torch.autograd.backward(outs, grads + [self.last_grad(ps, ps.error)])
 
-@register_rule('pepita_hebbian_seq')
-class PepitaHebbianSeq(StackPepitaBase):
+@implements(PepitaHebbian, nn.Sequential)
+class PepitaHebbianOnStack(StackPepitaBase, PepitaHebbian):
     r"""PEPITA-Hebbian (arXiv 2302.05440 Eqs. 7, 13, 14) on a feed-forward nn.Sequential: $h_\ell$ at $u_\ell$ minus
     $h_\ell^{err}$ at $u_\ell^{err}$."""
     local_clean = True
@@ -547,15 +567,15 @@ class PepitaHebbianSeq(StackPepitaBase):
         grads += [self.last_grad(ps, ps.h_out), -self.last_grad(ps, ps.target)]
         torch.autograd.backward(outs, grads)
 
-@register_rule('pepita_timelocal_seq')
-class PepitaTimeLocalSeq(StackPepitaBase):
+@implements(PepitaTimeLocal, nn.Sequential)
+class PepitaTimeLocalOnStack(StackPepitaBase, PepitaTimeLocal):
     """PEPITA-time-local (arXiv 2302.05440 Alg. 2) on a feed-forward nn.Sequential: the second pass runs on W⁺ = W − η
     ΔW⁺."""
     local_clean = True
     def __init__(self, model:nn.Sequential, lr=0.01, **kwargs):
         super().__init__(model, **kwargs)
         self.lr = lr
-    current_lr = PepitaTimeLocal.current_lr
+    current_lr = PepitaTimeLocalOnMLP.current_lr
 
     def second_pass(self, ps:StackPasses) -> list:
         "ΔW⁺ from the clean pass (h_ℓ at u_ℓ; softmax h_L), then the modulated pass on W⁺ = W − η ΔW⁺."
@@ -574,12 +594,9 @@ class PepitaTimeLocalSeq(StackPepitaBase):
         for p, g1, g2 in zip(params, self._first, second): self.accumulate(p, g1 + g2)
         self._first = self._plus = None
 
-Pepita.any_model, PepitaHebbian.any_model = 'pepita_seq', 'pepita_hebbian_seq'
-PepitaTimeLocal.any_model = 'pepita_timelocal_seq'
-
 # %% ../nbs/10_pepita.ipynb #70a30b42
-@register_rule('afa_seq')
-class AFASeq(StackPepitaBase):
+@implements(AFA, nn.Sequential)
+class AFAOnStack(StackPepitaBase, AFA):
     "Adaptive feedback alignment (arXiv 2302.05440 eq. 11) on a two-layer feed-forward nn.Sequential: one forward pass."
     supports = STACK_SUPPORTS.replace('nn.Sequential of', 'nn.Sequential of two')
     @classmethod
@@ -611,9 +628,6 @@ class AFASeq(StackPepitaBase):
         torch.autograd.backward(outs, [-self.sign * jfe / n, e.reshape(outs[1].shape) / n])
         return dict(loss=_loss(out, y), out=out)
 
-AFA.any_model = 'afa_seq'
-AFA.supports = f"{AFA.supports}; other models: 'afa_seq'"
-
 # %% ../nbs/10_pepita.ipynb #e0ac107e
 def _mlp_example(cls, seed:int=0) -> tuple:
     "A tiny seeded `MLP` (`mlp_example`), the rule's `example_kwargs` and one batch."
@@ -631,6 +645,4 @@ def _stack_example(cls, seed:int=0) -> tuple:
 
 PepitaBase.example, PepitaBase.example_mlp, PepitaBase.example_kwargs = classmethod(_mlp_example), {}, {}
 StackPepitaBase.example, StackPepitaBase.example_kwargs = classmethod(_stack_example), {}
-PepitaTimeLocal.example_kwargs = PepitaTimeLocalSeq.example_kwargs = dict(lr=0.05)
-for _rule in (Pepita, PepitaHebbian, PepitaTimeLocal):
-    _rule.supports = f"{MLP_SUPPORTS}; other models: '{_rule.any_model}'"
+PepitaTimeLocalOnMLP.example_kwargs = PepitaTimeLocalOnStack.example_kwargs = dict(lr=0.05)

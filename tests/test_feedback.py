@@ -1,5 +1,5 @@
-"""Every converted-model rule (fa_any, dfa, usf, brsf, frsf) on models a user brings: a Sequential, a LeNet,
-torchvision's resnet18 and a CIFAR ResNet-20."""
+"""Every converted-model rule (fa, dfa, drtp, usf, brsf, frsf on any module) on models a user brings: a Sequential,
+a LeNet, torchvision's resnet18 and a CIFAR ResNet-20."""
 import copy
 import shutil
 import time
@@ -13,7 +13,11 @@ from localrules.rules import RULES, available_rules, get_rule, grad_alignment
 from localrules.feedback import FeedbackRule, convert, resnet20, tiny_mlp, tiny_convnet
 from localrules.margins import assert_margins, register_check
 
-NAMES = sorted(n for n in available_rules() if issubclass(RULES[n], FeedbackRule))
+def _on_any_module(cls) -> bool:
+    "The rule, or one of its implementations (`localrules.rules.implements`), trains any module by `convert`."
+    return any(issubclass(c, FeedbackRule) for c in (cls, *(impl for _, impl in cls.implementations)))
+
+NAMES = sorted(n for n in available_rules() if _on_any_module(RULES[n]))
 
 class LeNet(nn.Module):
     "LeNet-5 for 3×32×32 images, written as a user would (modules called in forward)."
@@ -39,7 +43,7 @@ DFA_LR = 0.1       # DFA's injected errors exceed the true gradients (biotorch's
 # up to ±0.5 a step, and at step 5 it was above the start for seed 1 with ONEDNN_MAX_CPU_ISA=AVX2 (-0.10)
 DFA_STEPS = {'sequential': (10, 0.3), 'lenet': (20, 0.5), 'resnet18': (15, DFA_LR)}
 # DRTP's target signal never vanishes: ReLU nets grow without it small
-RULE_KW = {'drtp_any': dict(feedback_scale=0.1)}
+RULE_KW = {'drtp': dict(feedback_scale=0.1)}
 
 def batch(n=2):
     g = torch.Generator().manual_seed(0)
@@ -72,8 +76,8 @@ def user_model_losses(seed:int, case:str) -> list:
     return train(*case.split(' on '), seed=seed)[0]
 
 def test_the_six_rules_are_registered():
-    assert NAMES == ['brsf', 'dfa', 'drtp_any', 'fa_any', 'frsf', 'usf']
-    assert all('nn.Linear' in RULES[n].supports for n in NAMES)
+    assert NAMES == ['brsf', 'dfa', 'drtp', 'fa', 'frsf', 'usf']
+    assert all('any nn.Module built with nn.Linear' in RULES[n].supports for n in NAMES)
 
 @pytest.mark.parametrize('model_name', list(MODELS))
 @pytest.mark.parametrize('name', NAMES)
@@ -84,7 +88,7 @@ def test_rule_on_user_model(name, model_name):
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads.values()), f'{name} on {model_name}'
     # worst margin over seeds 0-4 (scripts/margin_check.py -k feedback.), also with ONEDNN_MAX_CPU_ISA=AVX2
     # ATEN_CPU_CAPABILITY=default: dfa on sequential 1.44, lenet 1.30, resnet18 1.02 (were -0.20, -0.008 and, with
-    # AVX2, -0.10 in 5 steps at DFA_LR); the others >= 0.03 (fa_any on lenet 0.031)
+    # AVX2, -0.10 in 5 steps at DFA_LR); the others >= 0.03 (fa on lenet 0.031)
     assert_margins('feedback.user_model_loss_falls', losses, case=f'{name} on {model_name}')
     again, grads2, _ = train(name, model_name)
     same = again == losses and all(torch.equal(grads[n], grads2[n]) for n in grads)
@@ -101,7 +105,7 @@ def test_rule_differs_from_bp_below_the_output(name):
 
 @pytest.mark.parametrize('name', NAMES)
 def test_rule_refuses_models_without_layers(name):
-    with pytest.raises(TypeError, match=f"rule '{name}' needs any nn.Module.*got Sequential: no nn.Linear"):
+    with pytest.raises(TypeError, match=f"rule '{name}' needs .*any nn.Module.*got Sequential: no nn.Linear"):
         get_rule(name, nn.Sequential(nn.ReLU(), nn.MaxPool2d(2)))
 
 def test_convert_keeps_user_modules_and_parameter_names():
@@ -147,7 +151,7 @@ def test_deepcopy_of_a_converted_model_has_its_own_state():
 def test_grad_alignment_on_every_model(model_name):
     "grad_alignment compares the rule's update with BP's on the same (plain) network: one row per parameter tensor."
     seed_everything(0)
-    rule = get_rule('fa_any', MODELS[model_name]())
+    rule = get_rule('fa', MODELS[model_name]())
     rows = grad_alignment(rule, *batch())
     assert len(rows) == sum(1 for p in rule.model.parameters() if p.requires_grad)
     assert all(-1 <= r['cos'] <= 1 for r in rows) and rows[-2]['cos'] > 1 - 1e-5      # the output layer's weight
@@ -170,10 +174,12 @@ def test_a_single_layer_model_converts_and_unconverts():
     assert type(lin) is nn.Linear and not hasattr(lin, 'fb_state') and lin(x).shape == (5, 3)
 
 
-def test_fa_on_any_model_goes_to_its_twin():
-    "get_rule('fa', ...) keeps the MLP rule for an MLP and hands any other model to FA for any model."
-    from localrules.rules import get_rule, MLP, FA
+def test_fa_is_one_rule_for_every_model():
+    "get_rule('fa', ...): FA's implementation for an MLP, or for any other module; one class, one name."
+    from localrules.rules import MLP, FA, FAOnMLP
+    from localrules.feedback import FAOnModule
     seq = nn.Sequential(nn.Flatten(), nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 5))
     rule = get_rule('fa', seq)
-    assert not isinstance(rule, FA) and rule.name == 'fa_any'
-    assert isinstance(get_rule('fa', MLP([20, 16, 5])), FA)
+    assert type(rule) is FAOnModule and isinstance(rule, FA) and rule.name == 'fa'
+    assert type(get_rule('fa', MLP([20, 16, 5]))) is FAOnMLP and type(FA(seq)) is FAOnModule
+    with pytest.raises(ValueError, match="rule='fa_any' is now 'fa'"): get_rule('fa_any', seq)

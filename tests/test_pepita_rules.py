@@ -61,12 +61,14 @@ def test_grad_alignment_all():
         assert len(rows) == 2 and all(0 <= r['angle'] <= 180 for r in rows)
 
 
-# --- the same rules on a user's feed-forward nn.Sequential (their `_seq` twins) ---
+# --- the same rules on a user's feed-forward nn.Sequential (each rule's implementation for a stack) ---
 import torch.nn as nn
 from localrules.rules import RULES
+from localrules.pepita import StackPepitaBase
 
-SEQ = {'pepita': 'pepita_seq', 'pepita_hebbian': 'pepita_hebbian_seq', 'pepita_timelocal': 'pepita_timelocal_seq',
-       'ff': 'ff_seq'}
+SEQ = ['pepita', 'pepita_hebbian', 'pepita_timelocal', 'ff']
+OLD_NAMES = {'pepita_seq': 'pepita', 'pepita_hebbian_seq': 'pepita_hebbian', 'pepita_timelocal_seq': 'pepita_timelocal',
+             'ff_seq': 'ff', 'afa_seq': 'afa', 'fa_any': 'fa', 'drtp_any': 'drtp'}
 
 
 def convnet():
@@ -75,12 +77,12 @@ def convnet():
                          nn.Conv2d(4, 5, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(20, 10))
 
 
-@pytest.mark.parametrize('name', list(SEQ))
-def test_seq_twin_fills_every_grad(name):
+@pytest.mark.parametrize('name', SEQ)
+def test_stack_implementation_fills_every_grad(name):
     torch.manual_seed(0)
     net = convnet()
     rule = get_rule(name, net)
-    assert rule.name == SEQ[name] and SEQ[name] in available_rules(details=True)
+    assert rule.name == name and isinstance(rule, StackPepitaBase) and isinstance(rule, RULES[name])
     x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 10, (6,))
     out = rule(x, y)
     assert out['out'].shape == (6, 10) and math.isfinite(out['loss'])
@@ -102,19 +104,29 @@ def test_seq_regression_targets():
     assert net[0].weight.grad.abs().max() == 0        # F = 0: the modulated pass is the clean one
 
 
-def test_seq_rules_refuse_other_models():
-    for name in [*SEQ.values(), 'afa_seq']:
-        with pytest.raises(TypeError, match=f"rule '{name}' needs a feed-forward nn.Sequential.*got Module: not an"):
-            RULES[name].check_model(nn.Module())
+def test_rules_refuse_other_models_by_their_own_name():
+    "A refusal names the rule asked for and everything it takes (the MLP and the stack), nothing else."
+    for name in [*SEQ, 'afa']:
+        for bad in (nn.Module(), nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 2))):
+            with pytest.raises(TypeError, match=f"^rule '{name}' needs localrules.rules.MLP.*; or a feed-forward "
+                                                f"nn.Sequential.*got {type(bad).__name__}") as e:
+                RULES[name].check_model(bad)
+            assert not any(old in str(e.value) for old in OLD_NAMES)
 
 
-def test_afa_seq_on_two_layers():
-    "AFA's twin takes a two-layer stack (dropout included: the same mask in its Jacobian) and writes every grad."
+@pytest.mark.parametrize('old', list(OLD_NAMES))
+def test_a_former_twin_name_names_the_rule_now(old):
+    assert old not in available_rules()
+    with pytest.raises(ValueError, match=f"rule='{old}' is now '{OLD_NAMES[old]}'"): get_rule(old, MLP([4, 3]))
+
+
+def test_afa_on_a_two_layer_stack():
+    "AFA takes a two-layer stack (dropout included: the same mask in its Jacobian) and writes every grad."
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Dropout(0.3), nn.MaxPool2d(2), nn.Flatten(),
                         nn.Linear(36, 10))
     rule = get_rule('afa', net)
-    assert rule.name == 'afa_seq'
+    assert rule.name == 'afa' and isinstance(rule, StackPepitaBase)
     rule(torch.randn(6, 3, 8, 8), torch.randint(0, 10, (6,)))
     assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in net.parameters())
     with pytest.raises(TypeError, match="3 nn.Linear / nn.Conv2d layers"): get_rule('afa', convnet())
