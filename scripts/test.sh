@@ -9,4 +9,5 @@ export PATH="$PWD/.venv/bin:$PATH" MPLBACKEND=Agg PYTHONHASHSEED=0
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 nbdev-test --n-workers 2 --timing
 nbdev-proc-nbs >/dev/null
-pytest -n 2 --durations=15 tests/ "$@"
+# one work unit at a time, longest first (tests/conftest.py orders the items; test_docs' site is built once)
+pytest -n 2 --dist loadgroup --no-loadscope-reorder --durations=15 tests/ "$@"

@@ -17,3 +17,53 @@ def cli(*args, cwd=None, timeout=600, check=False):
 
 @pytest.fixture
 def root(): return ROOT
+
+# 4 units (bp, fa) x (seed 0, 1) of bp_vs_fa, 2 epochs: the unsharded reference run of test_shard and the first of the
+# two identical runs of test_reproducibility (both only read it; mark their tests xdist_group('bp_vs_fa_ref'))
+REF_ARGS = ['-p', 'epochs', '2', '-p', 'milestones', '[]', '-p', 'seeds', '[0, 1]']
+
+@pytest.fixture(scope='session')
+def bp_vs_fa_ref(tmp_path_factory):
+    "One finished unsharded `localrules run bp_vs_fa` with REF_ARGS (its folder), shared by the tests that read it."
+    out = tmp_path_factory.mktemp('bp_vs_fa_ref')/'ref'
+    cli('run', 'bp_vs_fa', '--out', out, '--quiet', *REF_ARGS, check=True)
+    return out
+
+# Longest items first. scripts/test.sh runs `pytest -n 2 --dist loadgroup --no-loadscope-reorder`: xdist hands each
+# worker one work unit at a time (at most 3 waiting), in collection order, so with the long items first the two workers
+# end together (longest-first list scheduling) instead of one worker running a queue of smoke runs alone at the end.
+# A file whose module-scoped fixture is expensive (test_docs: the offline site, built once) is one work unit
+# (xdist_group), so that its fixture is not built on both workers; it goes first, being one long unit. SLOW: rough
+# seconds per item (a prefix of its node id) of the files whose items start a kernel or a subprocess; only the order
+# matters. An item not listed counts as 0 and keeps its place.
+SLOW = {
+    'test_docs.py::': 200, 'test_experiments.py::test_smoke[': 60, 'test_divergence.py::': 40, 'test_faults.py::': 40,
+    'test_ddp.py::': 40, 'test_shard.py::test_submitit': 40, 'test_reproducibility.py::test_two_cli': 30,
+    'test_cli.py::': 20, 'test_workflows.py::': 20, 'test_readme.py::': 15, 'test_project.py::': 15,
+}
+# Seconds of each experiment's smoke run (papermill wall of the seed-0 run in the 5-seed sweep of commit 2a95796, two
+# runs at once on the loaded 2-core machine; a 5-seed run's time / 5 + 25 s of kernel start): only the order matters.
+SMOKE = {'clapp_figA1_lowrank': 178, 'clapp_fig4c_alignment': 177, 'clapp_table2': 150, 'sm_pretraining': 157,
+         'fig2b_ode_theory': 133, 'byom_resnet': 135, 'clapp_fig4b_linear_cnn': 111, 'clapp_figA2_alignment': 100,
+         'sm_scalability': 93, 'sm_cifar_study': 82, 'clapp_fig2_theorem31': 80, 'supfig7_feedback_norm': 83,
+         'clapp_fig3a_widths_dfb': 74, 'table2_mlp_deep': 71, 'table3_slowness': 64, 'table1_mlp_1hl': 62,
+         'sm_supervision': 60, 'clapp_fig3b_mlp_mnist': 55, 'bp_vs_fa': 43, 'sm_kmeans_baseline': 36,
+         'fig3_depth_init_wd_angle': 38, 'supfig5_goodness': 38, 'supfig4_time_local': 34, 'supfig9_10_angles': 34,
+         'supfig8_depth_norm': 33, 'supfig6_pepita_afa_cifar': 32, 'fig2_pepita_afa_alignment': 31,
+         'sm_depth_speed': 26}
+GROUPED = ('test_docs.py',)      # files run as one xdist work unit (an expensive module-scoped fixture)
+
+def _expected_seconds(item) -> float:
+    nodeid = item.nodeid.split('/')[-1]
+    if nodeid.startswith('test_experiments.py::test_smoke['):
+        return SMOKE.get(nodeid.split('[', 1)[1].split(']')[0], SLOW['test_experiments.py::test_smoke['])
+    return max((s for k, s in SLOW.items() if nodeid.startswith(k)), default=0)
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Group the GROUPED files and order the items longest first (a stable sort: the rest keep pytest's order; the
+    same order on every xdist worker). Runs before xdist's own hook, which reads the xdist_group marks."""
+    for item in items:
+        if item.nodeid.split('::')[0].split('/')[-1] in GROUPED:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split('::')[0].split('/')[-1]))
+    items.sort(key=_expected_seconds, reverse=True)

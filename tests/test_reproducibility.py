@@ -1,6 +1,7 @@
 "The same seed gives identical metrics on CPU: in-process and through two separate `localrules run`s."
 import json
-from conftest import cli
+import pytest
+from conftest import cli, REF_ARGS
 from localrules.core import seed_everything
 from localrules.data import load_tensors
 from localrules.rules import MLP, get_rule
@@ -17,11 +18,13 @@ def test_same_seed_same_metrics():
     assert a.series('test_acc') == b.series('test_acc') and a.series('train_loss') == b.series('train_loss')
     assert a.series('train_loss') != c.series('train_loss')
 
-def test_two_cli_runs_identical(tmp_path):
+@pytest.mark.xdist_group('bp_vs_fa_ref')
+def test_two_cli_runs_identical(tmp_path, bp_vs_fa_ref):
+    "Two separate processes, the same arguments: every row (curves and finals of 2 rules x 2 seeds) identical."
+    out = tmp_path/'again'
+    cli('run', 'bp_vs_fa', '--out', out, '--quiet', *REF_ARGS, check=True)
     vals = []
-    for i in range(2):
-        out = tmp_path/f'r{i}'
-        cli('run', 'bp_vs_fa', '--out', out, '--quiet', '-p', 'epochs', '3', '-p', 'milestones', '[]', check=True)
-        rows = [json.loads(l) for l in (out/'results.jsonl').read_text().splitlines()]
-        vals.append(sorted((r['rule'], r['metric'], r['step'] or 0, r['value']) for r in rows))
-    assert vals[0] == vals[1]
+    for d in (bp_vs_fa_ref, out):
+        rows = [json.loads(l) for l in (d/'results.jsonl').read_text().splitlines()]
+        vals.append(sorted((r['rule'], r['seed'], r['metric'], r['step'] or 0, r['value']) for r in rows))
+    assert len(vals[0]) > 8 and vals[0] == vals[1]

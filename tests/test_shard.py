@@ -2,11 +2,10 @@
 import json, multiprocessing, os, re, subprocess, sys, time
 from pathlib import Path
 import pytest
-from conftest import cli
+from conftest import cli, REF_ARGS
 from localrules.runs import Run, _Holder, unit_shard
 
-# 4 units (bp, fa) x (seed 0, 1)
-SMOKE = ['-p', 'epochs', '2', '-p', 'milestones', '[]', '-p', 'seeds', '[0, 1]']
+SMOKE = REF_ARGS          # 4 units (bp, fa) x (seed 0, 1), the arguments of conftest's bp_vs_fa_ref
 
 def finals(out):
     rows = [json.loads(l) for l in (Path(out)/'results.jsonl').read_text().splitlines()]
@@ -18,9 +17,9 @@ def trained(nb) -> list:
     text = ''.join(''.join(o.get('text', '')) for c in cells if c['cell_type'] == 'code' for o in c.get('outputs', []))
     return re.findall(r'\b(bp|fa) seed (\d+): test accuracy', text)
 
-def test_submitit_local_shards_then_gather(tmp_path):
-    ref, out = tmp_path/'ref', tmp_path/'sharded'
-    cli('run', 'bp_vs_fa', '--out', ref, '--quiet', *SMOKE, check=True)
+@pytest.mark.xdist_group('bp_vs_fa_ref')
+def test_submitit_local_shards_then_gather(tmp_path, bp_vs_fa_ref):
+    ref, out = bp_vs_fa_ref, tmp_path/'sharded'           # ref: one unsharded run with the same SMOKE arguments
     p = cli('run', 'bp_vs_fa', '--out', out, *SMOKE, '--executor', 'local', '--shards', '2', check=True)
     assert 'shards done; gathering' in p.output and (out/'DONE').exists()
     runs = [trained(nb) for nb in sorted((out/'shards').glob('notebook-*-of-2.ipynb'))]
