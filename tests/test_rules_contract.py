@@ -122,7 +122,8 @@ def objective_losses(seed:int, name:str, flip:bool=False) -> list:
 
 # FF on a stack: its loss is the readout's, and it falls even when every update's sign is flipped (by 0.011, -0.007,
 # -0.057, -0.073, 0.140 at seeds 0-4); the true rule's falls by 0.486, 0.341, 0.552, 0.589, 0.675. So it must fall by
-# more than FLOOR: the worst margin over seeds 0-4 is 0.10 for the rule, -0.10 for the sign-flipped one
+# more than FLOOR: the worst margin over seeds 0-4 is 0.10 for the rule, -0.10 for the sign-flipped one (the same
+# with ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=default: falls 0.499, 0.345, 0.552, 0.589, 0.511; flipped as above)
 # (`python scripts/margin_check.py -k contract.ff --seeds 0 1 2 3 4`; the flipped: ff_stack_losses(seed, flip=True))
 FLOOR = 0.24
 
