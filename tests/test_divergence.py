@@ -1,10 +1,23 @@
 """Divergence, in every experiment: a huge learning rate or scale given on the command line makes a unit diverge; it
 must be recorded as a 'diverged' status row (epoch, step, message) and no final value of that unit may be a result.
-Each case is one short `localrules run NAME --preset smoke -p ...` (pytest -n friendly: one run per test)."""
+Each case is one short `localrules run NAME --preset smoke -p ...` (pytest -n friendly: one run per test).
+
+The nine experiments of the fully connected protocol (2302.05440: Tables 1-3, Figs. 2a and 3, Sup. Figs. 5, 6, 8, 9-10)
+take their learning rates from the paper's tables; their `lr_scale` multiplies every rule's rate, and drives them here
+on 200 training digits, 16 hidden units, one epoch. Their run must also train exactly the units that
+`mlp_protocol.preset_units` (the cost `localrules list` shows) counts for the run's parameters.
+
+Not here: the four CLAPP theory experiments (clapp_fig2_theorem31, clapp_fig3a_widths_dfb, clapp_fig4b_linear_cnn,
+clapp_figA1_lowrank) train no network by gradient steps. Each unit measures the alignment of the CLAPP weight updates
+with BP's (2601.21683, Theorem 3.1) on fixed networks, after fitting the loss's linear predictors with LBFGS under a
+strong-Wolfe line search (`clapp_theory.fit_predictor`): the line search only accepts steps that lower the loss, and no
+parameter of these notebooks sets a step size, so no command-line value can make them diverge; were the fit's loss ever
+not finite, `fit_predictor` raises `Diverged` and the unit is recorded as diverged like the others."""
 import json, math
 import pytest
 from conftest import cli
 from localrules.runs import key_fields
+from localrules.mlp_protocol import preset_units
 
 BIG = 1e30
 # experiment -> the overrides that make (at least) one unit diverge, kept small so that each run takes seconds
@@ -29,6 +42,22 @@ CASES = {
     'sm_cifar_study': {'rates': [[BIG, BIG]], 'filters': [4], 'preps': ['white'], 'dynamics': ['fixed40'],
                        'extra': [], 'epochs': 1},
 }
+# the fully connected protocol: its smoke units on 200 training digits, 16 hidden units, one epoch
+TINY = {'lr_scale': BIG, 'epochs': 1, 'milestones': [], 'hidden': 16, 'limit': 200}
+MLP_CASES = {
+    'fig2_pepita_afa_alignment': TINY,
+    'fig3_depth_init_wd_angle': dict(TINY, premirror_epochs=0),
+    'supfig5_goodness': dict(TINY, snapshots=[0, 1]),
+    'supfig6_pepita_afa_cifar': dict(TINY, datasets=['digits']),
+    # batch-normalised PEPITA keeps a finite loss at lr x 1e30 (it sits at 10-15 %, chance: no unit diverges there);
+    # x 1e38 puts its rate (100 x 1e38) beyond float32 and every depth diverges at epoch 1, step 2
+    'supfig8_depth_norm': dict(TINY, lr_scale=1e38),
+    'supfig9_10_angles': dict(TINY, premirror_epochs=0),
+    'table1_mlp_1hl': dict(TINY, datasets=['digits']),
+    'table2_mlp_deep': dict(TINY, datasets=['digits']),
+    'table3_slowness': dict(TINY, datasets=['digits'], epochs=2, window=2, premirror_epochs=0),    # a slope: 2 epochs
+}
+CASES.update(MLP_CASES)
 
 def _rows(out) -> list:
     return [json.loads(line) for line in (out/'results.jsonl').read_text().splitlines()]
@@ -48,6 +77,17 @@ def test_divergence_is_recorded_not_a_result(name, tmp_path):
         unit = dict(key_fields(d), seed=d.get('seed'))
         results = [r for r in rows if r['kind'] == 'final' and dict(key_fields(r), seed=r.get('seed')) == unit]
         assert not results, f"{name}: the diverged unit {unit} has final values recorded: {results[:3]}"
+    said = json.loads((out/'notebook.ipynb').read_text())
+    said = ''.join(''.join(o.get('text', '')) for c in said['cells'] for o in c.get('outputs', []))
+    assert 'DIVERGED' in said, f"{name}: the run does not say that a unit diverged"
+    params = json.loads((out/'run.json').read_text())['params']
+    if name in MLP_CASES:                    # issue 25: the cost counts the units the run trains, no more, no less
+        units = {json.dumps(dict(key_fields(r), seed=r.get('seed')), sort_keys=True) for r in rows
+                 if r['kind'] in ('final', 'status')}
+        assert len(units) == len(preset_units(params, name)), (name, len(units), preset_units(params, name))
+    elif name == 'supfig4_time_local':
+        units = {(r['feedback'], r['seed']) for r in rows if r['kind'] in ('final', 'status')}
+        assert len(units) == len(preset_units(params, name)) == 2 * len(params['seeds']), units
 
 def test_mlp_protocol_population_member_diverges_alone(tmp_path):
     """The nine experiments of the fully connected protocol (Tables 1-3, Figs. 2-3, Sup. Figs. 4-10) have no learning
@@ -67,3 +107,28 @@ def test_mlp_protocol_population_member_diverges_alone(tmp_path):
     assert [(r['seed'], r['status'], r['epoch'], r['step']) for r in status] == [(0, 'diverged', 1, 2)], status
     assert 'non-finite loss at epoch 1, step 2' in status[0]['message']
     assert {r['seed'] for r in finals} == {1} and all(math.isfinite(r['value']) for r in finals)
+
+def test_collapse_to_chance_is_recorded_not_a_result(tmp_path):
+    """A unit whose loss stays finite but whose accuracy falls back to chance after it had learned is no result: BP on
+    the digits (Table 4's MNIST settings, 32 hidden units) learns in epoch 1, then its learning rate x 100 kills the
+    network (loss ln 10, every input the same class). `fit` flags it, `train_units` records it diverged with the
+    reason and the epoch it reached chance; its population partner with the protocol's decay (x 0.1) is a result.
+    Over seeds 0-4: the collapsed unit is at 76.4-86.9 % after epoch 1 and at 10.0 % at the end (flagged at <= 15.28 %:
+    the most frequent test class, 10.28 %, + 5); the healthy one ends at 84.2-91.1 % (the margins of the flag itself:
+    `train._CHANCE_MARGIN`)."""
+    from localrules.mlp_protocol import settings, train_units, load_data
+    from localrules.runs import Run
+    run = Run(tmp_path/'run', 'demo', 'smoke', {})
+    data = load_data('digits', str(tmp_path/'data'), 'cpu', False)
+    units = [(dict(rule='bp', variant=v, dataset='digits', depth=1, seed=0),
+              settings('bp', 'digits', 1, 'base', hidden=32, epochs=3, milestones=[1], gamma=g), 0)
+             for v, g in (('blowup', 100.), ('healthy', 0.1))]
+    train_units(run, units, data, 'cpu', on_done=None)
+    status, finals = run.rows('status'), run.rows('final')
+    assert [(r['variant'], r['status'], r['epoch']) for r in status] == [('blowup', 'diverged', 2)], status
+    assert 'collapsed to chance at epoch 2' in status[0]['message'], status[0]['message']
+    assert {r['variant'] for r in finals} == {'healthy'}
+    acc = next(r['value'] for r in finals if r['metric'] == 'test_acc')
+    assert acc > 80, acc                      # worst over seeds 0-4: 84.17 (seed 1)
+    curve = [r['value'] for r in run.rows('curve') if r['variant'] == 'blowup' and r['metric'] == 'test_acc']
+    assert curve[1] > 70 and curve[-1] < 15.28 and math.isfinite(curve[-1]), curve   # seeds 0-4: >= 76.39, 10.0
