@@ -64,8 +64,9 @@ def race(d, n, shards=None):
     ps = [ctx.Process(target=_worker, args=(d, go, shards and f'{i % shards}/{shards}', q)) for i in range(n)]
     for p in ps: p.start()
     go.set()
-    res = [q.get(timeout=60) for _ in ps]
-    for p in ps: p.join(timeout=60)
+    # 300 s: on a loaded shared machine four forked workers took over 60 s (a deadlock still fails, only later)
+    res = [q.get(timeout=300) for _ in ps]
+    for p in ps: p.join(timeout=300)
     return res
 
 def test_racing_processes_claim_each_unit_once(tmp_path):
