@@ -36,7 +36,7 @@ def test_clapp_killed_while_writing_its_checkpoint(tmp_path):
 
 # --- OS errors, signals and damaged checkpoints through `localrules run` (issue 22): one line, work kept, resume works
 
-import os, shlex, signal, subprocess, time                       # noqa: E402
+import os, shlex, shutil, signal, subprocess, time               # noqa: E402
 import pytest                                                    # noqa: E402
 from conftest import cli, LOCALRULES                             # noqa: E402
 
@@ -125,13 +125,21 @@ def _environ(pid:str) -> str:
     try: return open(f'/proc/{pid}/environ', 'rb').read().decode(errors='replace')
     except OSError: return ''
 
-def _checkpoint_case(tmp_path, content:bytes):
+@pytest.fixture(scope='session')
+def finished_small_run(tmp_path_factory):
+    """A finished 1-epoch BP run folder (its run.json and notebook), made once and copied by each damaged-checkpoint
+    case (the three cases start from the same folder; xdist_group keeps them on one worker)."""
+    out = tmp_path_factory.mktemp('finished')/'run'
+    cli('run', 'bp_vs_fa', '--preset', 'smoke', *SMALL, '-p', 'rules', "['bp']", '-p', 'epochs', '1', '--out', out,
+        '--quiet', check=True)
+    return out
+
+def _checkpoint_case(tmp_path, content:bytes, finished):
     "A run killed with a unit's checkpoint on disk, the checkpoint replaced by `content`, resumed: (output, path)."
     out = tmp_path/'run'
+    shutil.copytree(finished, out)                                # the folder and its run.json
     ck = out/'checkpoints'/'dataset=digits-rule=bp-seed=0.pt'
-    (out/'checkpoints').mkdir(parents=True)
-    cli('run', 'bp_vs_fa', '--preset', 'smoke', *SMALL, '-p', 'rules', "['bp']", '-p', 'epochs', '1', '--out', out,
-        '--quiet', check=True)                                    # the folder and its run.json
+    (out/'checkpoints').mkdir(exist_ok=True)
     (out/'DONE').unlink()
     for u in (out/'units').glob('*.json'): u.unlink()
     ck.write_bytes(content)
@@ -139,16 +147,17 @@ def _checkpoint_case(tmp_path, content:bytes):
             '--quiet')
     return p, ck, out
 
+@pytest.mark.xdist_group('finished_small_run')
 @pytest.mark.parametrize('content, cause', [(b'', 'is empty (0 bytes'),
                                             (bytes(range(256)) * 8, 'is damaged'),
                                             (None, "is not a checkpoint of this unit (no 'rule'")])
-def test_bad_checkpoint_names_file_cause_and_a_working_next_step(tmp_path, content, cause):
+def test_bad_checkpoint_names_file_cause_and_a_working_next_step(tmp_path, content, cause, finished_small_run):
     if content is None:
         import io, torch
         buf = io.BytesIO()
         torch.save({'weights': torch.ones(2)}, buf)
         content = buf.getvalue()
-    p, ck, out = _checkpoint_case(tmp_path, content)
+    p, ck, out = _checkpoint_case(tmp_path, content, finished_small_run)
     assert p.returncode != 0 and 'IndexError' not in p.output and 'KeyError' not in p.output, p.output[-3000:]
     assert f'checkpoint {ck} {cause}' in p.output and f'rm {ck}' in p.output, p.output[-3000:]
     assert 'could run code' not in p.output
