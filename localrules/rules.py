@@ -7,9 +7,9 @@ Docs: https://localrules.github.io/localrules/rules.html.md"""
 # %% auto #0
 __all__ = ['MLP_SUPPORTS', 'OUTPUT_KEYS', 'RULES', 'RENAMED', 'ACTIVATIONS', 'NORMS', 'ANY_SUPPORTS', 'refusal', 'plain_type',
            'plain_stats', 'device_stats', 'call_on_device', 'LearningRule', 'register_rule', 'implements',
-           'available_rules', 'get_rule', 'hash32', 'sub_seed', 'counter_uniform', 'counter_normal', 'seed_tensor',
-           'init_weight', 'normalise', 'FeedbackLinearFn', 'affine', 'MemberLinear', 'MLP', 'output_loss',
-           'mlp_example', 'BP', 'FA', 'FAOnMLP', 'rule_updates', 'grad_alignment']
+           'load_rule_modules', 'available_rules', 'get_rule', 'hash32', 'sub_seed', 'counter_uniform',
+           'counter_normal', 'seed_tensor', 'init_weight', 'normalise', 'FeedbackLinearFn', 'affine', 'MemberLinear',
+           'MLP', 'output_loss', 'mlp_example', 'BP', 'FA', 'FAOnMLP', 'rule_updates', 'grad_alignment']
 
 # %% ../nbs/02_rules.ipynb #058b7a3d
 import math, hashlib, sys, contextlib, copy
@@ -193,11 +193,17 @@ def _rule(name:str) -> type:
 
 
 # %% ../nbs/02_rules.ipynb #2c4f74da
+def load_rule_modules():
+    "Import the modules that define rules (each registers its own), listed once in the package's `__init__`."
+    from localrules import rule_modules
+    rule_modules()
+
 RENAMED = {'fa_any': 'fa', 'drtp_any': 'drtp', 'pepita_seq': 'pepita', 'pepita_hebbian_seq': 'pepita_hebbian',
            'pepita_timelocal_seq': 'pepita_timelocal', 'afa_seq': 'afa', 'ff_seq': 'ff'}   # former twins' names
 
 def available_rules(details:bool=False):
     "Sorted names of all registered learning rules, or with `details` {name: what models it supports}."
+    load_rule_modules()
     if details: return {n: _rule(n).supports for n in sorted(RULES)}
     return sorted(RULES)
 
@@ -209,6 +215,7 @@ def get_rule(name:str, # a registered rule name (`available_rules()`)
     if name in RENAMED:
         raise ValueError(f"rule={name!r} is now {RENAMED[name]!r}: one rule per algorithm takes every model it "
                          f"supports (get_rule({RENAMED[name]!r}, model))")
+    load_rule_modules()
     check_choice('rule', name, RULES)
     cls = _rule(name)
     cls.check_model(model)
