@@ -198,9 +198,9 @@ def evaluate(expr:str, cfg:dict):
     "The value of expression `expr` (see `expr_names`) over the configuration `cfg`."
     missing = [k for k in expr_names(expr) if k not in cfg]
     if missing: raise ValueError(f"expression {expr!r} names {missing}, which are not parameters")
-    def mlp_flop():
+    def mlp_flop(experiment:str=None):      # an experiment that builds its own unit grid passes its name
         from localrules.mlp_protocol import preset_flops
-        f = preset_flops(cfg)
+        f = preset_flops(cfg, experiment=experiment)
         if f is None: raise ValueError(f"mlp_flop() needs an MLP configuration (dataset(s), hidden, epochs)")
         return f
     env = dict(EXPR_FUNCS, mlp_flop=mlp_flop, **cfg)

@@ -578,3 +578,20 @@ def test_tiny_imagenet_missing_val_image(tmp_path):
         (base/'train'/c/'images').mkdir(parents=True)
         for i in range(n): (base/'train'/c/'images'/f'{c}_{i}.JPEG').write_bytes(b'x')
     _damaged(lambda: get_dataset('tiny_imagenet', tmp_path, 'train'), 'train', 'images per class from 1 to 2')
+
+
+@pytest.mark.parametrize('name', ['fig3_depth_init_wd_angle', 'supfig4_time_local', 'supfig9_10_angles',
+                                  'table1_mlp_1hl'])
+def test_the_size_check_counts_every_unit(name):
+    """The size check before a run (COST['flop']) counts the units the notebook trains: for the experiments that build
+    their own grid (Fig. 3: 14 a seed, Sup. Fig. 4: 2, Sup. Figs. 9-10: 12) the same list as `preset_units`, so
+    `localrules run` and `localrules list` agree (formerly Fig. 3 counted 3 of its 14 units a seed)."""
+    from localrules.params import read_experiment, estimate_cost
+    from localrules.mlp_protocol import preset_flops, preset_units
+    per_seed = {'fig3_depth_init_wd_angle': 14, 'supfig4_time_local': 2, 'supfig9_10_angles': 12,
+                'table1_mlp_1hl': None}[name]
+    exp = read_experiment(ROOT / 'nbs' / 'experiments' / f'{name}.ipynb')
+    for preset in ('smoke', 'paper'):
+        cfg = exp['PRESETS'][preset]
+        assert estimate_cost(exp['COST'], cfg)['flop'] == preset_flops(cfg, experiment=name)
+        if per_seed and preset == 'paper': assert len(preset_units(cfg, name)) == per_seed * len(cfg['seeds'])
