@@ -6,7 +6,7 @@ Docs: https://localrules.github.io/localrules/catalog.html.md"""
 
 # %% auto #0
 __all__ = ['project_root', 'experiments_dir', 'experiments', 'get_experiment', 'rules_table', 'paper_time', 'experiment_times',
-           'experiment_label', 'table_text', 'list_table']
+           'experiment_label', 'page_label', 'table_text', 'list_table']
 
 # %% ../nbs/05a_catalog.ipynb #5c143848
 import difflib, os
@@ -82,6 +82,15 @@ def experiment_times(e:dict, rates:dict=None) -> dict:
 def experiment_label(m:dict) -> str:
     "'FIGURE: TITLE' of EXPERIMENT dict `m`: the name of its page (heading, sidebar) and of its `localrules list` row."
     return f"{m.get('figure', '')}: {m.get('title', '')}"
+
+# %% ../nbs/05a_catalog.ipynb #a7c2e4f1
+def page_label(name:str, exps:dict) -> str:
+    """The heading of experiment `name`'s notebook: `experiment_label`, its figure joined by the figures of the variants
+    it runs (e.g. 'Fig. 4C and Fig. A2: TITLE')."""
+    m = exps[name]['EXPERIMENT']
+    figures = [m.get('figure', '')] + [v['EXPERIMENT'].get('figure', '') for v in exps.values()
+                                       if v.get('variant_of') == name]
+    return f"{' and '.join(figures)}: {m.get('title', '')}"
 
 # %% ../nbs/05a_catalog.ipynb #070e99a7
 def table_text(rows:list, # rows of cells (strings); the first is the header

@@ -19,7 +19,8 @@ from functools import reduce
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
 from .core import check_choice, check_range
-from .rules import LearningRule, MLP, MLP_SUPPORTS, register_rule, implements, affine, output_loss, refusal, mlp_example
+from localrules.rules import (LearningRule, MLP, MLP_SUPPORTS, register_rule, implements, affine, output_loss, refusal,
+    mlp_example)
 from .rules import plain_type          # a converted feedback layer is the layer it was
 
 # %% ../nbs/10_pepita.ipynb #23209fe5

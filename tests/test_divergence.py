@@ -13,10 +13,12 @@ with BP's (2601.21683, Theorem 3.1) on fixed networks, after fitting the loss's 
 strong-Wolfe line search (`clapp_theory.fit_predictor`): the line search only accepts steps that lower the loss, and no
 parameter of these notebooks sets a step size, so no command-line value can make them diverge; were the fit's loss ever
 not finite, `fit_predictor` raises `Diverged` and the unit is recorded as diverged like the others."""
-import json, math
+import json, math, tempfile
+from pathlib import Path
 import pytest
 from conftest import cli
 from localrules.runs import key_fields
+from localrules.margins import assert_margins, register_check
 from localrules.mlp_protocol import preset_units
 
 BIG = 1e30
@@ -108,6 +110,37 @@ def test_mlp_protocol_population_member_diverges_alone(tmp_path):
     assert 'non-finite loss at epoch 1, step 2' in status[0]['message']
     assert {r['seed'] for r in finals} == {1} and all(math.isfinite(r['value']) for r in finals)
 
+def _collapse_run(seed:int, folder) -> tuple:
+    "BP on the digits, one population of two: lr x 100 after epoch 1 ('blowup') and the protocol's x 0.1 ('healthy')."
+    from localrules.mlp_protocol import settings, train_units, load_data
+    from localrules.runs import Run
+    run = Run(Path(folder)/'run', 'demo', 'smoke', {})
+    data = load_data('digits', str(Path(folder)/'data'), 'cpu', False)
+    units = [(dict(rule='bp', variant=v, dataset='digits', depth=1, seed=seed),
+              settings('bp', 'digits', 1, 'base', hidden=32, epochs=3, milestones=[1], gamma=g), seed)
+             for v, g in (('blowup', 100.), ('healthy', 0.1))]
+    train_units(run, units, data, 'cpu', on_done=None)
+    return run
+
+
+def _collapse_numbers(run) -> dict:
+    "The healthy unit's final test accuracy and the collapsed unit's after epoch 1 and at the end (%)."
+    finals = [r for r in run.rows('final') if r['metric'] == 'test_acc']
+    curve = [r['value'] for r in run.rows('curve') if r['variant'] == 'blowup' and r['metric'] == 'test_acc']
+    return dict(healthy=next((r['value'] for r in finals if r['variant'] == 'healthy'), float('nan')),
+                epoch1=curve[1], end=curve[-1])
+
+
+@register_check('divergence.collapse', 'tests/test_divergence.py::test_collapse_to_chance_is_recorded_not_a_result',
+                'BP on digits, lr x 100 after epoch 1: > 70 % after epoch 1, < 15.28 % at the end (flagged); '
+                'its partner with the x 0.1 decay ends > 80 %',
+                margins=lambda r: {'healthy > 80': r['healthy'] - 80, 'epoch 1 > 70': r['epoch1'] - 70,
+                                   'end < 15.28': 15.28 - r['end']})
+def collapse_numbers(seed:int=0) -> dict:
+    "`_collapse_numbers` of `_collapse_run` from `seed`, in a temporary folder."
+    with tempfile.TemporaryDirectory() as d: return _collapse_numbers(_collapse_run(seed, d))
+
+
 def test_collapse_to_chance_is_recorded_not_a_result(tmp_path):
     """A unit whose loss stays finite but whose accuracy falls back to chance after it had learned is no result: BP on
     the digits (Table 4's MNIST settings, 32 hidden units) learns in epoch 1, then its learning rate x 100 kills the
@@ -116,19 +149,10 @@ def test_collapse_to_chance_is_recorded_not_a_result(tmp_path):
     Over seeds 0-4: the collapsed unit is at 76.4-86.9 % after epoch 1 and at 10.0 % at the end (flagged at <= 15.28 %:
     the most frequent test class, 10.28 %, + 5); the healthy one ends at 84.2-91.1 % (the margins of the flag itself:
     `train._CHANCE_MARGIN`)."""
-    from localrules.mlp_protocol import settings, train_units, load_data
-    from localrules.runs import Run
-    run = Run(tmp_path/'run', 'demo', 'smoke', {})
-    data = load_data('digits', str(tmp_path/'data'), 'cpu', False)
-    units = [(dict(rule='bp', variant=v, dataset='digits', depth=1, seed=0),
-              settings('bp', 'digits', 1, 'base', hidden=32, epochs=3, milestones=[1], gamma=g), 0)
-             for v, g in (('blowup', 100.), ('healthy', 0.1))]
-    train_units(run, units, data, 'cpu', on_done=None)
+    run = _collapse_run(0, tmp_path)
     status, finals = run.rows('status'), run.rows('final')
     assert [(r['variant'], r['status'], r['epoch']) for r in status] == [('blowup', 'diverged', 2)], status
     assert 'collapsed to chance at epoch 2' in status[0]['message'], status[0]['message']
     assert {r['variant'] for r in finals} == {'healthy'}
-    acc = next(r['value'] for r in finals if r['metric'] == 'test_acc')
-    assert acc > 80, acc                      # worst over seeds 0-4: 84.17 (seed 1)
-    curve = [r['value'] for r in run.rows('curve') if r['variant'] == 'blowup' and r['metric'] == 'test_acc']
-    assert curve[1] > 70 and curve[-1] < 15.28 and math.isfinite(curve[-1]), curve   # seeds 0-4: >= 76.39, 10.0
+    # worst margins over seeds 0-4: healthy 84.17 (seed 1) - 80, epoch 1 76.39 - 70, end 10.0 vs 15.28
+    assert_margins('divergence.collapse', _collapse_numbers(run))

@@ -4,7 +4,7 @@ import importlib, inspect, re
 from pathlib import Path
 import pytest
 from conftest import ROOT
-from localrules.catalog import experiments, experiment_label, experiment_times, list_table, table_text
+from localrules.catalog import experiments, experiment_times, list_table, page_label, table_text
 from localrules.mlp_protocol import preset_times
 from localrules.site import render_cells, site_structure, time_html
 from localrules.claims import parse_estimate
@@ -26,8 +26,8 @@ def _heading(path:Path) -> str:
     return head.lstrip()[2:]
 
 def test_page_title_is_the_experiments_name(exps):
-    wrong = {n: (_heading(NBS/'experiments'/f'{n}.ipynb').splitlines()[0], experiment_label(e['EXPERIMENT']))
-             for n, e in exps.items()}
+    wrong = {n: (_heading(e['path']).splitlines()[0], page_label(n, exps))
+             for n, e in exps.items() if 'variant_of' not in e}
     wrong = {n: v for n, v in wrong.items() if v[0] != v[1]}
     assert not wrong, f'page heading != EXPERIMENT figure: title: {wrong}'
 
@@ -35,7 +35,8 @@ def test_sidebar_names_experiments_as_their_pages(exps, structure):
     _, _, sidebar = structure
     labels = {href: text for section, items in sidebar if section.startswith('Experiments') for text, href in items}
     for n, e in exps.items():
-        assert labels[f'experiments-{n}.html'] == experiment_label(e['EXPERIMENT']), n
+        if 'variant_of' in e: assert f'experiments-{n}.html' not in labels, n      # run by its notebook's page
+        else: assert labels[f'experiments-{n}.html'] == page_label(n, exps), n
     texts = [t for _, items in sidebar for t, _ in items]
     assert len(texts) == len(set(texts)), sorted(t for t in texts if texts.count(t) > 1)
     assert sum(t.startswith('Table 1') for t in texts) == 1, [t for t in texts if 'Table 1' in t]
@@ -69,8 +70,9 @@ def test_table_text_wraps_within_columns():
 
 def test_one_source_for_time_estimates(exps):
     for n, e in exps.items():
+        if 'variant_of' in e: continue                  # a variant's page is its notebook's (Fig. A2: Fig. 4C's)
         t = experiment_times(e)
-        page = time_html(NBS/'experiments'/f'{n}.ipynb')
+        page = time_html(e['path'])
         assert t['paper'].replace('&', '&amp;') in page and t['smoke'] in page, n
         said = e['EXPERIMENT']['time']['paper']
         if preset_times(e['PRESETS'].get('paper', {}), {}):       # computed from the preset: no second estimate
