@@ -7,12 +7,12 @@ take their learning rates from the paper's tables; their `lr_scale` multiplies e
 on 200 training digits, 16 hidden units, one epoch. Their run must also train exactly the units that
 `mlp_protocol.preset_units` (the cost `localrules list` shows) counts for the run's parameters.
 
-Not here: the four CLAPP theory experiments (clapp_fig2_theorem31, clapp_fig3a_widths_dfb, clapp_fig4b_linear_cnn,
-clapp_figA1_lowrank) train no network by gradient steps. Each unit measures the alignment of the CLAPP weight updates
-with BP's (2601.21683, Theorem 3.1) on fixed networks, after fitting the loss's linear predictors with LBFGS under a
-strong-Wolfe line search (`clapp_theory.fit_predictor`): the line search only accepts steps that lower the loss, and no
-parameter of these notebooks sets a step size, so no command-line value can make them diverge; were the fit's loss ever
-not finite, `fit_predictor` raises `Diverged` and the unit is recorded as diverged like the others."""
+The four CLAPP theory experiments (clapp_fig2_theorem31, clapp_fig3a_widths_dfb, clapp_fig4b_linear_cnn,
+clapp_figA1_lowrank) train no network by gradient steps: each unit fits the loss's linear predictors with LBFGS under a
+strong-Wolfe line search (`clapp_theory.fit_predictor`, which accepts only steps that lower the loss) and measures the
+alignment of the CLAPP updates with BP's (2601.21683, Theorem 3.1). No parameter sets a step size; their scale is the
+predictors' L2 strength `lam`, and `lam` 1e308 makes the fit's loss infinite: `fit_predictor` raises `Diverged` and
+`run.unit` records the unit diverged."""
 import json, math, tempfile
 from pathlib import Path
 import pytest
@@ -43,6 +43,11 @@ CASES = {
     'sm_depth_speed': {'lr': BIG, 'depths': [1], 'repeats': 1},
     'sm_cifar_study': {'rates': [[BIG, BIG]], 'filters': [4], 'preps': ['white'], 'dynamics': ['fixed40'],
                        'extra': [], 'epochs': 1},
+    # the CLAPP theory experiments: an infinite L2 term makes the LBFGS fit's loss inf (no step size to push)
+    'clapp_fig2_theorem31': {'lam': 1e308, 'max_iter': 5, 'variants': ['theorem']},
+    'clapp_fig3a_widths_dfb': {'lam': 1e308, 'max_iter': 5, 'fs': ['linear']},
+    'clapp_fig4b_linear_cnn': {'lam': 1e308, 'max_iter': 5, 'variants': ['independent']},
+    'clapp_figA1_lowrank': {'lam': 1e308, 'max_iter': 5, 'ranks': [1]},
 }
 # the fully connected protocol: its smoke units on 200 training digits, 16 hidden units, one epoch
 TINY = {'lr_scale': BIG, 'epochs': 1, 'milestones': [], 'hidden': 16, 'limit': 200}
