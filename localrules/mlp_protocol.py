@@ -399,7 +399,8 @@ def fig3_grid(depths:list) -> list:
     return units + [('pepita', 'he_normal', 'wm', 1), ('pepita', 'he_normal', 'wm_prem', 1)]
 
 def time_local_grid(F_scale:float) -> list:
-    "(feedback, F_scale) of every unit of one seed of Sup. Fig. 4: PEPITA-time-local with F, and the F = 0 control."
+    ("`(feedback, F_scale)` of every unit of one seed of Sup. Fig. 4: PEPITA-time-local with $F$, and the $F = 0$ "
+     "control.")
     return [('F', F_scale), ('zero', 0.)]
 
 def angles_grid(fig9_datasets:list, fig10_dataset:str, fig10_depths:list) -> list:

@@ -48,11 +48,19 @@ def test_a_missing_ledger_figure_is_reported(tmp_path):
 
 @pytest.mark.parametrize('nb', EXPERIMENTS, ids=lambda p: p.stem)
 def test_experiment_page_ends_with_its_ledger_results(nb):
+    """The page ends with '## Results in the ledger': the experiment's ledger cell, then for each variant the notebook
+    runs (`VARIANTS`: Sup. Fig. 6 in Fig. 2a's, Fig. A2 in Fig. 4C's) a heading and the variant's ledger cell."""
+    from localrules.catalog import experiments
     cells = nbformat.read(nb, as_version=4).cells
-    assert cells[-2].cell_type == 'markdown' and cells[-2].source.startswith('## Results in the ledger'), nb.name
-    assert LEDGER_TAG in cells[-1].metadata.get('tags', []), nb.name
-    assert f"experiment_results('{nb.stem}')" in cells[-1].source, nb.name
-    assert ledger_cells(nbformat.read(nb, as_version=4)) == [len(cells) - 1]      # the only cell the docs build runs
+    names = [nb.stem] + [n for n, e in experiments().items() if e.get('variant_of') == nb.stem]
+    k = len(cells) - 2 * len(names)
+    assert cells[k].cell_type == 'markdown' and cells[k].source.startswith('## Results in the ledger'), nb.name
+    at = [k + 1 + 2 * i for i in range(len(names))]
+    for i, name in zip(at, names):
+        assert LEDGER_TAG in cells[i].metadata.get('tags', []), (nb.name, i)
+        assert f"experiment_results('{name}')" in cells[i].source, (nb.name, name)
+        if name != nb.stem: assert f'(`{name}`)' in cells[i - 1].source, (nb.name, cells[i - 1].source[:80])
+    assert ledger_cells(nbformat.read(nb, as_version=4)) == at      # the only cells the docs build runs
 
 def test_ledger_figures_are_paper_size():
     "Every ledger figure: a PNG of >= 200 dpi with a PDF and an SVG beside it."
