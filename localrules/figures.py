@@ -245,16 +245,18 @@ def _family_panel(ax, d, family:str, label:str, index:dict, vary:list):
     ax.set(title=f'{family}N', xlabel=f'{label} N', ylabel=f'{family}N', gid='value:y')
     _style(ax)
 
+def _varying_rows(d):
+    "The rows of tidy frame `d` whose metric varies (`varying_metrics`); None when there are none."
+    d = d[d['metric'].isin(varying_metrics(d))] if not d.empty else d
+    return None if d.empty else d
+
 def final_figure(df, title:str, first=()):
     """Final metrics of tidy frame `df` (mean ± sd over seeds), a panel per metric and dataset; metrics constant
     over the settings are left out. Against a numeric setting (`depth`, `rank`, ...): points, a colour per other
     setting; else the settings are the rows of the panel. None when nothing varies."""
     import seaborn as sns
-    d = df[df['kind'] == 'final']
-    if d.empty:
-        return None
-    d = d[d['metric'].isin(varying_metrics(d))]
-    if d.empty:
+    d = _varying_rows(df[df['kind'] == 'final'])
+    if d is None:
         return None
     vary = _varying(d, _key_columns(d))
     x = next((k for k in X_FIELDS if k in vary), None)
@@ -308,11 +310,8 @@ def curve_figure(df, title:str, first=CURVE_FIRST):
     per value of a setting when more than MAX_HUE settings would share a panel; constant metrics left out."""
     import seaborn as sns
     from matplotlib.ticker import MaxNLocator
-    d = df[(df['kind'] == 'curve') & df['step'].notna()]
-    if d.empty:
-        return None
-    d = d[d['metric'].isin(varying_metrics(d))]
-    if d.empty:
+    d = _varying_rows(df[(df['kind'] == 'curve') & df['step'].notna()])
+    if d is None:
         return None
     vary = _varying(d, _key_columns(d))
     facet = 'dataset' if 'dataset' in vary else None
