@@ -52,6 +52,7 @@ def _kind(exp:dict, preset:str, name:str) -> str:
     if name not in exp['PRESETS'].get(preset, {}): return None
     return param_spec(name, exp['PRESETS'], exp.get('SPEC'), exp.get('CHOICES'))['type']
 
+# %% ../nbs/05b_checks.ipynb #d36e6a70
 def _malformed(exp:dict, preset:str, name:str, value:BadLiteral) -> str:
     "The message for a `-p` value that is not a valid literal: what was given, why, what is allowed, an example."
     from localrules.params import param_spec, describe_spec
@@ -63,6 +64,7 @@ def _malformed(exp:dict, preset:str, name:str, value:BadLiteral) -> str:
     return (f"{name}={str(value)!r} is not a valid Python literal ({value.reason}); allowed: {allowed}, "
             f"e.g. -p {name} {repr(example) if not isinstance(example, str) else example!r}")
 
+# %% ../nbs/05b_checks.ipynb #66072488
 def check_params(exp:dict, preset:str, params:dict) -> dict:
     """Validate the `-p` values `params` against the notebook's parameter cell and declaration (PRESETS, CHOICES, SPEC,
     RELATIONS) before any kernel starts; returns the resolved configuration."""
@@ -149,6 +151,7 @@ def check_data_root(exp:dict, params:dict) -> Path:
 def _git(root, *args) -> subprocess.CompletedProcess:
     return subprocess.run(['git', *args], cwd=root, capture_output=True)
 
+# %% ../nbs/05b_checks.ipynb #a6a7fb6b
 def tree_changes(root=None) -> list:
     """The files of the package, notebooks and scripts (`CODE_FOLDERS`) with uncommitted changes, untracked ones
     included (`git status --porcelain` lines); [] outside a git checkout."""

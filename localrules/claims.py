@@ -71,6 +71,7 @@ def verdict(ref:dict, mean:float, std:float=0., n:int=1) -> tuple:
 # %% ../nbs/07c_claims.ipynb #12e8a7dc
 def _ref_key(ref): return dict(kv.split('=', 1) for kv in ref['key'].split(';') if kv)
 
+# %% ../nbs/07c_claims.ipynb #7dbd6b1f
 def _matches(want:dict, key:dict, substitute:bool=True, ignore=(), seeds=()) -> bool:
     "Whether summary `key` (with its `seeds`) is the reference setting `want` (a `seed` field must be among `seeds`)."
     for a, b in want.items():
@@ -85,6 +86,7 @@ def _matches(want:dict, key:dict, substitute:bool=True, ignore=(), seeds=()) -> 
             return False
     return True
 
+# %% ../nbs/07c_claims.ipynb #790cc557
 def _smoke_stands_in(want:dict, key:dict) -> bool:
     "Whether a smoke run on `key`'s dataset measures, at small scale, the paper's number on `want`'s dataset."
     if 'dataset' not in want or 'dataset' not in key:
@@ -130,6 +132,7 @@ def _number_preset(ref:dict, paper:dict) -> dict:
     p['seeds'] = [0]
     return p
 
+# %% ../nbs/07c_claims.ipynb #5be0f70a
 def number_cost(ref:dict, exp:dict, rates:dict=None) -> dict:
     ("The cost of measuring `ref` with experiment `exp` (its EXPERIMENT, PRESETS): `cpu_h`, CPU-hours a seed (None "
      "when unknown), `gpu_h` a GPU estimate, `h100_min` H100-minutes a seed (the unit's FLOPs at one H100's fp32 "
@@ -164,6 +167,7 @@ def _flat_values(obj):
         return {t for v in obj for t in _flat_values(v)}
     return {str(obj), *str(obj).split('/')}
 
+# %% ../nbs/07c_claims.ipynb #0a71aed4
 def unmeasurable(ref:dict, exp:dict, measured_keys:dict=None) -> str:
     ("Why no preset of experiment `exp` can measure `ref` (a key value that is in none of its presets or choices nor "
      "among the settings it measured), or '' when one can.")
@@ -213,6 +217,7 @@ def measured_metric(ref:dict) -> str:
 # %% ../nbs/07c_claims.ipynb #bdf68f49
 def _ref_id(ref:dict) -> str: return f"{ref['experiment']}:{ref['key']}:{ref['metric']}"
 
+# %% ../nbs/07c_claims.ipynb #9d83b0af
 def duplicates(reference:list) -> dict:
     ("{id of a number: [rows that give the same number under another experiment]}: a row whose `same_as` is "
      "'experiment:key' of another row of the same metric. A `same_as` naming no row is a ValueError with its line.")
@@ -249,6 +254,7 @@ def _measured_keys(summaries:list) -> dict:
             out.setdefault(s['experiment'], {}).setdefault(k, set()).add(str(v))
     return out
 
+# %% ../nbs/07c_claims.ipynb #4fd22d79
 def status_rows(reference:list, summaries:list, experiments:dict=None, rates:dict=None) -> list:
     ("One row per number (a row with `same_as` is counted with the row it names): `status` ('reproduced', 'agrees', "
      "'off', 'no result', 'smoke only', 'not run'), `label` ('agrees (1 seed)'), `why` (of 'not run'), the measured "
@@ -345,10 +351,12 @@ def _provenance(s:dict, legend:dict=None) -> str:
     commits = [commit_ref(c, legend) for c in s['commits']] if legend is not None else s['commits']
     return f"{s['preset']}; seeds {seeds}; {', '.join(s['devices'])}; {', '.join(commits)}"
 
+# %% ../nbs/07c_claims.ipynb #d43b1849
 def paper_order(p:str):
     keys = list(PAPERS)
     return (keys.index(p.lower()) if p.lower() in keys else len(keys), p)
 
+# %% ../nbs/07c_claims.ipynb #6c5fb913
 def paper_label(p:str) -> str:
     "The heading of paper `p` of the reference table (its arXiv id, or a short name)."
     return PAPERS.get(paper_id(p), PAPERS.get(p.lower(), p))
@@ -362,10 +370,12 @@ def _counts_text(rows:list) -> str:
         text += ' (why the paper scale has not run: ' + ', '.join(f'{k} {v}' for k, v in why.items()) + ')'
     return text
 
+# %% ../nbs/07c_claims.ipynb #facba029
 def _breakable(text:str) -> str:
     "`text` with a line-break opportunity (<wbr>) after each '_', '=' and '/': long names wrap in a narrow column."
     return re.sub(r'([_=/])', r'\1<wbr>', text)
 
+# %% ../nbs/07c_claims.ipynb #8b8e002c
 def _number_table(rows:list) -> list:
     "Markdown lines of one table of numbers, its commit legend under it."
     legend = {}
@@ -387,6 +397,7 @@ def _number_table(rows:list) -> list:
                    f"**{r['label']}** | {diff} | {_provenance(s, legend)} | {note} |")
     return out + ['', commit_legend(legend)]
 
+# %% ../nbs/07c_claims.ipynb #5b22756e
 def status_markdown(rows:list, level:int=2) -> str:
     ("The reproduction-status page: the three papers' numbers (each once) counted per paper, a table per paper; then "
      "other works' numbers in their own tables, as comparisons (not counted).")
@@ -466,6 +477,7 @@ def _groups(summaries:list, experiment:str, metric:str):
             out.setdefault((s['preset'], json.dumps(s['protocol'], sort_keys=True)), []).append(s)
     return out
 
+# %% ../nbs/07c_claims.ipynb #d395fbf2
 def check_depth_keeps_accuracy(summaries:list, max_drop:float=10.) -> list:
     "Fig. 3a: PEPITA (He normal, no weight decay) keeps its accuracy from 1 to 3 hidden layers (drop <= `max_drop`)."
     out = []
@@ -502,6 +514,7 @@ def _lower_layers(summaries:list, exp:str) -> list:
     layers = {s['metric'] for s in summaries if s['experiment'] == exp and s['metric'].startswith('cos_layer')}
     return sorted(layers, key=lambda m: int(m.removeprefix('cos_layer')))[:-1]
 
+# %% ../nbs/07c_claims.ipynb #fcfd1df6
 def check_dependent_predictor(summaries:list) -> list:
     r"""CLAPP++ Fig. 4B: a spatially dependent $W_{pred}$ aligns the local update with BP-SSL's better than a
     spatially independent one, in every layer below the last (whose local update is BP-SSL's own, cosine 1)."""

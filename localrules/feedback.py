@@ -40,6 +40,7 @@ def conv_grads(g, # (B, K, H', W') error at the conv's output
     return torch.ops.aten.convolution_backward(g, x.to(g.dtype), weight.to(g.dtype), bias_sizes, stride, padding,
                                                dilation, False, [0, 0], groups, mask)
 
+# %% ../nbs/06_feedback.ipynb #c30a90ea
 class FeedbackConv2dFn(torch.autograd.Function):
     "conv2d(x, W) + b whose backward sends the error to the input by the transposed convolution with B instead of W."
     @staticmethod
@@ -74,6 +75,7 @@ class OutputError:
                                "model's own output (call the model itself, not one of its submodules)")
         return self.e
 
+# %% ../nbs/06_feedback.ipynb #e9f07d8c
 class CaptureError(torch.autograd.Function):
     "Identity on the network output whose backward stores the output error in `holder` and passes it on unchanged."
     @staticmethod
@@ -107,6 +109,7 @@ class DFALinearFn(torch.autograd.Function):
         gw, gb = _linear_param_grads(ctx, g, x)
         return gx, gw, gb, None, None, None
 
+# %% ../nbs/06_feedback.ipynb #b3974f76
 def _dfa_error(ctx, feedback):
     "The output error for this layer's DFA matrix, checked against its number of rows K."
     e = ctx.holder.get(ctx.layer)
@@ -160,6 +163,7 @@ def init_bound(shape, init:str='xavier_uniform', like:torch.Tensor=None) -> floa
     if init == 'he_uniform': return math.sqrt(6 / fan_in)
     return 1 / math.sqrt(fan_in)
 
+# %% ../nbs/06_feedback.ipynb #7ce1330f
 def draw_feedback(shape, # the tensor's shape (a layer's weight shape)
                   init:str='xavier_uniform', # a name of `INITS`: the bound a (`init_bound`)
                   generator=None, # torch.Generator; None: torch's global RNG
@@ -198,6 +202,7 @@ class FeedbackState:
                                "(call the model itself)")
         return self.error
 
+# %% ../nbs/06_feedback.ipynb #96ede4f4
 def _sign_feedback(layer, magnitude:torch.Tensor) -> torch.Tensor:
     "|M| ⊙ sign(W)."
     return magnitude.abs() * torch.sign(layer.weight.detach())
@@ -230,6 +235,7 @@ class FeedbackLinear(nn.Linear):
                                      self.fb_name)
         return FeedbackLinearFn.apply(x, self.weight, self.bias, self.feedback())
 
+# %% ../nbs/06_feedback.ipynb #7ec0ffea
 def _explicit_padding(conv:nn.Conv2d, x:torch.Tensor):
     "(x padded by F.pad where needed, integer padding left for the convolution) for any padding / padding_mode."
     pad = conv.padding
@@ -242,8 +248,10 @@ def _explicit_padding(conv:nn.Conv2d, x:torch.Tensor):
         return F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode), (0, 0)
     return x, tuple(pad)
 
+# %% ../nbs/06_feedback.ipynb #563a4dac
 def _pad_mode(conv): return 'constant' if conv.padding_mode == 'zeros' else conv.padding_mode
 
+# %% ../nbs/06_feedback.ipynb #eb447277
 class FeedbackConv2d(nn.Conv2d):
     "An `nn.Conv2d` converted by `convert`: same parameters and output; backward sends the error through `feedback()`."
     plain_type = nn.Conv2d
@@ -267,6 +275,7 @@ class _NewError:
     def __call__(self, module, args):
         if self.state.active: self.state.error = OutputError(self.state.mode)
 
+# %% ../nbs/06_feedback.ipynb #6bf8e1c8
 class _CaptureOutput:
     "Forward hook on a DFA model's root: pass the output through `CaptureError` (its backward stores e)."
     def __init__(self, state:FeedbackState): self.state = state
@@ -283,14 +292,17 @@ def _convertible(m:nn.Module) -> bool:
      "notebook's copy of this module converted it).")
     return type(m) in (nn.Linear, nn.Conv2d) or type(m).__dict__.get('plain_type') in (nn.Linear, nn.Conv2d)
 
+# %% ../nbs/06_feedback.ipynb #14f17f5c
 def convertible_layers(model:nn.Module) -> list:
     "(name, module) of every plain `nn.Linear` / `nn.Conv2d` (or already converted one) in `model`, in module order."
     return [(n or '<root>', m) for n, m in model.named_modules() if _convertible(m)]
 
+# %% ../nbs/06_feedback.ipynb #9fd0ba9c
 def _skipped_layers(model:nn.Module) -> list:
     "Names of Linear/Conv2d subclasses that `convert` leaves alone."
     return [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and not _convertible(m)]
 
+# %% ../nbs/06_feedback.ipynb #c4f15401
 def _infer_output_dim(layers:list) -> int:
     "The out_features of the last `nn.Linear` (module order): the model's output size for a classifier head."
     lins = [m for _, m in layers if isinstance(m, nn.Linear)]
@@ -298,6 +310,7 @@ def _infer_output_dim(layers:list) -> int:
         raise ValueError("dfa / drtp: the model has no nn.Linear to read its output size from; pass output_dim=")
     return lins[-1].out_features
 
+# %% ../nbs/06_feedback.ipynb #ffa8169a
 def _feedback_shape(m, mode:str, output_dim:int) -> tuple:
     "W's shape, or for DFA and DRTP (K, in_features) / (K, C_in, kh, kw)."
     if mode not in DIRECT: return tuple(m.weight.shape)
@@ -340,6 +353,7 @@ def convert(model:nn.Module, # any module built with nn.Linear / nn.Conv2d layer
     model.fb_state = st
     return model
 
+# %% ../nbs/06_feedback.ipynb #5e759ccd
 def _convert_layer(m, name, st, K, gen, init, feedback_scale, usf_scale):
     "Swap one layer's class to its feedback twin and give it its state and feedback tensor."
     m.__class__ = FeedbackLinear if isinstance(m, nn.Linear) else FeedbackConv2d
@@ -366,11 +380,13 @@ def unconvert(model:nn.Module) -> nn.Module:
     model.__dict__.pop('fb_state', None)              # already gone if the model itself was a converted layer
     return model
 
+# %% ../nbs/06_feedback.ipynb #54f5e84d
 def _hooks(model:nn.Module, st:FeedbackState):
     "DFA / DRTP: the root's hooks that give each forward pass its output-error holder (DFA: and capture the error)."
     if st.mode in DIRECT: st.hooks = [model.register_forward_pre_hook(_NewError(st))]
     if st.mode == 'dfa': st.hooks.append(model.register_forward_hook(_CaptureOutput(st)))
 
+# %% ../nbs/06_feedback.ipynb #e4118c59
 def reconvert(model:nn.Module, # a model `convert`ed with `st`, since then unconverted (e.g. by another rule)
               st:FeedbackState # its former state (`unconvert` kept its feedback tensors in `st.saved`)
              ) -> nn.Module:
@@ -393,6 +409,7 @@ def reconvert(model:nn.Module, # a model `convert`ed with `st`, since then uncon
     model.fb_state = st
     return model
 
+# %% ../nbs/06_feedback.ipynb #8ed0179b
 @contextmanager
 def feedback_active(model:nn.Module, on:bool=True):
     "Within the block, `model`'s converted layers use their feedback (`on=True`) or behave as plain layers (False)."
@@ -400,6 +417,7 @@ def feedback_active(model:nn.Module, on:bool=True):
     if st is None: raise ValueError(f"{type(model).__name__} is not converted: call convert(model, mode) first")
     with st.switched(on): yield model
 
+# %% ../nbs/06_feedback.ipynb #22c635ce
 def set_target(model:nn.Module, # converted with mode 'drtp', after its forward
                y:torch.Tensor, # integer labels (n,) or float targets (n, K)
                ) -> torch.Tensor:
@@ -423,6 +441,7 @@ def tiny_mlp(n_in:int=6, hidden:int=5, n_out:int=3) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.ReLU(),
                          nn.Linear(hidden, n_out))
 
+# %% ../nbs/06_feedback.ipynb #a70ac901
 def tiny_convnet(c_in:int=2, n_out:int=3) -> nn.Sequential:
     "Conv(3×3)–ReLU–MaxPool–Conv(3×3, stride 2)–Tanh–Flatten–Linear, for 8×8 inputs."
     return nn.Sequential(nn.Conv2d(c_in, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -438,6 +457,7 @@ class ShortcutA(nn.Module):
         p = self.planes // 4
         return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p))
 
+# %% ../nbs/06_feedback.ipynb #ee33efe8
 class BasicBlock(nn.Module):
     "conv3×3–BN–ReLU–conv3×3–BN, plus the shortcut, then ReLU."
     def __init__(self, c_in:int, planes:int, stride:int=1):
@@ -451,6 +471,7 @@ class BasicBlock(nn.Module):
         out = torch.relu(self.bn1(self.conv1(x)))
         return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
+# %% ../nbs/06_feedback.ipynb #1d714fda
 class CifarResNet(nn.Module):
     "ResNet-(6n+2) for 32×32 images (He et al. 2016, §4.2): stem conv, 3 stages of n blocks, global average pool, fc."
     def __init__(self, n:int=3, num_classes:int=10, width:int=16, in_channels:int=3):
@@ -472,6 +493,7 @@ class CifarResNet(nn.Module):
         out = self.layer3(self.layer2(self.layer1(out)))
         return self.fc(out.mean((2, 3)))
 
+# %% ../nbs/06_feedback.ipynb #d0686073
 def resnet20(num_classes:int=10, width:int=16, in_channels:int=3) -> CifarResNet:
     "The CIFAR ResNet-20 (0.27 M parameters at width 16)."
     return CifarResNet(3, num_classes, width, in_channels)
@@ -488,6 +510,7 @@ def check_convertible(rule:str, model) -> nn.Module:
         raise TypeError(refusal(rule, model, SUPPORTS, f"no nn.Linear or nn.Conv2d (its modules: {kinds})"))
     return model
 
+# %% ../nbs/06_feedback.ipynb #df94787d
 class FeedbackRule(LearningRule):
     ("Base of the converted-model rules: `convert(model, self.mode)`, then backprop through the feedback Functions. "
      "The model stays usable by every rule: a later feedback rule takes its layers over, this one takes them back "
@@ -549,6 +572,7 @@ class FAOnModule(FeedbackRule, FA):
                  seed:int=None): # seed of B (None: torch's global RNG)
         super().__init__(model, loss, init=init, feedback_scale=feedback_scale, seed=seed)
 
+# %% ../nbs/06_feedback.ipynb #38705bc9
 @register_rule('dfa')
 class DFA(FeedbackRule):
     r"""Direct feedback alignment on any model: every layer's input receives the output error through its own fixed
@@ -564,7 +588,6 @@ class DFA(FeedbackRule):
         super().__init__(model, loss, init=init, feedback_scale=feedback_scale, output_dim=output_dim,
                          dfa_positions=positions, seed=seed)
 
-
 # %% ../nbs/06_feedback.ipynb #f8a3bc20
 @register_rule('usf')
 class USF(FeedbackRule):
@@ -576,6 +599,7 @@ class USF(FeedbackRule):
                  feedback_scale:float=1.): # multiplies s
         super().__init__(model, loss, usf_scale=scale, feedback_scale=feedback_scale)
 
+# %% ../nbs/06_feedback.ipynb #68640647
 @register_rule('brsf')
 class BRSF(FeedbackRule):
     "Batchwise random magnitude sign-concordant feedback: B = |M| ⊙ sign(W), M redrawn every batch."
@@ -586,6 +610,7 @@ class BRSF(FeedbackRule):
                  feedback_scale:float=1.): # B's multiplier
         super().__init__(model, loss, init=init, feedback_scale=feedback_scale)
 
+# %% ../nbs/06_feedback.ipynb #c3188ea0
 @register_rule('frsf')
 class FRSF(FeedbackRule):
     "Frozen random magnitude sign-concordant feedback: B = |M| ⊙ sign(W), M drawn once."

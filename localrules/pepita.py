@@ -33,22 +33,26 @@ def act_deriv(name:str, a:torch.Tensor) -> torch.Tensor:
     if name == 'erf': return math.sqrt(2 / math.pi) * torch.exp(-a ** 2 / 2)
     check_choice('act', name, ['relu', 'tanh', 'sigmoid', 'linear', 'erf'])
 
+# %% ../nbs/10_pepita.ipynb #7b2379fb
 def matrix_angle(a:torch.Tensor, b:torch.Tensor):
     "Angle in degrees between vec(a) and vec(b) of the last two dimensions: a float, or a list (one per member)."
     cos = F.cosine_similarity(a.flatten(-2).double(), b.flatten(-2).double(), dim=-1).clamp(-1, 1)
     deg = torch.rad2deg(torch.acos(cos))
     return deg.item() if deg.dim() == 0 else deg.tolist()
 
+# %% ../nbs/10_pepita.ipynb #93d56c45
 def output_target(out:torch.Tensor, y:torch.Tensor):
     r"($h_L$, target): softmax and one-hot for integer labels; identity and y for float targets."
     if y.is_floating_point(): return out, y.reshape(out.shape).to(out.dtype)
     return out.softmax(-1), F.one_hot(y, out.shape[-1]).to(out.dtype)
 
+# %% ../nbs/10_pepita.ipynb #0bcf1162
 def _loss(out, y) -> torch.Tensor:
     "Cross-entropy (labels) or ½ squared error (float targets) of the clean output, for logging (one per member)."
     if y.is_floating_point(): return 0.5 * (out - y.reshape(out.shape)).pow(2).sum(-1).mean(-1)
     return output_loss(out, y, 'ce')
 
+# %% ../nbs/10_pepita.ipynb #95ab6323
 def per_member(name:str, value, members:int=None) -> list:
     "A scalar option as one value per member: `value` for all, or a list of `members` values."
     if not isinstance(value, (list, tuple)): return [value] * (members or 1)
@@ -167,6 +171,7 @@ class Passes:
     hs_err:list = None      # modulated (negative) pass activities, h_0^err = x + sign·F e
     pre_err:dict = None     # modulated (negative) pass pre-activations
 
+# %% ../nbs/10_pepita.ipynb #7b815c84
 @patch
 def _clean(self:PepitaBase, x, y) -> Passes:
     "Clean pass with fresh dropout masks: activities, pre-activations, masks, h_L, target, error."
@@ -192,6 +197,7 @@ PepitaBase.needs_WF = True      # the rule uses W_1F (fast modulated pass, AFA)
 @patch
 def _use_fast(self:PepitaBase, n:int, C:int) -> bool: return self.fast is True or (self.fast == 'auto' and C < n)
 
+# %% ../nbs/10_pepita.ipynb #48dcf496
 @patch
 def _modulated(self:PepitaBase, ps:Passes, weights=None) -> Passes:
     "Modulated pass on h_0^err = x + sign·F e with the clean pass's masks (on `weights` [(W, b)] if given)."
@@ -215,6 +221,7 @@ def _modulated(self:PepitaBase, ps:Passes, weights=None) -> Passes:
 @patch
 def updates(self:PepitaBase, ps:Passes): raise NotImplementedError
 
+# %% ../nbs/10_pepita.ipynb #5dd0aa08
 def member_batch(model:MLP, x, y):
     "Inputs and targets as a rule computes with them: per member (N×n×...) in a population, whether shared or not."
     x, N = model.inputs(x), model.members
@@ -222,6 +229,7 @@ def member_batch(model:MLP, x, y):
     if N and y.dim() == (2 if y.is_floating_point() else 1): y = y.expand(N, *y.shape)
     return x, y
 
+# %% ../nbs/10_pepita.ipynb #b8a91b3c
 @patch
 @torch.no_grad()
 def forward(self:PepitaBase, x, y):
@@ -235,6 +243,7 @@ def forward(self:PepitaBase, x, y):
     out = ps.hs[-1]
     return dict(loss=_loss(out, y), out=out)
 
+# %% ../nbs/10_pepita.ipynb #b90d74af
 def _accumulate(p:torch.Tensor, g:torch.Tensor):
     "Add update `g` into `p.grad`; `g` must be a fresh tensor (it becomes `p.grad` without a copy)."
     g = g.detach().to(p.dtype)
@@ -249,6 +258,7 @@ class Pepita(LearningRule):
     """PEPITA (arXiv 2302.05440, Alg. 1 / eqs 3–5): two forward passes, the second on the error-modulated input x +
     sign·Fe. On an `MLP` (`PepitaOnMLP`) or a feed-forward `nn.Sequential` (`PepitaOnStack`)."""
 
+# %% ../nbs/10_pepita.ipynb #1affdcf9
 @implements(Pepita, MLP)
 class PepitaOnMLP(PepitaBase, Pepita):
     r"""PEPITA on an `MLP`: $\Delta W_\ell = (h_\ell - h_\ell^{err}) \otimes h_{\ell-1}^{err}$,
@@ -267,6 +277,7 @@ class PepitaHebbian(LearningRule):
     """PEPITA-Hebbian (arXiv 2302.05440, eqs 7, 13, 14): a Hebbian term of the clean pass minus one of the modulated
     pass. On an `MLP` or a feed-forward `nn.Sequential`."""
 
+# %% ../nbs/10_pepita.ipynb #e1cc4dca
 @implements(PepitaHebbian, MLP)
 class PepitaHebbianOnMLP(PepitaBase, PepitaHebbian):
     r"PEPITA-Hebbian on an `MLP`: $\Delta W_\ell = h_\ell \otimes h_{\ell-1} - h_\ell^{err} \otimes h_{\ell-1}^{err}$."
@@ -288,6 +299,7 @@ class PepitaTimeLocal(LearningRule):
     """PEPITA-time-local (arXiv 2302.05440, Alg. 2): pass 2 runs on the weights updated by pass 1; the net update goes
     into `.grad`. On an `MLP` or a feed-forward `nn.Sequential`."""
 
+# %% ../nbs/10_pepita.ipynb #d1f1182d
 @implements(PepitaTimeLocal, MLP)
 class PepitaTimeLocalOnMLP(PepitaBase, PepitaTimeLocal):
     r"PEPITA-time-local on an `MLP`: $W^+ = W - \eta\, h_\ell \otimes h_{\ell-1}$, then the modulated pass on $W^+$."
@@ -334,6 +346,7 @@ class AFA(LearningRule):
     r"""Adaptive feedback alignment (arXiv 2302.05440, Eq. 11): $\Delta W_1 = [(W_1Fe) \odot h_1'] x^\top$,
     $\Delta W_2 = e h_1^\top$; 2-layer networks: an `MLP` or a feed-forward `nn.Sequential`."""
 
+# %% ../nbs/10_pepita.ipynb #d5df20c6
 @implements(AFA, MLP)
 class AFAOnMLP(PepitaBase, AFA):
     "AFA on a 2-layer `MLP` (one network or a population)."
@@ -387,6 +400,7 @@ def stack_modules(model:nn.Sequential) -> list:
         mods.extend(stack_modules(m) if isinstance(m, nn.Sequential) else [m])
     return mods
 
+# %% ../nbs/10_pepita.ipynb #3378ada0
 def stack_problem(model) -> str:
     "Why the forward-only rules cannot train `model` as a feed-forward stack; '' when they can."
     if not isinstance(model, nn.Sequential): return 'not an nn.Sequential'
@@ -400,6 +414,7 @@ def stack_problem(model) -> str:
         if any(True for _ in m.buffers()): return f'module {i} ({kind}) keeps a state (buffers)'
     return ''
 
+# %% ../nbs/10_pepita.ipynb #e6973013
 @dataclass
 class LayerPass:
     """One nn.Linear / nn.Conv2d in one pass: its input u, its output a and its activity h (a after the shape-keeping
@@ -463,6 +478,7 @@ class StackPasses:
     x_mod:torch.Tensor = None   # the second pass's input
     mod:list = None         # one `LayerPass` per layer, second pass
 
+# %% ../nbs/10_pepita.ipynb #14102563
 class StackPepitaBase(LearningRule):
     "The PEPITA family on a feed-forward `nn.Sequential`: F projects the error onto the input's shape; two passes."
     supports = STACK_SUPPORTS
@@ -554,6 +570,7 @@ class PepitaOnStack(StackPepitaBase, Pepita):
         grads = [(c.h - m.h).detach() / ps.n for c, m in zip(ps.clean[:-1], ps.mod[:-1])]
         torch.autograd.backward(outs, grads + [self.last_grad(ps, ps.error)])
 
+# %% ../nbs/10_pepita.ipynb #30b600be
 @implements(PepitaHebbian, nn.Sequential)
 class PepitaHebbianOnStack(StackPepitaBase, PepitaHebbian):
     r"""PEPITA-Hebbian (arXiv 2302.05440 Eqs. 7, 13, 14) on a feed-forward nn.Sequential: $h_\ell$ at $u_\ell$ minus
@@ -568,6 +585,7 @@ class PepitaHebbianOnStack(StackPepitaBase, PepitaHebbian):
         grads += [self.last_grad(ps, ps.h_out), -self.last_grad(ps, ps.target)]
         torch.autograd.backward(outs, grads)
 
+# %% ../nbs/10_pepita.ipynb #1bcad394
 @implements(PepitaTimeLocal, nn.Sequential)
 class PepitaTimeLocalOnStack(StackPepitaBase, PepitaTimeLocal):
     """PEPITA-time-local (arXiv 2302.05440 Alg. 2) on a feed-forward nn.Sequential: the second pass runs on W⁺ = W − η
@@ -635,6 +653,7 @@ def _mlp_example(cls, seed:int=0) -> tuple:
     model, x, y = mlp_example(seed, **cls.example_mlp)
     return model, dict(cls.example_kwargs), x, y
 
+# %% ../nbs/10_pepita.ipynb #bc0ad660
 def _stack_example(cls, seed:int=0) -> tuple:
     """A tiny conv stack (conv–ReLU–max pool–flatten–linear) built from `seed`, the rule's `example_kwargs`, 8 images
     2×4×4."""
