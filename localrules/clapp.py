@@ -17,8 +17,9 @@ __all__ = ['CHANNELS', 'POOL_AFTER', 'POOL_SIZES', 'IMAGE_SIZE', 'WEIGHT_DECAY',
 import math, time
 import torch, torch.nn as nn, torch.nn.functional as F
 from torchvision.transforms import v2 as T
-from .core import check_choice, check_range
+from .core import check_choice, check_range, Diverged
 from .rules import BP, LearningRule, register_rule, refusal
+from .train import fit, make_optimizer
 from .local_ssl import Predictor, local_ssl_loss, F_NAMES
 
 # %% ../nbs/32_clapp.ipynb #449d6068
@@ -513,7 +514,6 @@ def linear_probe(rule:SSLRule, # the trained SSL rule; its encoder stays frozen 
     """Linear probe of the frozen encoder (on `n_labels` balanced labelled images of `train`, default all), trained by
     `fit` (BP of the cross-entropy, Adam): selects the epoch on a validation split of them, returns accuracies (%) and
     curve rows. A non-finite loss or weight raises `Diverged` (the unit is recorded as such)."""
-    from localrules.train import Diverged, fit, make_optimizer
     (xtr, ytr), (xte, yte) = train, test
     if n_labels:
         i = label_subset(ytr, n_labels, seed).to(xtr.device)
@@ -555,7 +555,6 @@ def linear_probe(rule:SSLRule, # the trained SSL rule; its encoder stays frozen 
 
 # %% ../nbs/32_clapp.ipynb #813e0f99
 from .core import MetricsLogger
-from .train import fit
 
 # %% ../nbs/32_clapp.ipynb #bcef4ee2
 def pretrain(rule:SSLRule, # the self-supervised rule around its encoder

@@ -12,7 +12,7 @@ __all__ = ['MNIST_MEAN', 'MNIST_STD', 'theory_images', 'quadrant_views', 'crop_v
 # %% ../nbs/31_clapp_theory.ipynb #61ae165a
 import math
 import torch, torch.nn as nn, torch.nn.functional as F
-from .core import check_choice, check_range
+from .core import check_choice, check_range, Diverged, wrong_checkpoint
 from .data import load_tensors
 from .local_ssl import LocalSSLLoss
 from .rules import LearningRule
@@ -111,7 +111,6 @@ def fit_predictor(loss:LocalSSLLoss, # the loss whose trainable predictors are f
     opt.zero_grad()
     final = loss(z, c).item()
     if not math.isfinite(final):
-        from localrules.train import Diverged        # recorded as diverged by `run.record` / `run.unit`
         raise Diverged(
             f"fit_predictor: the loss is {final} (not finite) after {rounds} round(s) of at most {max_iter} LBFGS "
             "iterations; "
@@ -184,14 +183,12 @@ def batch_alignment(net:TheoryNet, # the network whose per-layer updates are com
     starts = list(range(0, len(imgs), batch_size))
     state = checkpoint[1]() if checkpoint is not None else None
     if state is not None and not (isinstance(state, dict) and {'starts', 'per_batch'} <= set(state)):
-        from localrules.runs import wrong_checkpoint                  # names the file and how to restart the unit
         raise wrong_checkpoint(getattr(checkpoint[1], 'path', 'of this unit'), "no 'starts' and 'per_batch'")
     per_batch = [] if state is None else state['per_batch']
     if state is not None and state['starts'] != starts:
         raise ValueError(f"the checkpoint was saved for batches starting at {state['starts'][:4]}... of "
                          f"{len(state['starts'])} batches, not {starts[:4]}... of {len(starts)}: "
                          "resume with the same images and batch_size, or start a new run")
-    from localrules.train import Diverged
     for b in starts[len(per_batch):]:
         try: per_batch.append(theory_alignment(net, views(imgs[b:b + batch_size], b), seed=seed + b, **kw))
         except Diverged as e:                            # name the batch: the unit is recorded as diverged there

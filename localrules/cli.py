@@ -13,7 +13,7 @@ __all__ = ['OS_FIXES', 'build_offline_docs', 'cmd_rules', 'cmd_list', 'rerun_com
 import argparse, contextlib, errno, io, json, os, re, signal, sys, time
 from pathlib import Path
 from .core import COMPILE_MODES
-from .runs import read_ledger, flagged, key_fields
+from .store import read_ledger, flagged, key_fields
 from .catalog import experiments, get_experiment, list_table, rules_table, project_root
 from .checks import parse_value, latest_unfinished
 from .runner import run_experiment, submit_shards, headline

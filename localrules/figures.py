@@ -13,7 +13,7 @@ __all__ = ['X_FIELDS', 'CURVE_FIRST', 'MAX_PANELS', 'PAGE_WIDTH_IN', 'FONT_PT', 
 # %% ../nbs/07b_figures.ipynb #8fedc957
 import json, math, os, re, shutil
 from pathlib import Path
-from .runs import key_fields, read_ledger, read_reference, atomic_write
+from .store import key_fields, read_ledger, read_reference, atomic_write
 from .ledger import row_problem, protocol, value_key, ledger_digest
 
 # %% ../nbs/07b_figures.ipynb #bdc08899

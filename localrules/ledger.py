@@ -12,7 +12,7 @@ __all__ = ['BAD_STATUS', 'SELECTORS', 'STANDS_IN_FOR', 'THREE_PAPERS', 'PAPER_ID
 # %% ../nbs/07a_ledger.ipynb #6630e16e
 import hashlib, json, math, numbers, os, statistics
 from pathlib import Path
-from .runs import key_fields, read_ledger, read_reference
+from .store import key_fields, read_ledger, read_reference
 
 # %% ../nbs/07a_ledger.ipynb #604becda
 BAD_STATUS = ('diverged', 'failed', 'unfinished', 'nan')

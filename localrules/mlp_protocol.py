@@ -17,7 +17,7 @@ import inspect, math, statistics, hashlib, json
 import torch
 from .core import seed_everything, check_choice, check_range
 from .data import load_tensors, NUM_CLASSES
-from .rules import MLP, get_rule, available_rules
+from .rules import MLP, RULES, get_rule, available_rules
 from .train import make_optimizer, step_decay, fit
 
 # %% ../nbs/16_mlp_protocol.ipynb #d96e96d2
@@ -108,7 +108,6 @@ def settings(rule:str, # a rule of the tables ('bp', 'fa', 'drtp', the PEPITA fa
 # %% ../nbs/16_mlp_protocol.ipynb #e52f6f4f
 def rule_options(name:str, s:dict) -> dict:
     "Keyword options for rule `name` from settings `s`, restricted to those its constructor accepts."
-    from localrules.rules import RULES
     if name not in RULES: available_rules()
     check_choice('rule', name, RULES)
     want = {}

@@ -13,7 +13,7 @@ __all__ = ['DYNAMICS', 'ACTS', 'NSM_SUPPORTS', 'ENCODER_NEEDS', 'auto_step', 'mo
 import math
 import torch, torch.nn as nn
 from fastcore.basics import patch
-from .core import check_choice, check_range, angle
+from .core import check_choice, check_range, angle, Diverged
 from .rules import LearningRule, register_rule, refusal
 
 # %% ../nbs/20_nsm.ipynb #5bf308bb
@@ -200,7 +200,6 @@ def fixed_point(self:NSM, x, z=None, tol:float=None, max_iter:int=None) -> tuple
         block = getattr(self, 'block', None)
         y, it, d = sm_dynamics(c, self.M, self.act, self.dynamics, g, self.dt, tol, max_iter, block)
     if not math.isfinite(float(d)):                           # non-finite y: `fit` or `run.unit` records a divergence
-        from localrules.train import Diverged
         raise Diverged(f"{type(self).__name__}: non-finite fixed point of the dynamics (residual {float(d)}) after "
                        f"{it} iterations; lower the learning rate or the input scale")
     self.last_iters, self.last_delta, self.last_converged = it, d, d <= tol

@@ -10,7 +10,7 @@ __all__ = ['REPORT_HEAD', 'provenance_line', 'experiment_results', 'report_markd
 # %% ../nbs/07_report.ipynb #4be04bf8
 import os
 from pathlib import Path
-from .runs import read_ledger, read_reference, collect, atomic_write
+from .store import read_ledger, read_reference, collect, atomic_write
 from .ledger import aggregate, report_tables, ledger_digest, results_dir, ledger_view, shown_tables
 from .figures import ledger_figures, save_ledger_figures, copy_figures, figure_source, ledger_figure_files
 from .site import stale_notebooks, write_ledger_outputs

@@ -12,8 +12,8 @@ __all__ = ['failed_notebook_path', 'run_conflict', 'unit_line', 'UnitWatcher', '
 import contextlib, json, os, shutil, sys, tempfile, threading, time
 from pathlib import Path
 from .core import get_device
-from .runs import (default_run_dir, read_reference, read_json, dump_json, key_fields, read_jsonl, parse_shard,
-                             SHARD_ENV, FILE_MODE)
+from .store import read_reference, read_json, dump_json, key_fields, read_jsonl, FILE_MODE
+from .runs import default_run_dir, parse_shard, SHARD_ENV
 from .catalog import project_root, get_experiment
 from .checks import BadLiteral, check_params, check_run, check_folder, latest_unfinished
 
@@ -47,7 +47,7 @@ def _execute(exp:dict, nb_path:Path, parameters:dict, shard, quiet:bool):
     "Papermill into a temporary notebook renamed into place: a failed run never replaces an executed notebook."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
-    from localrules.runs import _tmp_beside
+    from localrules.store import _tmp_beside
     nb_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _tmp_beside(nb_path, suffix='.ipynb')    # named by this process: a resumed run removes it if killed
     os.close(fd)

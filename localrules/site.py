@@ -12,7 +12,7 @@ __all__ = ['SITE_CSS', 'LEDGER_TAG', 'tex_to_mathml', 'protect_math', 'page_name
 # %% ../nbs/07d_site.ipynb #c2decc6b
 import os, re, shutil
 from pathlib import Path
-from .runs import read_ledger, read_reference, atomic_write
+from .store import read_ledger, read_reference, atomic_write
 from .ledger import aggregate, report_tables, ledger_digest, ledger_view, shown_tables
 from .claims import PAPERS, paper_order, cpu_flop_rates
 
@@ -225,7 +225,7 @@ def _library_label(rel:str, title:str) -> str:
 def site_structure(nbs:Path, quarto:Path=None) -> tuple:
     "(pages {rel: notebook}, navbar [(text, href)], sidebar [(section, [(text, href)])]) of the notebooks in `nbs`."
     import yaml
-    from localrules.runs import read_experiment
+    from localrules.params import read_experiment
     pages = {p.stem: p for p in sorted(nbs.glob('*.ipynb'))}
     exps = [p for p in sorted((nbs/'experiments').glob('*.ipynb')) if not p.name.startswith('_')]
     pages.update({f'experiments/{p.stem}': p for p in exps})
@@ -353,7 +353,7 @@ def execute_ledger_cells(notebooks:dict, cwd, results, timeout:int=900):
 def time_html(path) -> str:
     "The expected times of the experiment notebook at `path`, read from where `localrules list` reads them."
     import html
-    from localrules.runs import read_experiment
+    from localrules.params import read_experiment
     from localrules.catalog import experiment_times
     try:
         e = read_experiment(path)

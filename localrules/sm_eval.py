@@ -338,10 +338,10 @@ def load_subset(name:str, # a dataset name of `DATASETS`
     return x.to(device), y.to(device)
 
 # %% ../nbs/23_sm_eval.ipynb #508ee41d
-from .core import MetricsLogger
+from .core import MetricsLogger, Diverged
 from .data import TensorLoader
 from .rules import LearningRule
-from .train import fit, Diverged
+from .train import fit
 
 # %% ../nbs/23_sm_eval.ipynb #3cce5165
 class _LocalStats:

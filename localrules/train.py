@@ -6,14 +6,15 @@ Docs: https://localrules.github.io/localrules/train.html.md"""
 
 # %% auto #0
 __all__ = ['CHECKPOINT_KEYS', 'MemberSGD', 'make_optimizer', 'MemberStepDecay', 'step_decay', 'evaluate', 'EpochLoader',
-           'train_epoch', 'Divergence', 'Diverged', 'divergence_message', 'check_finite', 'fit']
+           'train_epoch', 'divergence_message', 'check_finite', 'fit']
 
 # %% ../nbs/03_train.ipynb #4c5ee62a
 import math
 import time
 import torch
 from tqdm.auto import tqdm
-from .core import MetricsLogger, check_choice, check_range, compile_mode, COMPILE_MODES
+from .core import (MetricsLogger, check_choice, check_range, compile_mode, COMPILE_MODES, Divergence,
+                             Diverged, wrong_checkpoint)
 from .rules import LearningRule, call_on_device
 from .data import TensorLoader
 
@@ -155,22 +156,6 @@ def train_epoch(rule:LearningRule, # the rule around a model
     return res
 
 # %% ../nbs/03_train.ipynb #a7c41e93
-class Divergence(str):
-    """The message of a diverged unit (a `str`: it prints, stores and compares as one) with the 1-based `epoch` and
-    `step` where its values stopped being finite (None where not known)."""
-    def __new__(cls, message:str, epoch:int=None, step:int=None):
-        self = super().__new__(cls, message)
-        self.epoch, self.step = epoch, step
-        return self
-    def __reduce__(self): return (Divergence, (str(self), self.epoch, self.step))
-
-class Diverged(ArithmeticError):
-    """A training loop's values stopped being finite: the unit is no result. `run.record(key, diverged=e)` (or the
-    `run.unit(key)` block around the unit's work) records it as diverged, with its epoch and step."""
-    def __init__(self, message:str, epoch:int=None, step:int=None, curves=None):
-        super().__init__(message)
-        self.divergence, self.curves = Divergence(message, epoch, step), curves
-
 def _is_finite(value) -> bool:
     "Whether every number in `value` (a number, tensor, array, or nested list / tuple / dict of them) is finite."
     if torch.is_tensor(value): return bool(torch.isfinite(value).all()) if value.is_floating_point() else True
@@ -282,7 +267,6 @@ def _restore_from(load, rule, opt, sched, loader, log) -> int:
     (other keys, other shapes) raises `RunFileError` naming its file (`load.path`) and how to restart the unit."""
     ck = load()
     if ck is None: return 0
-    from localrules.runs import wrong_checkpoint
     path = getattr(load, 'path', 'of this unit')
     if not isinstance(ck, dict) or (missing := [k for k in CHECKPOINT_KEYS if k not in ck]):
         what = f"no {', '.join(map(repr, missing))}" if isinstance(ck, dict) else f"a {type(ck).__name__}, not a dict"

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from scipy.integrate import solve_ivp
 from scipy.special import erf
-from .core import check_choice, check_range
+from .core import check_choice, check_range, Diverged
 
 # %% ../nbs/13_ts_theory.ipynb #0e975f49
 SQ2 = math.sqrt(2.)
@@ -117,7 +117,6 @@ def _bounded(fun, max_evals:int, t_end:float):
                                "evaluations spent (the step size collapsed: eta too large or the state diverging); "
                                "lower eta or the last time of t_eval, or raise max_evals")
         if not np.isfinite(y).all():
-            from localrules.train import Diverged        # recorded as diverged by `run.record` / `run.unit`
             raise Diverged(f"ODE state is not finite at t={t:.4g}: the dynamics diverge; lower eta", step=float(t))
         return fun(t, y)
     return f
@@ -244,7 +243,6 @@ def simulate(w0:dict, # initial weights W1, W2, W1t, W2t, F, as `init_weights` r
                 record()
                 j += 1
         if not (np.isfinite(W1).all() and np.isfinite(W2).all()):
-            from localrules.train import Diverged        # recorded as diverged by `run.record` / `run.unit`
             raise Diverged(f"simulation diverged by t={mu / D:g}: the student weights are not finite (non-finite "
                            f"weights); lower eta={eta}", step=mu / D)
     out = {k: np.array(v) for k, v in rec.items()}

@@ -6,7 +6,7 @@ runs once uninterrupted (or a given `--reference NAME=DIR` is reused). Then one 
 times (default 3), each attempt continuing the previous one with `localrules run NAME --resume`:
 the first kill at a random time (with `--signals` a SIGINT or SIGTERM, as a user stops a run: it must exit with one
 line, no traceback and no kernel left), the others at the N-th fault point of a kind (`LOCALRULES_FAULT_AT`, see
-`localrules.runs.fault_point`): a checkpoint or unit result written but not yet renamed into place, a unit just
+`localrules.store.fault_point`): a checkpoint or unit result written but not yet renamed into place, a unit just
 recorded before its checkpoint is removed, any atomic write (run.json, figures, results.jsonl, DONE). The kernel stops
 itself there (SIGSTOP) and is SIGKILLed with the command, as a machine crash would. A last `--resume` finishes it.
 

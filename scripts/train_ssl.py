@@ -90,7 +90,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     from localrules.core import seed_everything, provenance
     from localrules.data import get_dataset
-    from localrules.runs import atomic_torch_save, atomic_write, load_checkpoint, dump_json
+    from localrules.store import atomic_torch_save, atomic_write, load_checkpoint, dump_json
     from localrules.train import make_optimizer
     from localrules.clapp import ssl_images, pretrain, TwoViews
     rank, world, dev = setup(args.device)

@@ -17,7 +17,7 @@ import json, math, tempfile
 from pathlib import Path
 import pytest
 from conftest import cli
-from localrules.runs import key_fields
+from localrules.store import key_fields
 from localrules.margins import assert_margins, register_check
 from localrules.mlp_protocol import preset_units
 

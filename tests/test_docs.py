@@ -104,7 +104,7 @@ def test_status_page_counts_and_measured_vs_paper(site, shots):
                   r'than 3 seeds\), (\d+) off, (\d+) no result, (\d+) smoke only, (\d+) not run', text)
     assert m, text[:500]
     total, parts = int(m.group(1)), [int(x) for x in m.group(2, 3, 4, 5, 6, 7)]
-    from localrules.runs import read_reference
+    from localrules.store import read_reference
     from localrules.ledger import paper_id, THREE_PAPERS
     refs = read_reference(ROOT/'results'/'paper_reference.csv')
     once = [r for r in refs if paper_id(r['paper']) in THREE_PAPERS and not r.get('same_as')]

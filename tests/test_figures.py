@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 import pytest
 from conftest import ROOT
-from localrules.runs import read_ledger, read_reference
+from localrules.store import read_ledger, read_reference
 from localrules.figures import ledger_figures, figure_problems, PAGE_WIDTH_IN
 
 RESULTS = ROOT/'results'

@@ -103,7 +103,7 @@ def test_bad_ledger_rows_are_skipped_with_file_and_line_and_the_report_goes_on(t
         assert f'table1_mlp_1hl.jsonl:{line}: {what}' in err, err
 
 def test_a_reference_value_that_is_no_number_names_file_and_line(tmp_path):
-    from localrules.runs import read_reference
+    from localrules.store import read_reference
     lines = (RESULTS/'paper_reference.csv').read_text().splitlines()
     lines[2] = lines[2].replace(',98.48,', ',abc,')
     (tmp_path/'paper_reference.csv').write_text('\n'.join(lines) + '\n')
@@ -111,7 +111,8 @@ def test_a_reference_value_that_is_no_number_names_file_and_line(tmp_path):
         read_reference(tmp_path/'paper_reference.csv')
 
 def test_update_ledger_refuses_a_run_with_a_damaged_unit(tmp_path, capsys):
-    from localrules.runs import Run, read_ledger
+    from localrules.store import read_ledger
+    from localrules.runs import Run
     from localrules.report import report
     run = Run(tmp_path/'runs'/'demo'/'smoke-1', 'demo', 'smoke', {'lr': 0.1})
     run.record(dict(rule='bp', seed=0), {'test_acc': 90.})
@@ -137,7 +138,7 @@ def test_diverged_units_show_as_diverged_in_the_tables():
 
 def test_the_committed_status_counts_each_number_once_and_reproduced_needs_3_seeds():
     "On the committed ledger: no `reproduced` from fewer than 3 seeds; a duplicated number counted once; tight cosines."
-    from localrules.runs import read_ledger, read_reference
+    from localrules.store import read_ledger, read_reference
     from localrules.ledger import aggregate
     from localrules.claims import status_rows, tolerance
     from localrules.catalog import experiments

@@ -3,7 +3,8 @@ import json, multiprocessing, os, re, subprocess, sys, time
 from pathlib import Path
 import pytest
 from conftest import cli, REF_ARGS
-from localrules.runs import Run, _Holder, unit_shard
+from localrules.store import _Holder
+from localrules.runs import Run, unit_shard
 
 SMOKE = REF_ARGS          # 4 units (bp, fa) x (seed 0, 1), the arguments of conftest's bp_vs_fa_ref
 
