@@ -304,3 +304,29 @@ def test_no_import_circle_through_a_rule_module():
             assert m != start, f"localrules.{start} imports itself through a chain of imports"
             if m not in seen: seen.add(m), todo.extend(graph[m])
     assert '_discover' not in mods['rules'] and 'importlib' not in mods['rules']
+
+
+def _cycle(graph:dict):
+    "A chain of imports [a, b, ..., a] that leads from a module back to itself in `graph` ({module: imports}), or None."
+    for start in sorted(graph):
+        todo, seen = [[start, m] for m in sorted(graph[start])], set()
+        while todo:
+            chain = todo.pop()
+            if chain[-1] == start: return chain
+            if chain[-1] in seen: continue
+            seen.add(chain[-1])
+            todo += [chain + [m] for m in sorted(graph.get(chain[-1], ()))]
+    return None
+
+
+def test_no_import_cycle_in_the_package():
+    """No module of the package imports, directly or through a chain, a module that imports it back: every import is
+    read, at the top or inside a function (the package's `__init__`, which every `localrules.X` import runs first, is
+    the root and no module of the chain)."""
+    assert _cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}, 'd': {'a'}}) == ['a', 'b', 'c', 'a']      # the check finds one
+    assert _cycle({'a': {'b'}, 'b': {'c'}, 'c': set(), 'd': {'a', 'c'}}) is None
+    mods = _modules()
+    graph = {m: _imports(src, set(mods)) for m, src in mods.items()}
+    assert {'core', 'store', 'runs', 'train', 'params'} <= set(graph) and graph['train'] and graph['runs']
+    chain = _cycle(graph)
+    assert chain is None, 'import cycle: ' + ' -> '.join(f'localrules.{m}' for m in chain)
