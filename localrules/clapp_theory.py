@@ -6,13 +6,14 @@ Docs: https://localrules.github.io/localrules/clapp_theory.html.md"""
 
 # %% auto #0
 __all__ = ['MNIST_MEAN', 'MNIST_STD', 'theory_images', 'quadrant_views', 'crop_views', 'TheoryNet', 'fit_predictor', 'bp_grads',
-           'local_grads', 'grad_cos', 'theory_alignment', 'batch_alignment', 'alignment_metrics', 'local_ssl_step',
-           'optimal_predictor_grads', 'alignment', 'TheoryLocalSSL']
+           'local_grads', 'grad_cos', 'theory_alignment', 'batch_alignment', 'alignment_metrics', 'theory_unit',
+           'layer_cosines', 'plot_layer_cosines', 'local_ssl_step', 'optimal_predictor_grads', 'alignment',
+           'TheoryLocalSSL']
 
 # %% ../nbs/31_clapp_theory.ipynb #61ae165a
 import math
 import torch, torch.nn as nn, torch.nn.functional as F
-from .core import check_choice, check_range, Diverged, wrong_checkpoint
+from .core import check_choice, check_range, seed_everything, Diverged, wrong_checkpoint
 from .data import load_tensors
 from .local_ssl import LocalSSLLoss
 from .rules import LearningRule
@@ -206,6 +207,50 @@ def alignment_metrics(per_batch:list, # `batch_alignment`'s result
     metrics['min_cos'] = min(d['cos'] for r in per_batch for d in r)
     if sqdist: metrics['sqdist'] = sum(d['dist'] for r in per_batch for d in r) / len(per_batch)
     return metrics
+
+# %% ../nbs/31_clapp_theory.ipynb #e1b0c002
+def theory_unit(run, # the `Run` that records the unit
+                key:dict, # the unit's key
+                cfg:dict, # the run's parameters: seed, batch_size, lam, max_iter, rounds
+                make_net, # () -> the unit's `TheoryNet`, called once the seed is set
+                imgs:torch.Tensor, # the images the predictors are fitted on (`theory_images`)
+                sqdist:bool=False, # also the squared distance of the updates (`alignment_metrics`)
+                **kw # the rest of `batch_alignment`'s arguments: views, f, dfb, predictor, rank
+               ) -> dict:
+    """Measure and record unit `key` unless `run` has it: its `alignment_metrics`, returned (None when the unit was
+    done before or diverged)."""
+    if not run.claim(**key): return None
+    with run.unit(key):
+        seed_everything(cfg['seed'])
+        per_batch = batch_alignment(make_net(), imgs, cfg['batch_size'], seed=cfg['seed'],
+                                    checkpoint=run.checkpoint(**key), lam=cfg['lam'], max_iter=cfg['max_iter'],
+                                    rounds=cfg['rounds'], **kw)
+        metrics = alignment_metrics(per_batch, sqdist=sqdist)
+        run.record(key, metrics)
+        return metrics
+
+def layer_cosines(finals:list, # final rows (`run.rows('final')`)
+                  **where # the fields of the unit's rows, e.g. variant='relu'
+                 ) -> tuple:
+    "(layers, cosines): the unit's `cos_layer1`, `cos_layer2`, ... rows, layer by layer."
+    rs = sorted((int(r['metric'][9:]), r['value']) for r in finals if r['metric'].startswith('cos_layer')
+                and all(r[k] == v for k, v in where.items()))
+    return [l for l, _ in rs], [v for _, v in rs]
+
+def plot_layer_cosines(ax, # the matplotlib Axes drawn on
+                       finals:list, # final rows (`run.rows('final')`)
+                       by:str, # the key field that tells the units apart, e.g. 'variant'
+                       values:list, # its values, one line each
+                       title:str, depth:int, # the plot's title and the layers on the x axis
+                       label=str, # value -> the line's legend label
+                      ):
+    "Each unit's per-layer cosine with the BP-SSL update, y from just below the lowest cosine to 1."
+    for v in values:
+        ax.plot(*layer_cosines(finals, **{by: v}), 'o-', label=label(v))
+    lo = min([-0.05] + [r['value'] for r in finals if r['metric'].startswith('cos_layer')])
+    ax.set(xlabel='layer', ylabel='cosine(local, BP-SSL update)', title=title, ylim=(lo - 0.05, 1.05))
+    ax.set_xticks(range(1, depth + 1))
+    ax.legend(fontsize=8)
 
 # %% ../nbs/31_clapp_theory.ipynb #e27b1775
 def local_ssl_step(net:TheoryNet, losses:nn.ModuleList, x:torch.Tensor, dfb:bool=False) -> float:

@@ -9,8 +9,9 @@ __all__ = ['HPARAMS', 'NORM_HPARAMS', 'PROTOCOL', 'NO_DECAY', 'WM_WITH_WD', 'HP_
            'MEMBER_SETTINGS', 'TRAIN_SIZE', 'INPUT_SIZE', 'H100_FP32_FLOPS', 'GRIDS', 'variant_features', 'settings',
            'rule_options', 'build', 'load_data', 'train_unit', 'train_population', 'structure', 'build_population',
            'group_units', 'final_metrics', 'print_unit', 'train_units', 'mean_std', 'paper_value', 'parse_entry',
-           'compare_table', 'format_table', 'plot_table', 'step_flops', 'fig3_grid', 'time_local_grid', 'angles_grid',
-           'preset_units', 'preset_flops', 'measured_flop_rate', 'fmt_duration', 'preset_times']
+           'compare_table', 'format_table', 'plot_table', 'missing_rules', 'preset_settings', 'table_units',
+           'step_flops', 'fig3_grid', 'time_local_grid', 'angles_grid', 'preset_units', 'preset_flops',
+           'measured_flop_rate', 'fmt_duration', 'preset_times']
 
 # %% ../nbs/16_mlp_protocol.ipynb #b604e77f
 import inspect, math, statistics, hashlib, json
@@ -371,6 +372,38 @@ def plot_table(ax, # the matplotlib Axes drawn on
     ax.set_xticklabels([r['entry'] for r in rs], rotation=60, ha='right', fontsize=8)
     ax.set(ylabel=ylabel, title=dataset)
     ax.legend(fontsize=7)
+
+# %% ../nbs/16_mlp_protocol.ipynb #e1a0c002
+def missing_rules(entries:list) -> list:
+    "The rules of `entries` (rule names or 'rule/variant' rows) not available here, sorted; printed as NOT RUN."
+    have = available_rules()
+    missing = sorted({parse_entry(e)[0] for e in entries} - set(have))
+    if missing: print(f"NOT RUN: rule(s) {missing} are not available in this installation (available: {have})")
+    return missing
+
+def preset_settings(cfg:dict, # the run's parameters: hidden, lr_scale, epochs, milestones
+                    rule:str, dataset:str, depth:int=1, variant:str='base') -> dict:
+    "`settings` of one unit at the preset's scale; the preset's `milestones` replace the paper's where it decays."
+    s = settings(rule, dataset, depth, variant, hidden=cfg['hidden'], lr_scale=cfg['lr_scale'], epochs=cfg['epochs'])
+    if s['milestones']: s['milestones'] = cfg['milestones']
+    return s
+
+def table_units(cfg:dict, # the run's parameters: seeds, and those of `preset_settings`
+                dataset:str, # the data set of the units
+                entries:list, # the table's rows, 'rule/variant'
+                depths:list=(1,), # numbers of hidden layers
+                skip:list=() # rules left out (`missing_rules`)
+               ) -> list:
+    "The units `[(key, settings, seed)]` of one data set for `train_units`: every seed × depth × row, in that order."
+    units = []
+    for seed in cfg['seeds']:
+        for depth in depths:
+            for e in entries:
+                rule, variant = parse_entry(e)
+                if rule in skip: continue
+                key = dict(rule=rule, variant=variant, dataset=dataset, depth=depth, seed=seed)
+                units.append((key, preset_settings(cfg, rule, dataset, depth, variant), seed))
+    return units
 
 # %% ../nbs/16_mlp_protocol.ipynb #8486ede4
 TRAIN_SIZE = {'mnist': 60000, 'fashion_mnist': 60000, 'mnist5k': 4000, 'digits': 1437,

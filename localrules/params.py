@@ -6,11 +6,11 @@ Docs: https://localrules.github.io/localrules/params.html.md"""
 
 # %% auto #0
 __all__ = ['STANDARD_PARAMS', 'STANDARD_SPEC', 'SPEC_KEYS', 'TYPES', 'RELATION_OPS', 'SEED_MAX', 'CONVENTIONS', 'DATASETS',
-           'MLP_RULES', 'EXPR_FUNCS', 'PRESET_NAMES', 'VARIANT_KEYS', 'DECLARATIONS', 'MAX_HOURS', 'param_spec',
-           'describe_spec', 'check_value', 'mlp_rules_for', 'is_param_name', 'expr_names', 'evaluate',
-           'check_relations', 'check_declaration', 'did_you_mean', 'rescale', 'resolve_params', 'split_params',
-           'param_help', 'read_experiment', 'experiment_variants', 'SizeError', 'fmt_bytes', 'available_memory',
-           'estimate_cost', 'check_cost']
+           'MLP_RULES', 'EXPR_FUNCS', 'PRESET_NAMES', 'VARIANT_KEYS', 'THEORY_PARAMS', 'MLP_TABLE_PARAMS',
+           'SHARED_PARAMS', 'DECLARATIONS', 'MAX_HOURS', 'param_spec', 'describe_spec', 'check_value', 'mlp_rules_for',
+           'is_param_name', 'expr_names', 'evaluate', 'check_relations', 'check_declaration', 'did_you_mean', 'rescale',
+           'resolve_params', 'split_params', 'param_help', 'read_declaration', 'read_experiment', 'experiment_variants',
+           'SizeError', 'fmt_bytes', 'available_memory', 'estimate_cost', 'check_cost']
 
 # %% ../nbs/04a_params.ipynb #p0a1b2c5
 import json, os, re, ast, math, operator, contextlib, difflib
@@ -332,13 +332,44 @@ def param_help(params:dict) -> dict:
     "{name: one line of help} of the declaration `params`."
     return {k: v[3] for k, v in params.items()}
 
+# %% ../nbs/04a_params.ipynb #e1c0c002
+THEORY_PARAMS = {   # name: (rule, smoke, paper, help) of the CLAPP++ theory figures' predictor fit
+    'dataset': ({'choices': ['digits', 'mnist', 'mnist5k', 'fashion_mnist']}, 'digits', 'mnist', 'the data set'),
+    'n_images': ({'lo': 1}, 8, 1024, 'images the predictors are fitted on'),
+    'batch_size': ({'lo': 1}, 8, 32, 'examples per update'),
+    'lam': ({'lo': 0}, 0.01, 0.01, 'L2 regularisation strength of the predictors'),
+    'max_iter': ({'lo': 1}, 300, 1000, 'LBFGS iterations per round of the predictor fit'),
+    'rounds': ({'lo': 1}, 1, 3, 'LBFGS rounds of the predictor fit'),
+    'seed': ({'lo': 0}, 42, 42, 'random seed'),
+}
+MLP_TABLE_PARAMS = {   # name: (rule, smoke, paper, help) of the MLP tables' training protocol (Sup. Table 4)
+    'epochs': ({'lo': 1}, 5, 100, 'training epochs'),
+    'milestones': ({'lo': 1, 'increasing': True, 'len_lo': 0, 'scale': 'epochs'}, [4], [60, 90],
+                   'epochs where the lr is multiplied by 0.1'),
+    'lr_scale': ({'lo': 0, 'lo_open': True}, 1.0, 1.0,
+                 "multiplies every rule's learning rate (> 0; e.g. 1e30 drives a divergence)"),
+    'seeds': ({'lo': 0, 'distinct': True}, [0], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 'random seeds (one unit each)'),
+    'limit': ({'lo': 0}, 0, 0, 'train on the first `limit` training images (0: all)'),
+}
+SHARED_PARAMS = {'THEORY_PARAMS': THEORY_PARAMS, 'MLP_TABLE_PARAMS': MLP_TABLE_PARAMS}
+
+def read_declaration(node:ast.expr):
+    "The value of a declaration's expression: a literal, where a dict may unpack (`**NAME`) a `SHARED_PARAMS` entry."
+    if not isinstance(node, ast.Dict) or None not in node.keys: return ast.literal_eval(node)
+    out = {}
+    for k, v in zip(node.keys, node.values):
+        if k is not None: out[ast.literal_eval(k)] = ast.literal_eval(v)
+        elif isinstance(v, ast.Name) and v.id in SHARED_PARAMS: out.update(SHARED_PARAMS[v.id])
+        else: raise ValueError(f"a declaration unpacks {ast.unparse(v)!r}; only {list(SHARED_PARAMS)} may be unpacked")
+    return out
+
 # %% ../nbs/04a_params.ipynb #d6ab6ec9
 DECLARATIONS = ('EXPERIMENT', 'PARAMS', 'PRESETS', 'CHOICES', 'SPEC', 'RELATIONS', 'COST', 'VARIANTS')
 
 def read_experiment(path) -> dict:
     """EXPERIMENT, PRESETS, CHOICES, SPEC (the first and last from PARAMS where it is declared), RELATIONS, COST,
-    VARIANTS (literals), the parameter names (`params`: the `parameters` cell's, then PARAMS') and the `parameters`
-    cell's literal defaults (`defaults`, e.g. `data_root`) of the experiment notebook at `path`."""
+    VARIANTS (literals, `read_declaration`), the parameter names (`params`: the `parameters` cell's, then PARAMS')
+    and the `parameters` cell's literal defaults (`defaults`, e.g. `data_root`) of the experiment notebook at `path`."""
     nb = json.loads(Path(path).read_text())
     out, params, defaults = {}, None, {}
     for c in nb['cells']:
@@ -353,7 +384,7 @@ def read_experiment(path) -> dict:
                         defaults[n.targets[0].id] = ast.literal_eval(n.value)
         for n in ast.parse(src).body if not src.lstrip().startswith(('%', '!')) else []:
             if isinstance(n, ast.Assign) and len(n.targets) == 1 and getattr(n.targets[0], 'id', None) in DECLARATIONS:
-                out[n.targets[0].id] = ast.literal_eval(n.value)
+                out[n.targets[0].id] = read_declaration(n.value)
     if params is None: raise ValueError(f"{path}: no cell tagged 'parameters'")
     if 'PARAMS' in out:
         out['PRESETS'], out['SPEC'] = split_params(out['PARAMS'])
