@@ -17,12 +17,14 @@ def _np(a):
     "A float64 numpy copy of a tensor or array."
     return a.detach().cpu().double().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, dtype=np.float64)
 
+# %% ../nbs/14_analysis.ipynb #e0300f9f
 def _angle(a, b) -> float:
     "Angle in degrees between vec(a) and vec(b) (`angle`); a zero matrix raises `ValueError`."
     a, b = _np(a).ravel(), _np(b).ravel()
     if a.shape != b.shape: raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
     return angle(a, b, zero='raise').item()
 
+# %% ../nbs/14_analysis.ipynb #fb839c01
 def total_weight(W_list) -> np.ndarray:
     r"$W_{tot} = W_L \cdots W_1$ for weights listed first layer first (each $W_l$ is out × in)."
     W = _np(W_list[0])
@@ -38,6 +40,7 @@ def alignment_angle(F, W_list) -> float:
         raise ValueError(f"F has shape {_np(F).shape}; W_tot' has shape {Wt.shape} (expected D×C)")
     return _angle(F, Wt)
 
+# %% ../nbs/14_analysis.ipynb #5a4ad8e6
 def layer_angles(F_list, W_list) -> list:
     r"Per-layer angles (degrees) between factor $F_l$ and $W_l^\top$ for a factorised feedback $F = F_1 \cdots F_L$."
     if len(F_list) != len(W_list): raise ValueError(f"{len(F_list)} feedback factors for {len(W_list)} layers")

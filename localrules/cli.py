@@ -98,6 +98,7 @@ def _stop_children():
                 else: os.kill(c, sig)
         if sig == signal.SIGTERM and kids: time.sleep(0.5)
 
+# %% ../nbs/05_cli.ipynb #ec9377a3
 def stop_on_signals(args):
     """SIGINT (Ctrl-C) and SIGTERM during `localrules run`: stop the kernel and exit at once with one line (no
     traceback): finished units stay, written atomically; a resume goes on from them and from the last checkpoint."""

@@ -25,11 +25,13 @@ def hidden_deriv(model:MLP, a:torch.Tensor, mask=None) -> torch.Tensor:
         d = d / (z.norm(dim=(-2, -1) if model.norm == 'batch' else -1, keepdim=True) + 1e-8)
     return d if mask is None else d * mask
 
+# %% ../nbs/11_drtp.ipynb #aceef09f
 @register_rule('drtp')
 class DRTP(LearningRule):
     r"""Direct random target projection (Frenkel et al. 2021): every hidden layer learns from a fixed random projection
     $y^* B_l$ of the target. On an `MLP` (`DRTPOnMLP`) or any module (`DRTPOnModule`)."""
 
+# %% ../nbs/11_drtp.ipynb #efea038c
 @implements(DRTP, MLP)
 class DRTPOnMLP(DRTP):
     r"""DRTP on an `MLP`: $\delta_l = (y^* B_l) \odot f'(a_l)$ for hidden layers, delta rule at the output."""

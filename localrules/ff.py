@@ -22,6 +22,7 @@ def infer_image_shape(D:int) -> tuple:
         if D % c == 0 and s * s * c == D: return (c, s, s)
     raise ValueError(f"cannot infer an image shape for input dimension D={D}; pass image_shape=(C, H, W)")
 
+# %% ../nbs/12_ff.ipynb #70efa645
 def blur_masks(u:torch.Tensor, blur_steps:int=6) -> torch.Tensor:
     "Binary masks (…×1×H×W) with large regions of ones and zeros: the uniform draws `u` blurred, thresholded at ½."
     lead, hw = u.shape[:-3], u.shape[-2:]
@@ -32,6 +33,7 @@ def blur_masks(u:torch.Tensor, blur_steps:int=6) -> torch.Tensor:
         m = F.conv2d(F.pad(m, (0, 0, 1, 1), mode='replicate'), k.view(1, 1, 3, 1))
     return (m > 0.5).to(torch.float32).reshape(*lead, 1, *hw)
 
+# %% ../nbs/12_ff.ipynb #499d1e30
 def hybrid_masks(n:int, # masks
                  hw:tuple, # (H, W) mask size in pixels
                  blur_steps:int=6, # blur passes over the random bits: more passes, larger regions
@@ -41,6 +43,7 @@ def hybrid_masks(n:int, # masks
     "n binary masks (n, 1, H, W) with large regions of ones and zeros: blurred random bits thresholded at ½."
     return blur_masks(torch.rand(n, 1, *hw, generator=generator).to(device), blur_steps)
 
+# %% ../nbs/12_ff.ipynb #da838908
 def hybrid_images(x:torch.Tensor, # (B, D) flattened images, or (N, B, D) for a population of N
                   image_shape:tuple=None, # (C, H, W) of one image; None: inferred from D (`infer_image_shape`)
                   blur_steps:int=6, # blur passes of the masks (`hybrid_masks`)
@@ -69,6 +72,7 @@ class FF(LearningRule):
     """Forward-Forward: per-layer goodness losses (eq. 8 or logistic) with hybrid or top-down-modulated negatives;
     linear readout. On an `MLP` (`FFOnMLP`) or a feed-forward `nn.Sequential` (`FFOnStack`)."""
 
+# %% ../nbs/12_ff.ipynb #07e6116a
 @implements(FF, MLP)
 class FFOnMLP(PepitaBase, FF):
     r"FF on an `MLP`: layer $\ell$ descends its goodness loss of $G = \lVert h_\ell \rVert^2$ on its own input."

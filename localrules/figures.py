@@ -71,12 +71,14 @@ STYLE_FIELDS = ('source', 'dataset')
 def _scalar(v):
     return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
 
+# %% ../nbs/07b_figures.ipynb #41161bbf
 def _is_result(r:dict) -> bool:
     if r.get('kind') == 'final':
         return row_problem(r) is None
     v = r.get('value')
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
+# %% ../nbs/07b_figures.ipynb #b50e303a
 def tidy(rows:list):
     "The result rows (no unfinished or non-finite value) as a tidy pandas frame; the newest run wins a repeated seed."
     import pandas as pd
@@ -108,15 +110,18 @@ def shown_rows(rows:list) -> tuple:
 def _varying(df, fields) -> list:
     return [k for k in fields if df[k].nunique(dropna=False) > 1]
 
+# %% ../nbs/07b_figures.ipynb #53f73c18
 def _key_columns(df) -> list:
     return [c for c in df.columns if c not in ('preset', 'kind', 'seed', 'step', 'metric', 'value', 'run_id')]
 
+# %% ../nbs/07b_figures.ipynb #6fc90c01
 def _hue(df, fields:list):
     "A label per row of the `fields` that vary ('rule=bp, dataset=mnist'), or None when none varies."
     if not fields:
         return None
     return df[fields].astype(str).apply(lambda r: ', '.join(f'{k}={v}' for k, v in r.items()), axis=1)
 
+# %% ../nbs/07b_figures.ipynb #13ef743f
 def _hue_order(df, fields:list):
     "The labels `_hue` gives, in the natural order of the fields' values (rank 1, 4, 16, not 1, 16, 4); None if none."
     if not fields:
@@ -126,12 +131,14 @@ def _hue_order(df, fields:list):
     order = sorted(range(len(keys)), key=lambda i: [value_key(v) for v in keys.iloc[i]])
     return list(dict.fromkeys(labels.iloc[i] for i in order))
 
+# %% ../nbs/07b_figures.ipynb #40536987
 def _metrics(df, first=(), limit:int=MAX_PANELS) -> list:
     "The metrics to draw: those with a paper number (`first`) first, then accuracies, then the rest by name."
     ms = sorted(df['metric'].unique())
     order = lambda m: (m not in first, list(first).index(m) if m in first else 0, 'acc' not in m, m)
     return sorted(ms, key=order)[:limit]
 
+# %% ../nbs/07b_figures.ipynb #461b7439
 def _constant(values) -> bool:
     "Whether `values` are one number (to 1e-9 of their size): a metric that does not vary says nothing a table can't."
     if not len(values):
@@ -139,6 +146,7 @@ def _constant(values) -> bool:
     lo, hi = min(values), max(values)
     return hi - lo <= 1e-9 * max(1., abs(lo), abs(hi))
 
+# %% ../nbs/07b_figures.ipynb #beaf8e09
 def varying_metrics(d) -> list:
     "The metrics of tidy frame `d` whose values vary over the plotted rows (settings and seeds)."
     return [m for m, g in d.groupby('metric') if not _constant(g['value'].tolist())]
@@ -150,6 +158,7 @@ def _setting_label(df, fields:list):
         return None
     return df[fields].astype(str).apply(lambda r: ', '.join(r), axis=1)
 
+# %% ../nbs/07b_figures.ipynb #ac1cd917
 def _facets(d, field:str) -> list:
     "[(label, rows)] of `d` split by the values of `field` (in natural order), or [('', d)] when there is none."
     if field is None:
@@ -157,9 +166,11 @@ def _facets(d, field:str) -> list:
     vals = sorted(d[field].unique(), key=value_key)
     return [(f'{field}={v}', d[d[field].isna() if v != v else d[field] == v]) for v in vals]
 
+# %% ../nbs/07b_figures.ipynb #2af2d1cb
 def _panel_title(metric:str, facet:str) -> str:
     return f'{metric}\n{facet}' if facet else metric
 
+# %% ../nbs/07b_figures.ipynb #454ef6d2
 def _figure(n:int, h:float=2.6, heights:list=None):
     "A figure of `n` panels, two a row, PAGE_WIDTH_IN wide, constrained layout (legends outside fit in)."
     import matplotlib.pyplot as plt
@@ -181,14 +192,17 @@ def _style(ax):
     ax.yaxis.label.set_fontsize(FONT_PT)
     ax.margins(y=0.1)
 
+# %% ../nbs/07b_figures.ipynb #b4bcf336
 def _palette(levels:list) -> dict:
     "{setting: colour}, fixed over the figure's panels, so a panel can list only the settings it draws."
     import seaborn as sns
     return dict(zip(levels, sns.color_palette(n_colors=len(levels)))) if levels else None
 
+# %% ../nbs/07b_figures.ipynb #12b9693d
 def _present(levels:list, dm) -> list:
     return [lv for lv in levels if lv in set(dm['setting'])] if levels else None
 
+# %% ../nbs/07b_figures.ipynb #c9e8bac5
 def _fit_curve(ax, dm):
     "A long accuracy curve's y axis fitted to its last 90% of steps (the first epochs' rise from chance may leave it)."
     if dm['step'].nunique() < 20:                       # a short curve is shown whole
@@ -213,6 +227,7 @@ def _fig_legend(fig, axes, title:str=None):
         fig.legend(list(handles.values()), list(handles), loc='outside lower center', ncol=ncol, fontsize=FONT_PT,
                    title=title, title_fontsize=FONT_PT, frameon=False)
 
+# %% ../nbs/07b_figures.ipynb #49939417
 _INDEXED = re.compile(r'^(.*?)(_?)(\d+)$')
 
 def indexed_metrics(metrics) -> dict:
@@ -245,11 +260,13 @@ def _family_panel(ax, d, family:str, label:str, index:dict, vary:list):
     ax.set(title=f'{family}N', xlabel=f'{label} N', ylabel=f'{family}N', gid='value:y')
     _style(ax)
 
+# %% ../nbs/07b_figures.ipynb #58c3ae5d
 def _varying_rows(d):
     "The rows of tidy frame `d` whose metric varies (`varying_metrics`); None when there are none."
     d = d[d['metric'].isin(varying_metrics(d))] if not d.empty else d
     return None if d.empty else d
 
+# %% ../nbs/07b_figures.ipynb #2c808c21
 def final_figure(df, title:str, first=()):
     """Final metrics of tidy frame `df` (mean ± sd over seeds), a panel per metric and dataset; metrics constant
     over the settings are left out. Against a numeric setting (`depth`, `rank`, ...): points, a colour per other
@@ -426,14 +443,17 @@ def figure_problems(fig) -> list:
 def figure_source(folder:Path) -> dict:
     return json.loads((folder/'SOURCE.json').read_text()) if (folder/'SOURCE.json').exists() else {}
 
+# %% ../nbs/07b_figures.ipynb #0eb12082
 def _write_source(folder:Path, source:dict):
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder/'SOURCE.json', json.dumps(source, indent=1, sort_keys=True) + '\n')
     os.chmod(folder/'SOURCE.json', 0o644)
 
+# %% ../nbs/07b_figures.ipynb #f664c754
 def ledger_figure_files(entry:dict) -> list:
     return [f'{n}.{ext}' for n in entry.get('figures', []) for ext in ('png', 'pdf', 'svg')]
 
+# %% ../nbs/07b_figures.ipynb #12621437
 def save_ledger_figures(results='results', experiment:str=None, force:bool=False, dpi:int=200) -> list:
     "Draw and save the ledger figures of each experiment (or one) whose ledger digest changed; returns those redrawn."
     import matplotlib.pyplot as plt
@@ -496,6 +516,7 @@ def _inferred_source(experiment:str, ledger_rows:list) -> dict:
     _, _, run_id, preset, commit = max(runs)
     return dict(run_id=f'{run_id} (inferred)', preset=preset, commit=commit)
 
+# %% ../nbs/07b_figures.ipynb #0ed2b6b3
 def figure_rows(results='results', experiments:dict=None, ledger_rows:list=None) -> list:
     "One row per figure under results/figures: experiment, paper figure, file, the run it came from (preset, commit)."
     out = []

@@ -41,6 +41,7 @@ def _selects(param:str, key_names) -> bool:
     singular = {base[:-3] + 'y' if base.endswith('ies') else base[:-1], base[:-2] if base.endswith('es') else None}
     return any(k in singular or k in (param.rstrip('s'), 'n_' + param) for k in key_names)
 
+# %% ../nbs/07a_ledger.ipynb #4cec0791
 def run_params(params) -> dict:
     "A row's run parameters (stored as a JSON string) as a dict."
     return json.loads(params) if isinstance(params, str) else dict(params or {})
@@ -60,6 +61,7 @@ def _group_key(r:dict) -> tuple:
     proto = protocol(r['params'], list(key))
     return (r['experiment'], r['preset'], proto, json.dumps(key, sort_keys=True), r['metric'])
 
+# %% ../nbs/07a_ledger.ipynb #f2a82ce0
 def match_reference(reference:list, # reference rows: dicts with experiment, metric, key 'a=1;b=x', value, ...
                     experiment:str, # the experiment's name
                     metric:str, # the metric's name
@@ -150,10 +152,12 @@ def _cell(s:dict) -> str:
         return f'diverged (×{s["excluded"]["diverged"]})' if only_diverged else f'no result ({bad})'
     return f'{cell}; not counted: {bad}' if bad else cell
 
+# %% ../nbs/07a_ledger.ipynb #da686764
 def value_key(v):
     "Sort key of one value: numbers by value, before text (NaN, which compares with nothing, as text)."
     return (0, v, '') if isinstance(v, numbers.Real) and v == v else (1, 0, str(v))
 
+# %% ../nbs/07a_ledger.ipynb #64572910
 def _natural(setting:str) -> list:
     "Sort key of a setting (JSON): its values in field order, numbers by value (K = 50 before 100), then text."
     return [value_key(v) for v in json.loads(setting).values()]
@@ -198,6 +202,7 @@ def _caption(group:list, others:list) -> str:
         parts.append('protocol: ' + ', '.join(f'{k}={json.dumps(v)}' for k, v in sorted(differ.items())))
     return '; '.join(parts)
 
+# %% ../nbs/07a_ledger.ipynb #90b58127
 def report_tables(summaries:list, experiment:str=None, metrics=None, level:int=2) -> str:
     "Markdown: per experiment (or only `experiment`), preset and protocol, one paper-shaped table per metric."
     h = '#' * level
@@ -250,6 +255,7 @@ def ledger_view(experiment:str, res:Path) -> tuple:
         tables = report_tables(summaries, experiment, level=3)
     return rows, reference, summaries, tables
 
+# %% ../nbs/07a_ledger.ipynb #4cb119c7
 def shown_tables(tables:str, summaries:list) -> str:
     "The tables' markdown as a notebook's `ledger` cell displays it (without the experiment's heading)."
     return tables.split('\n', 1)[1] if summaries else tables

@@ -29,6 +29,7 @@ class Check:
     cases:Callable = None # None, or cases() -> the cases (e.g. rule names) a parametrised test runs
     slow:bool = False # minutes per seed (a subprocess run): scripts/margin_check.py runs it with --slow only
 
+# %% ../nbs/08_margins.ipynb #87cbfcf9
 CHECKS = {}
 
 def register_check(name:str, # unique name, e.g. '03_train.bp_digits'
@@ -47,6 +48,7 @@ def register_check(name:str, # unique name, e.g. '03_train.bp_digits'
         return run
     return deco
 
+# %% ../nbs/08_margins.ipynb #132f5386
 def assert_margins(name:str, # a registered check
                    result, # what its `run` returned
                    case=None, # the case of a parametrised check
@@ -60,6 +62,7 @@ def assert_margins(name:str, # a registered check
         raise AssertionError(f"{c.where}: {c.claim}{on} fails: margins {bad} (all {ms})")
     return ms
 
+# %% ../nbs/08_margins.ipynb #8e2f9fd0
 def measure(name:str, # a registered check
             seeds=range(5), # the seeds to run
            ) -> list:
@@ -88,8 +91,10 @@ def _digits(flatten=True):
     "(xtr, ytr), (xte, yte): the digits splits."
     return load_tensors('digits', 'train', flatten=flatten), load_tensors('digits', 'test', flatten=flatten)
 
+# %% ../nbs/08_margins.ipynb #86428f99
 def _acc_margins(bound): return lambda acc: {f'test_acc > {bound}': acc - bound}
 
+# %% ../nbs/08_margins.ipynb #358cbbfc
 def _cls(module:str, name:str):
     "Class `name` of localrules.`module`."
     import importlib
@@ -118,6 +123,7 @@ def nsm_digits_fit(train, # the first 200 digits as tensors (x,), a loader or a 
     opt = torch.optim.SGD(rule.parameters(), lr=0.05)
     return rule, fit(rule, opt, train, epochs=2, batch_size=50, progress=False, **kw)
 
+# %% ../nbs/08_margins.ipynb #6a558705
 @register_check('03_train.nsm_loss_falls', 'nbs/03_train.ipynb: fit of an unsupervised rule (cell "_nsm")',
                 'NSM 64->8 on 200 digits, 2 epochs of SGD (lr 0.05): epoch 2 train_loss < epoch 1 train_loss',
                 margins=lambda r: {'loss[1] < loss[0]': r[1].series('train_loss')[0] - r[1].series('train_loss')[1]})
@@ -157,6 +163,7 @@ def _digits_acc(name:str, # rule name
     return fit(rule, opt, (xtr.reshape(shape), ytr), (xte.reshape(shape), yte), epochs=epochs,
                progress=False).last('test_acc')
 
+# %% ../nbs/08_margins.ipynb #3dc40fcb
 def digits_mlp_acc(name:str, # rule name
                    seed:int=0,
                    epochs:int=4,
@@ -165,6 +172,7 @@ def digits_mlp_acc(name:str, # rule name
     "Final test accuracy (%) of `name` training an MLP 64-128-10 (dropout 0.1) on digits (SGD, momentum 0.9)."
     return _digits_acc(name, lambda: MLP([64, 128, 10], dropout=0.1), (-1, 64), seed, epochs, lr, kw)
 
+# %% ../nbs/08_margins.ipynb #5f1e0d99
 PEPITA_DIGITS = {'pepita': {}, 'pepita_hebbian': {}, 'afa': {}, 'pepita wm': dict(wm=True, premirror_epochs=1)}
 
 @register_check('10_pepita.digits', 'nbs/10_pepita.ipynb: learning digits (cell "_learn")',
@@ -175,6 +183,7 @@ def pepita_digits(seed:int=0, case:str='pepita') -> float:
     "Test accuracy of the PEPITA-family setting `case` of `PEPITA_DIGITS` on digits."
     return digits_mlp_acc(case.split()[0], seed, F_scale=3., **PEPITA_DIGITS[case])
 
+# %% ../nbs/08_margins.ipynb #cd88fbbc
 @register_check('10_pepita.timelocal', 'nbs/10_pepita.ipynb: time-local PEPITA (cell "acc, acc0")',
                 'time-local PEPITA (F_scale 3), 8 epochs of digits: test acc > 30 % and > 10 points above F = 0',
                 margins=lambda r: {'acc > 30': r[0] - 30, 'acc > acc(F=0) + 10': r[0] - r[1] - 10})
@@ -194,6 +203,7 @@ def digits_conv_acc(name:str, # rule name (takes an nn.Sequential)
                                 nn.Linear(128, 10))
     return _digits_acc(name, net, (-1, 1, 8, 8), seed, epochs, lr, dict(kw, seed=seed))
 
+# %% ../nbs/08_margins.ipynb #7682c209
 @register_check('10_pepita.conv', 'nbs/10_pepita.ipynb: PEPITA on a conv net (cell "_learn_stack")',
                 'PEPITA and PEPITA-Hebbian (F_scale 3) on a conv net, 3 epochs of digits: test acc > 70 %',
                 margins=_acc_margins(70), cases=lambda: ['pepita', 'pepita_hebbian'])
@@ -230,6 +240,7 @@ def ff_digits(seed:int=0, case:str='modulation'):
     opt = make_optimizer(rule.parameters(), lr=lr, momentum=0.9)
     return fit(rule, opt, (xtr, ytr), (xte, yte), epochs=4, progress=False)
 
+# %% ../nbs/08_margins.ipynb #d7e4ad9b
 @register_check('12_ff.conv', 'nbs/12_ff.ipynb: FF on a conv net',
                 'Forward-Forward (modulation negatives, F_scale 3) on a conv net, 3 epochs of digits: test acc > 70 %',
                 margins=_acc_margins(70))
@@ -242,6 +253,7 @@ TS_TIMES = [float(t) for t in torch.linspace(0, 50, 11)]
 
 def _max_err(a, b): return float(abs(a - b).max())
 
+# %% ../nbs/08_margins.ipynb #183b6ca1
 @register_check('13_ts_theory.afa', 'nbs/13_ts_theory.ipynb: theory vs simulation (AFA)',
                 'teacher-student D = 300, K = M = 2, f_align 0.9, t = 0..50: the ODE eps_g falls below 0.8 of its '
                 'start; 4 simulations agree with the ODE (|d eps_g| < 3e-3, |d Q, R, W2, f| < 0.02)',
@@ -257,6 +269,7 @@ def ts_afa(seed:int=0) -> dict:
     sim = simulate(w, 0.05, TS_TIMES, seeds=range(4 * seed, 4 * seed + 4))
     return dict(w=w, th=th, sim=sim, err={k: _max_err(th[k], sim[k].mean(1)) for k in ('eg', 'Q', 'R', 'W2', 'f')})
 
+# %% ../nbs/08_margins.ipynb #de11814b
 @register_check('13_ts_theory.pepita', 'nbs/13_ts_theory.ipynb: theory vs simulation (PEPITA)',
                 'PEPITA simulations (2 streams) lower eps_g below 0.9 of its start; the PEPITA ODE (Monte Carlo) '
                 'agrees with them (< 4e-3) and 3x better than the AFA ODE',
@@ -316,6 +329,7 @@ def nsm_pca(seed:int=0, NSM=None) -> dict:
     err, angle = subspace_error(sm_filters(m), U_svd)
     return dict(model=m, err0=float(err0), err=float(err), angle=float(angle))
 
+# %% ../nbs/08_margins.ipynb #26799752
 def _parts_data(seed:int, n:int=16, k:int=4, N:int=1000):
     "(X, A): N sparse non-negative mixtures of k disjoint blocks of n inputs, and their coefficients."
     g = torch.Generator().manual_seed(seed)
@@ -324,6 +338,7 @@ def _parts_data(seed:int, n:int=16, k:int=4, N:int=1000):
     A = torch.rand(N, k, generator=g) * (torch.rand(N, k, generator=g) < 0.5)
     return A @ parts, A
 
+# %% ../nbs/08_margins.ipynb #2ea3b640
 @register_check('20_nsm.parts', 'nbs/20_nsm.ipynb: non-negative NSM learns the parts',
                 'NSM 16->5 (accelerated dynamics) on sparse mixtures of 4 parts, 4 epochs: similarity error < 0.05 '
                 'and < 1/5 of the initial one, dynamics converged',
@@ -414,6 +429,7 @@ def readout_synthetic(seed:int=0) -> dict:
     X, Y = make_classification(400, 20, n_informative=10, n_classes=3, random_state=seed)
     return linear_readout(X[:300], Y[:300], X[300:], Y[300:])
 
+# %% ../nbs/08_margins.ipynb #08d1b680
 @register_check('23_sm_eval.kmeans_digits', 'nbs/23_sm_eval.ipynb: K-means features on digits',
                 'K-means features (K = 10, 3x3 patches, quadrant sums) of digits, linear read-out: test acc > 80 %',
                 margins=lambda r: {'test_acc > 80': r['test_acc'] - 80})
@@ -467,6 +483,7 @@ def _ssl_digits():
     from localrules.clapp import ssl_images
     return ssl_images('digits', 'train'), ssl_images('digits', 'test')
 
+# %% ../nbs/08_margins.ipynb #5673c517
 @register_check('32_clapp.random_probe', 'nbs/32_clapp.ipynb: linear_probe of a random encoder',
                 'a linear probe (5 epochs, 300 labelled digits) of a random CLAPP++ encoder (width 1/16): '
                 'test acc > 50 %',
@@ -478,6 +495,7 @@ def random_encoder_probe(seed:int=0) -> dict:
     torch.manual_seed(seed)
     return linear_probe(CLAPPpp(VGGEncoder(width=1/16), 'digits'), (xtr[:300], ytr[:300]), test, epochs=5, seed=seed)
 
+# %% ../nbs/08_margins.ipynb #b38bf601
 @register_check('32_clapp.lowers_objective', 'nbs/32_clapp.ipynb: ssl_loss (cell "training lowers the rule\'s own '
                 'objective")', "CLAPP++ (width 1/16), 20 AdamW steps (lr 3e-3) on 32 digits with fixed views: its own "
                 "loss on those views falls", margins=lambda r: {'l1 < l0': r['l0'] - r['l1']})

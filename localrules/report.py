@@ -22,6 +22,7 @@ def _png(fig, dpi:int=110) -> bytes:
     fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
     return buf.getvalue()
 
+# %% ../nbs/07_report.ipynb #334ea921
 def provenance_line(experiment:str, n:int, digest:str) -> str:
     "The line under an experiment's ledger results: which ledger rows they are (`stale_notebooks` reads the digest)."
     return (f'*Drawn from the {n} rows of `results/ledger/{experiment}.jsonl` (ledger digest `{digest[:16]}`); '

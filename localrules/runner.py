@@ -235,6 +235,7 @@ def _run_job(kwargs:dict) -> str:
     "One submitit job: `run_experiment(**kwargs)`; returns the run folder."
     return str(run_experiment(**kwargs))
 
+# %% ../nbs/05c_runner.ipynb #eabb8075
 def shard_executor(folder, # submitit's folder for job scripts and logs
                    executor:str='local', # 'local' (processes on this machine) or 'slurm'
                    name:str='localrules', # the job name

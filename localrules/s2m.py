@@ -36,6 +36,7 @@ class _LabelPathway:
         T['U'] = y.t() @ self._per_row(z, ctx) / len(y) if z is not None else torch.zeros_like(self.U)
         return T
 
+# %% ../nbs/22_s2m.ipynb #a27cb546
 class S2M(_LabelPathway, NSM):
     r"""Dense supervised similarity matching: NSM(`n_in`, `n_out`) plus a label pathway U (`n_out` × `n_classes`) of
     weight $\alpha$."""
@@ -43,12 +44,14 @@ class S2M(_LabelPathway, NSM):
         super().__init__(n_in, n_out, **kw)
         self._init_labels(n_classes, alpha)
 
+# %% ../nbs/22_s2m.ipynb #3fcf641c
 class ConvS2M(_LabelPathway, ConvNSM):
     "Convolutional S2M: ConvNSM plus a label drive √α U z broadcast over positions."
     def __init__(self, in_channels:int, n_filters:int, kernel_size:int, n_classes:int=10, alpha:float=0.1, **kw):
         super().__init__(in_channels, n_filters, kernel_size, **kw)
         self._init_labels(n_classes, alpha)
 
+# %% ../nbs/22_s2m.ipynb #d0f0e694
 class EncoderS2M(_LabelPathway, EncoderNSM):
     "S2M on any encoder (pynsm's SupervisedSimilarityMatching): `EncoderNSM` plus a label drive √α U z over positions."
     def __init__(self, encoder:nn.Module, # the feed-forward drive: x → (B, K) or (B, K, H, W)
@@ -107,7 +110,7 @@ class StackedS2M(nn.Module):
         return torch.cat(out)
     def forward(self, x): return self.encode(x)
 
-
+# %% ../nbs/22_s2m.ipynb #b95e2e1b
 def _per_layer(v, n, name):
     v = list(v) if isinstance(v, (list, tuple)) else [v] * n
     if len(v) != n: raise ValueError(f"{name}={v!r} needs one value per layer ({n})")

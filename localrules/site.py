@@ -129,6 +129,7 @@ def _cell_api(src:str, opts:dict, default_module:str) -> list:
     objs = [(n, getattr(mod, n, None)) for n in exported_names(src)]
     return [api_html(o, n) for n, o in objs if o is not None]
 
+# %% ../nbs/07d_site.ipynb #e8b24a40
 def render_cells(nb) -> tuple:
     "(title, summary, body HTML) of `nb`: hide/echo/output/include directives honoured, exported names documented."
     from pygments import highlight
@@ -280,6 +281,7 @@ def _shown_markdown(cell) -> list:
             out.append(''.join(text) if isinstance(text, list) else text)
     return out
 
+# %% ../nbs/07d_site.ipynb #772f740f
 def _shown_digest(cell) -> str:
     "The ledger digest named in a `ledger` cell's committed outputs (None when it has none)."
     for text in _shown_markdown(cell):
@@ -288,6 +290,7 @@ def _shown_digest(cell) -> str:
             return m.group(1)
     return None
 
+# %% ../nbs/07d_site.ipynb #7dcf1683
 def _outputs_current(nb, experiment:str, results) -> bool:
     ("Whether every `ledger` cell of notebook `nb` shows what it would show today: the digest of `experiment`'s ledger "
      "rows under `results`, and the tables today's code draws from them.")
@@ -424,6 +427,7 @@ def _write_clean(nb, path:Path):
         return
     nbdev_clean(fname=str(path))
 
+# %% ../nbs/07d_site.ipynb #1ce6666f
 def write_ledger_outputs(nbs, results, experiment:str=None, timeout:int=900) -> list:
     "Run the `ledger` cells of the experiment notebooks under `nbs` (or one `experiment`) and commit their outputs."
     import nbformat

@@ -98,10 +98,12 @@ def random_patches(x:torch.Tensor, n:int, size:int=6, seed:int=0) -> torch.Tenso
     p = x.cpu()[i[:, None, None, None], torch.arange(C)[None, :, None, None], rows[:, None], cols[:, None]]
     return p.reshape(n, -1)
 
+# %% ../nbs/23_sm_eval.ipynb #c6b1c04f
 def normalize_patches(p:torch.Tensor, eps:float=10 / 255**2) -> torch.Tensor:
     "Per-patch brightness and contrast normalisation: (p − mean)/√(var + eps) along each row."
     return (p - p.mean(1, keepdim=True)) / (p.var(1, keepdim=True) + eps).sqrt()
 
+# %% ../nbs/23_sm_eval.ipynb #7e50139d
 def zca_fit(p:torch.Tensor, eps:float=0.1):
     "ZCA whitening of the rows of p: returns (mean, P) with z = (p − mean) P, P symmetric."
     p = p.double()
@@ -240,6 +242,7 @@ class LeNet5(nn.Module):
         return x
     def forward(self, x): return self.fc(self.features(x).flatten(1))
 
+# %% ../nbs/23_sm_eval.ipynb #6852ca1a
 def load_filters(model:LeNet5, # the network, changed in place and returned
                  layer:int, # index of the conv layer in `model.convs`
                  weight:torch.Tensor, # (K, C, k, k) filters: the conv weight's shape
@@ -299,6 +302,7 @@ def filter_grid(w:torch.Tensor, ncols:int=None, pad:int=1) -> np.ndarray:
         img[top:top + kh, left:left + kw] = w[i].permute(1, 2, 0).numpy()
     return img
 
+# %% ../nbs/23_sm_eval.ipynb #ce969820
 def show_filters(w:torch.Tensor, ax=None, title:str=None, ncols:int=None):
     "Draw `filter_grid(w)` on `ax` (a new figure if None); returns the figure."
     import matplotlib.pyplot as plt
@@ -358,6 +362,7 @@ class _LocalStats:
         self.__init__()
         return m
 
+# %% ../nbs/23_sm_eval.ipynb #c99da9ac
 def train_local(rule, # a local rule (e.g. 'nsm', 'conv_nsm', 's2m')
                 x, # training inputs (a tensor on the device)
                 y=None, # labels, for a rule that takes them (S2M)

@@ -22,6 +22,7 @@ def g(x):
     "The activation erf(x/√2)."
     return erf(np.asarray(x) / SQ2)
 
+# %% ../nbs/13_ts_theory.ipynb #a246e861
 def gprime(x):
     "Derivative of erf(x/√2): √(2/π)·exp(−x²/2)."
     return math.sqrt(2 / math.pi) * np.exp(-np.asarray(x) ** 2 / 2)
@@ -32,6 +33,7 @@ def I2(C):
     d = 1 + np.diag(C)
     return (2 / np.pi) * np.arcsin(C / np.sqrt(np.outer(d, d)))
 
+# %% ../nbs/13_ts_theory.ipynb #f5d93e49
 def I3(C, A, B, Cc):
     r"""$I_3[a,b,c] = E[g'(\gamma_a)\,\gamma_b\,g(\gamma_c)]$ for a in A, b in B, c in Cc (index lists into
     covariance C)."""
@@ -41,6 +43,7 @@ def I3(C, A, B, Cc):
     lam3 = (1 + caa) * (1 + ccc) - cac ** 2
     return (2 / np.pi) * (C[B, Cc] * (1 + caa) - C[A, B] * cac) / ((1 + caa) * np.sqrt(lam3))
 
+# %% ../nbs/13_ts_theory.ipynb #8a0cdb5e
 def I4(C, # covariance matrix of the Gaussian local fields (students, teachers, feedback)
        A, # indices into C of a: the result's axis 0
        B, # indices into C of b: axis 1
@@ -74,6 +77,7 @@ def omega(s:dict) -> np.ndarray:
     O[-1, -1] = s['qf']
     return O
 
+# %% ../nbs/13_ts_theory.ipynb #94bb814e
 def eg(s:dict) -> float:
     r"Generalisation error $\epsilon_g = \frac12 E[(\hat y - y)^2]$ from the order parameters (Eq. 24)."
     K, M = s['R'].shape
@@ -98,6 +102,7 @@ def rhs(s:dict, eta:float) -> dict:
 # %% ../nbs/13_ts_theory.ipynb #c51e9eeb
 def _pack(s): return np.concatenate([np.ravel(s[k]) for k in STATE_KEYS])
 
+# %% ../nbs/13_ts_theory.ipynb #9a8c4eee
 def _unpack(y, K, M, const):
     s, i = dict(const), 0
     for k, shape in zip(STATE_KEYS, ((K, K), (K, M), (K,), (K,))):
@@ -106,6 +111,7 @@ def _unpack(y, K, M, const):
         i += n
     return s
 
+# %% ../nbs/13_ts_theory.ipynb #7055b599
 def _bounded(fun, max_evals:int, t_end:float):
     "`fun` that raises a clear `RuntimeError` once called more than `max_evals` times or given a non-finite state."
     calls = [0]
@@ -179,6 +185,7 @@ def init_weights(D:int, # input dimension
     F = math.sqrt(1 - f_align ** 2) * rng.normal(size=D) + f_align * u
     return dict(W1=W1, W2=W2, W1t=W1t, W2t=W2t, F=F)
 
+# %% ../nbs/13_ts_theory.ipynb #1ce81f5e
 def order_params(w:dict) -> dict:
     """The order parameters (state dict for `rhs`/`integrate`/`eg`) of weights `w` (arrays may carry a leading seed
     axis)."""
@@ -279,6 +286,7 @@ def early_time(q0:float, # initial student norm Q_kk(0)
     df_eq29 = (2 / math.pi) * eta * f0 * (W2t @ ft) / np.sqrt((1 + q0) * (1 + qf) - f0 ** 2)
     return dict(dR=dR, dW2_coef=dW2_coef, df=df, df_eq29=df_eq29)
 
+# %% ../nbs/13_ts_theory.ipynb #679314b0
 def early_f(t, # times (any shape; t = steps / D)
             q0:float, # initial student norm Q_kk(0)
             f0, # (K,) initial student-feedback overlaps f(0)
