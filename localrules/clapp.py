@@ -64,10 +64,12 @@ def ssl_weight_decay(dataset:str) -> float:
     "The paper's (reference code's) AdamW weight decay for pre-training on `dataset`."
     return WEIGHT_DECAY.get(dataset, 0.)
 
+# %% ../nbs/32_clapp.ipynb #94ed7b72
 def pool_sizes(dataset:str) -> tuple:
     "Table A2 kernels for `dataset` (32-px stand-ins such as digits use CIFAR-10's)."
     return POOL_SIZES.get(dataset, POOL_SIZES['cifar10'])
 
+# %% ../nbs/32_clapp.ipynb #be0145cd
 def pool_flat(h:torch.Tensor, k=None) -> torch.Tensor:
     "Average-pool map `h` (N,C,H,W) with kernel = stride = `k` and flatten; `k=None` pools globally to (N, C)."
     if k is None: return h.mean((2, 3))
@@ -77,6 +79,7 @@ def pool_flat(h:torch.Tensor, k=None) -> torch.Tensor:
             f"images); use pool_sizes(dataset)")
     return F.avg_pool2d(h, k).flatten(1)
 
+# %% ../nbs/32_clapp.ipynb #951e890a
 def pooled_dims(shapes:list, pools) -> list:
     "Flattened dimension of each layer's pooled map."
     return [c if k is None else c * (h // k) * (w // k) for (c, h, w), k in zip(shapes, pools)]
@@ -92,6 +95,7 @@ def normalizer(dataset:str):
     mean, std = NORMALIZE.get(key, ((.5, .5, .5), (.5, .5, .5)))
     return T.Normalize(mean, std)
 
+# %% ../nbs/32_clapp.ipynb #79950d2d
 def simclr_transform(dataset:str='cifar10', size:int=None) -> T.Compose:
     "SimCLR augmentation of one image tensor (C,H,W) in [0,1], followed by the dataset's normalisation."
     size = size or IMAGE_SIZE.get(dataset, 32)
@@ -102,6 +106,7 @@ def simclr_transform(dataset:str='cifar10', size:int=None) -> T.Compose:
                       T.RandomApply([T.ColorJitter(.8, .8, .8, .2)], p=.8), T.RandomGrayscale(.2),
                       T.RandomApply([T.GaussianBlur(k, sigma=(.1, 2.))], p=.5), normalizer(dataset)])
 
+# %% ../nbs/32_clapp.ipynb #da996ca1
 class SimCLRViews:
     "Callable: a batch of images (B,C,H,W) in [0,1] -> one augmented view per image, (B,C,size,size)."
     def __init__(self, dataset:str='cifar10', size:int=None): self.tf = simclr_transform(dataset, size)
@@ -144,6 +149,7 @@ def stack_views(x, augment=None) -> torch.Tensor:
 
     return torch.cat([augment(x), augment(x)])
 
+# %% ../nbs/32_clapp.ipynb #980a121b
 def negative_index(n:int, negatives:str='shift', device='cpu') -> torch.Tensor:
     "Row of each row's negative among 2B stacked views: j+1 (shift) or a random row of another image."
     check_choice('negatives', negatives, ('shift', 'random'))
@@ -153,6 +159,7 @@ def negative_index(n:int, negatives:str='shift', device='cpu') -> torch.Tensor:
     other = (j % n_pairs + torch.randint(1, n_pairs, (n,), device=device)) % n_pairs
     return other + n_pairs * torch.randint(0, 2, (n,), device=device)
 
+# %% ../nbs/32_clapp.ipynb #d5e27125
 def clapp_loss(pred:Predictor, # the layer's predictor: its weight W (dz, dc) scores u = zᵀ W c
                z, # (2B, dz) pooled activity of the layer: view 1's B rows stacked over view 2's
                c, # (2B, dc) reference activity (detached); row i's positive is the other view's row
@@ -176,6 +183,7 @@ def encoder_blocks(model) -> list:
     if isinstance(model, (nn.Sequential, nn.ModuleList)): return list(model)
     raise TypeError(f"model={type(model).__name__}: needs {ENCODERS}")
 
+# %% ../nbs/32_clapp.ipynb #98594d4d
 def run_blocks(blocks:list, x) -> list:
     "Every block's output for input `x` (the blocks applied in turn)."
     hs = []
@@ -184,10 +192,12 @@ def run_blocks(blocks:list, x) -> list:
         hs.append(x)
     return hs
 
+# %% ../nbs/32_clapp.ipynb #cc10dba2
 def _in_channels(model) -> int:
     "Input channels of encoder `model`: its first Conv2d's, else 3 (the RGB views of `ssl_images`)."
     return next((m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d)), 3)
 
+# %% ../nbs/32_clapp.ipynb #253f323d
 def _block_error(i:int, b, what:str) -> ValueError:
     return ValueError(f"model: block {i} ({type(b).__name__}) {what}; the encoder must be {ENCODERS}")
 
@@ -214,6 +224,7 @@ def _probe_shapes(model, blocks:list, size:int) -> list:
     finally:
         for m, t in modes: m.training = t
 
+# %% ../nbs/32_clapp.ipynb #f5d7d394
 def encoder_shapes(model, # `VGGEncoder`, or an nn.Sequential / nn.ModuleList of conv blocks
                    size:int # side of the square input images
                   ) -> list:
@@ -223,6 +234,7 @@ def encoder_shapes(model, # `VGGEncoder`, or an nn.Sequential / nn.ModuleList of
     if not blocks: raise ValueError(f"model: an empty {type(model).__name__}; needs at least one block: {ENCODERS}")
     return _probe_shapes(model, blocks, size)
 
+# %% ../nbs/32_clapp.ipynb #9ab981b4
 def grid_pools(shapes:list, cells:int=4) -> list:
     "Pool kernel of each map (C, H, W) giving about `cells`×`cells` cells (kernel 1 for maps smaller than that)."
     return [max(1, min(h, w) // cells) for _, h, w in shapes]
@@ -313,6 +325,7 @@ class CLAPPpp(SSLRule):
             h = out.detach()
         return dict(loss=sum(losses), out=h.mean((2, 3)), layer_losses=losses)
 
+# %% ../nbs/32_clapp.ipynb #b7fd99f9
 @register_rule('clapp++_no2d')
 class CLAPPppNo2D(CLAPPpp):
     "CLAPP++ without 2D spatial dependence: every layer pooled globally."
@@ -326,6 +339,7 @@ class CLAPPppDFB(CLAPPpp):
     "CLAPP++DFB: every layer's reference is the last layer's pooled map (direct feedback)."
     feedback = 'dfb'
 
+# %% ../nbs/32_clapp.ipynb #f87f6221
 @register_rule('clapp++both')
 class CLAPPppBoth(CLAPPpp):
     r"CLAPP++both: the same-layer and the DFB losses summed, each with its own $W_{pred}$."
@@ -350,6 +364,7 @@ class BPCLAPPpp(SSLRule):
         loss.backward()
         return dict(loss=loss.item(), out=out.detach().mean((2, 3)))
 
+# %% ../nbs/32_clapp.ipynb #636bf7b8
 def nt_xent(q:torch.Tensor, tau:float=0.1, oneway:bool=False) -> torch.Tensor:
     ("InfoNCE of 2B stacked embeddings (row j's positive is row j±B): SimCLR's NT-Xent, or one direction over B×B "
      "logits.")
@@ -359,6 +374,7 @@ def nt_xent(q:torch.Tensor, tau:float=0.1, oneway:bool=False) -> torch.Tensor:
     s = (q @ q.T / tau).fill_diagonal_(float('-inf'))
     return F.cross_entropy(s, (torch.arange(2 * B, device=q.device) + B) % (2 * B))
 
+# %% ../nbs/32_clapp.ipynb #69988809
 @register_rule('bp_infonce')
 class BPInfoNCE(SSLRule):
     "BP-InfoNCE: linear projection head on the globally pooled last layer, InfoNCE (τ=0.1), end-to-end backprop."
@@ -441,6 +457,7 @@ def to_ssl_images(x:torch.Tensor, size:int=32) -> torch.Tensor:
     if x.shape[-1] != size: x = F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False).clamp(0, 1)
     return x
 
+# %% ../nbs/32_clapp.ipynb #944dc144
 def ssl_images(name:str, # a dataset name of `DATASETS`
                split:str='train', # a split of `SPLITS[name]`
                root='data', # folder of the datasets
@@ -454,6 +471,7 @@ def ssl_images(name:str, # a dataset name of `DATASETS`
     x = to_ssl_images(x, max(32, x.shape[-1]))
     return x.to(device), y.to(device)
 
+# %% ../nbs/32_clapp.ipynb #3180d431
 class TwoViews(torch.utils.data.Dataset):
     "A dataset of PIL images or tensors -> (two normalised SimCLR views stacked as (2,C,H,W), label)."
     def __init__(self, ds, dataset:str, size:int=None):
@@ -474,6 +492,7 @@ def probe_features(rule:SSLRule, x, batch_size:int=256, layers=None) -> torch.Te
     rule.train(was)
     return f
 
+# %% ../nbs/32_clapp.ipynb #0139ac64
 def split_val(y:torch.Tensor, val_frac:float=0.1, seed:int=0):
     "Indices (train, val) with `val_frac` of every class held out for validation."
     g = torch.Generator().manual_seed(seed)
@@ -486,6 +505,7 @@ def split_val(y:torch.Tensor, val_frac:float=0.1, seed:int=0):
         tr.append(idx[n:])
     return torch.cat(tr), torch.cat(va)
 
+# %% ../nbs/32_clapp.ipynb #e0bee17c
 def label_subset(y:torch.Tensor, n:int, seed:int=0) -> torch.Tensor:
     "Indices of `n` labelled examples, as balanced over the classes as `y` allows (label-efficient probes)."
     check_range('n', n, lo=1, hi=len(y), integer=True)
@@ -579,6 +599,7 @@ def pretrain(rule:SSLRule, # the self-supervised rule around its encoder
                progress='print' if progress else False,
                every=report, unit=unit, sync=sync, on_step=lambda m: losses.append(m['loss']), prefix=None, timing=True)
 
+# %% ../nbs/32_clapp.ipynb #e52b8ac3
 def tensor_batches(x, batch_size:int, seed:int=0, steps:int=None):
     "`batches(epoch)` over the rows of tensor `x`: a seeded permutation per epoch, full batches only, at most `steps`."
     def batches(ep):
@@ -611,6 +632,7 @@ def bp_reference(rule:CLAPPpp) -> BPCLAPPpp:
     ref.augment = rule.augment
     return ref
 
+# %% ../nbs/32_clapp.ipynb #d8362667
 def layer_alignment(rule:SSLRule, x, reference:SSLRule=None, seed:int=0) -> dict:
     ("Cosine between `rule`'s and BP-CLAPP++'s update of every block's first conv kernel (its first 4-D parameter) on "
      "batch `x`: {block index: cos}.")

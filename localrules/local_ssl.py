@@ -26,6 +26,7 @@ def contrast_f(u:torch.Tensor, f:str='hinge', margin:float=None) -> torch.Tensor
     if f == 'softplus': return F.softplus(m - u)
     return -u
 
+# %% ../nbs/30_local_ssl.ipynb #cfe691b7
 def score(z:torch.Tensor, c:torch.Tensor, W:torch.Tensor=None) -> torch.Tensor:
     """Per-sample bilinear score `u = zᵀ W c` for batches `z` (B, dz), `c` (B, dc), `W` (dz, dc); `W=None` is the
     identity."""

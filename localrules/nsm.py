@@ -33,6 +33,7 @@ def _pgd_block(sc, A, f, tol, max_iter, step):
         if tol > 0 and delta <= tol: break
     return y, it, delta
 
+# %% ../nbs/20_nsm.ipynb #1c4c66cf
 def _apgd_block(sc, A, f, tol, max_iter, step, beta, every=10):
     ("Projected gradient with constant momentum `beta` on one block of rows; every `every` iterations, the residual "
      "of one plain step from the iterate (the same test as `_pgd_block`'s).")
@@ -52,6 +53,7 @@ def _apgd_block(sc, A, f, tol, max_iter, step, beta, every=10):
             if tol > 0 and delta <= tol: break
     return y, it, delta
 
+# %% ../nbs/20_nsm.ipynb #fe0611e8
 def _ode_block(c, A, f, tol, max_iter, dt):
     "Euler steps of du/ds = −u + c + f(u)(I − M)ᵀ on one block of rows."
     u, y = torch.zeros_like(c), torch.zeros_like(c)
@@ -71,12 +73,14 @@ def _spectrum(M:torch.Tensor) -> tuple:
     ev = torch.linalg.eigvalsh(((M + M.t()) / 2).double())
     return ev[0].item(), ev[-1].item()
 
+# %% ../nbs/20_nsm.ipynb #b0b9b6d9
 def auto_step(M:torch.Tensor) -> float:
     ("Projected-gradient step min(1, 1/λ_max(M)): the linear part then contracts (γ < 2/λ_max), so the dynamics "
      "converge.")
     lam = _spectrum(M)[1]
     return min(1., 1. / lam) if lam > 0 else 1.
 
+# %% ../nbs/20_nsm.ipynb #1f6ad1df
 def momentum(M:torch.Tensor, gamma:float) -> float:
     r"""Constant momentum $(1 - \sqrt{\gamma\mu}) / (1 + \sqrt{\gamma\mu})$ of accelerated projected gradient,
     $\mu = \lambda_{min}(M)$; 0 (plain steps) when M is not positive definite."""
@@ -85,6 +89,7 @@ def momentum(M:torch.Tensor, gamma:float) -> float:
     r = math.sqrt(min(gamma * mu, 1.))
     return (1 - r) / (1 + r)
 
+# %% ../nbs/20_nsm.ipynb #87cf2cb3
 @torch.no_grad()
 def sm_dynamics(c:torch.Tensor, # (N, K) feedforward drives W x
                 M:torch.Tensor, # (K, K) lateral weights
@@ -122,6 +127,7 @@ import warnings
 class NotConvergedWarning(RuntimeWarning):
     "The NSM dynamics stopped at `max_iter` with a fixed-point residual above `tol`."
 
+# %% ../nbs/20_nsm.ipynb #dd50b842
 def convergence_summary(trace:list, prefix:str='', tol:float=None) -> dict:
     ("Summary of dynamics calls (`model.trace` entries): count, fraction converged (residual ≤ `tol` if given, else "
      "as traced), residual max/median, iterations max/mean, smallest γ.")
@@ -165,6 +171,13 @@ class NSM(nn.Module):
     def to_output(self, y, ctx): return y
     def label_drive(self, z, ctx): raise ValueError(f"{type(self).__name__} has no label pathway; use localrules.s2m")
     def forward(self, x): return self.encode(x)
+    def step_size(self) -> float:
+        "The projected-gradient step γ the next call uses ('auto': min(1, 1/λ_max(M)))."
+        return auto_step(self.M.detach()) if self.gamma == 'auto' else float(self.gamma)
+    def pop_trace(self) -> list:
+        "The dynamics calls traced since the last `pop_trace` (iterations, residual, step γ, converged), clearing them."
+        out, self.trace = getattr(self, 'trace', []), []
+        return out
 
 # %% ../nbs/20_nsm.ipynb #a15c93f6
 @patch
@@ -183,11 +196,7 @@ def set_dynamics(self:NSM, **kw):
         setattr(self, k, v)
     return self
 
-@patch
-def step_size(self:NSM) -> float:
-    "The projected-gradient step γ the next call uses ('auto': min(1, 1/λ_max(M)))."
-    return auto_step(self.M.detach()) if self.gamma == 'auto' else float(self.gamma)
-
+# %% ../nbs/20_nsm.ipynb #686a9cb0
 @patch
 def fixed_point(self:NSM, x, z=None, tol:float=None, max_iter:int=None) -> tuple:
     "Channels-last fixed point y (N, K), drive c and context, without autograd; `z` is a label input (S2M)."
@@ -211,12 +220,6 @@ def fixed_point(self:NSM, x, z=None, tol:float=None, max_iter:int=None) -> tuple
                       NotConvergedWarning)
     return y, c, ctx
 
-@patch
-def pop_trace(self:NSM) -> list:
-    "The dynamics calls traced since the last `pop_trace` (iterations, residual, step γ, converged), clearing them."
-    out, self.trace = getattr(self, 'trace', []), []
-    return out
-
 # %% ../nbs/20_nsm.ipynb #e4fc7131
 @patch
 def encode(self:NSM, x, z=None, tol:float=None, max_iter:int=None) -> torch.Tensor:
@@ -225,11 +228,13 @@ def encode(self:NSM, x, z=None, tol:float=None, max_iter:int=None) -> torch.Tens
     y, _, ctx = self.fixed_point(x, z, tol, max_iter)
     return self.to_output(y, ctx)
 
+# %% ../nbs/20_nsm.ipynb #3572f17b
 @patch
 def targets(self:NSM, x, y, ctx, z=None) -> dict:
     "Hebbian targets {param: ⟨y xᵀ⟩ or ⟨y yᵀ⟩}: each update is η(target − param) (M at rate η/τ)."
     return dict(W=y.t() @ x.flatten(1) / len(y), M=y.t() @ y / len(y))
 
+# %% ../nbs/20_nsm.ipynb #220719e3
 @patch
 def objective(self:NSM, x, y, z=None) -> torch.Tensor:
     ("Min–max objective L = ⟨−4 yᵀc + 2 yᵀM y⟩ + 2Σ‖feedforward weights‖² − ‖M‖² at fixed channels-last y "
@@ -250,6 +255,7 @@ def _toy_nsm(seed:int, n_in:int=6, n_out:int=3, n:int=16) -> tuple:
         model = NSM(n_in, n_out, tol=1e-6, max_iter=500)
     return model, torch.randn(n, n_in, generator=g).relu()
 
+# %% ../nbs/20_nsm.ipynb #caaff71c
 @register_rule('nsm')
 class NSMRule(LearningRule):
     r"""Similarity matching: fixed-point dynamics, then $\Delta W = \eta(\langle yx^\top\rangle - W)$,
@@ -290,6 +296,7 @@ def encoder_channels(encoder:nn.Module) -> int:
     if not last: return None
     return last[-1].out_features if isinstance(last[-1], nn.Linear) else last[-1].out_channels
 
+# %% ../nbs/20_nsm.ipynb #58ceb65b
 class EncoderNSM(NSM):
     ("NSM on any encoder (pynsm's SimilarityMatching): drive c = encoder(x); M (K×K) lateral among its K output "
      "channels.")
@@ -350,6 +357,7 @@ def subspace_error(F:torch.Tensor, U:torch.Tensor) -> tuple:
     V, _, Wh = torch.linalg.svd(Qf.t() @ Qu, full_matrices=False)   # principal vectors: columns of Qf V and Qu Wᵀ
     return err, angle((Qf @ V).t(), (Qu @ Wh.t()).t()).max().item()
 
+# %% ../nbs/20_nsm.ipynb #84e46710
 def sm_filters(model:NSM) -> torch.Tensor:
     "The linear SM filter F = M⁻¹W (y = F x at the fixed point of linear SM)."
     return torch.linalg.solve(model.M.detach(), model.W.detach().flatten(1))

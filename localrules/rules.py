@@ -28,11 +28,13 @@ def refusal(rule:str, # the rule's registered name
     msg = f"rule {rule!r} needs {needs}; got {type(model).__name__}"
     return f"{msg}: {why}" if why else msg
 
+# %% ../nbs/02_rules.ipynb #de14c68c
 def plain_type(m:nn.Module) -> type:
     ("The class of layer `m`; a layer that `localrules.feedback.convert` gave a feedback path is read as the "
      "`nn.Linear` / `nn.Conv2d` it is (its `plain_type`), so every rule recognises it.")
     return getattr(type(m), 'plain_type', type(m))
 
+# %% ../nbs/02_rules.ipynb #087afba6
 OUTPUT_KEYS = ('out', 'features')    # a rule's outputs: stay tensors (detached); every other entry is a statistic
 _DEVICE_STATS = [False]              # inside `device_stats()`: statistics stay (detached) device tensors
 
@@ -42,6 +44,7 @@ def _plain_value(v):
     if isinstance(v, (list, tuple)): return [_plain_value(u) for u in v]
     return v
 
+# %% ../nbs/02_rules.ipynb #41726fa0
 @torch.compiler.disable                 # not traced by torch.compile: .item() stays out of the compiled graph
 def plain_stats(m:dict, # what a rule's `forward` returned
                 device:bool=False # keep the statistics as detached tensors (no host sync), as `fit` does
@@ -53,6 +56,7 @@ def plain_stats(m:dict, # what a rule's `forward` returned
         return v if device else _plain_value(v)
     return {k: one(k, v) for k, v in m.items()}
 
+# %% ../nbs/02_rules.ipynb #ec387168
 @contextlib.contextmanager
 def device_stats():
     ("Within the block, `rule(x, y)` leaves its statistics as detached device tensors: `fit`'s training step needs "
@@ -62,11 +66,13 @@ def device_stats():
     try: yield
     finally: _DEVICE_STATS[0] = was
 
+# %% ../nbs/02_rules.ipynb #70019e20
 def call_on_device(rule, # a `LearningRule`, or the rule through `torch.compile`
                    *args) -> dict:
     "`rule(*args)` with its statistics left as detached device tensors (`device_stats`): `fit`'s step, no host sync."
     with device_stats(): return rule(*args)
 
+# %% ../nbs/02_rules.ipynb #1a40432e
 class LearningRule(nn.Module):
     ("Base class: `rule(x, y)` adds its update into each parameter's `.grad` (descent sign) and returns its "
      "statistics as plain Python floats (`plain_stats`; `stats['loss']` is a float for every rule) and its output.")
@@ -115,6 +121,7 @@ def _stale(cls:type) -> bool:
     "A class a notebook defined in an earlier kernel of this process (nbdev-test reuses processes): no longer live."
     return cls.__module__ == '__main__' and getattr(sys.modules.get('__main__'), cls.__qualname__, None) is not cls
 
+# %% ../nbs/02_rules.ipynb #37d4ddd5
 def _same_class(a:type, b:type) -> bool:
     ("`b` is `a` defined again: a module reloaded, a notebook cell re-run, or a notebook defining what its module "
      "exports.")
@@ -155,15 +162,18 @@ def implements(rule:type, # the algorithm: a registered `LearningRule` subclass
         return cls
     return deco
 
+# %% ../nbs/02_rules.ipynb #94de2aa4
 @patch(cls_method=True)
 def _own_implementations(cls:LearningRule) -> bool: return 'implementations' in cls.__dict__
 
+# %% ../nbs/02_rules.ipynb #db73cc06
 @patch(cls_method=True)
 def implementation_for(cls:LearningRule, kind:type) -> type:
     "The class that trains models of class `kind` (e.g. `MLP`): its first implementation for them, or `cls` itself."
     if not cls._own_implementations(): return cls
     return next((c for k, c in cls.implementations if issubclass(kind, k)), cls)
 
+# %% ../nbs/02_rules.ipynb #13a1ddfb
 @patch(cls_method=True)
 def implementation(cls:LearningRule, model) -> type:
     ("The first of `cls.implementations` whose kind `model` is and that takes it (`cls` itself if it has none); a "
@@ -178,7 +188,6 @@ def implementation(cls:LearningRule, model) -> type:
             continue
         return c
     raise TypeError(refusal(cls.name, model, cls.supports, why))
-
 
 # %% ../nbs/02_rules.ipynb #68f60538
 def _rule(name:str) -> type:
@@ -198,6 +207,7 @@ def load_rule_modules():
     from localrules import rule_modules
     rule_modules()
 
+# %% ../nbs/02_rules.ipynb #208bb802
 RENAMED = {'fa_any': 'fa', 'drtp_any': 'drtp', 'pepita_seq': 'pepita', 'pepita_hebbian_seq': 'pepita_hebbian',
            'pepita_timelocal_seq': 'pepita_timelocal', 'afa_seq': 'afa', 'ff_seq': 'ff'}   # former twins' names
 
@@ -207,6 +217,7 @@ def available_rules(details:bool=False):
     if details: return {n: _rule(n).supports for n in sorted(RULES)}
     return sorted(RULES)
 
+# %% ../nbs/02_rules.ipynb #96ea3723
 def get_rule(name:str, # a registered rule name (`available_rules()`)
              model:nn.Module, # the model the rule trains; refused (TypeError) unless the rule supports it
              **kwargs) -> LearningRule: # passed to the rule
@@ -222,42 +233,47 @@ def get_rule(name:str, # a registered rule name (`available_rules()`)
     return cls(model, **kwargs)
 
 # %% ../nbs/02_rules.ipynb #bf3838a6
-def _i32(v:int) -> int:
+def _s32(v:int) -> int:
     "The 32-bit pattern of `v` as a signed int32 value (torch has no uint32 arithmetic)."
     v &= 0xFFFFFFFF
     return v - (1 << 32) if v >= 1 << 31 else v
 
+# %% ../nbs/02_rules.ipynb #e1039415
 def hash32(h:torch.Tensor) -> torch.Tensor:
     ("The lowbias32 integer hash (a bijection of 32-bit integers) on int32 tensors: wrapping products, logical shifts "
      "by masking.")
     h = h ^ ((h >> 16) & 0xFFFF)
-    h = h * _i32(0x7FEB352D)
+    h = h * _s32(0x7FEB352D)
     h = h ^ ((h >> 15) & 0x1FFFF)
-    h = h * _i32(0x846CA68B)
+    h = h * _s32(0x846CA68B)
     return h ^ ((h >> 16) & 0xFFFF)
 
+# %% ../nbs/02_rules.ipynb #11276f65
 def sub_seed(seed:int, name:str) -> int:
     "A seed for the fixed draw `name` of the network seeded with `seed` (distinct per name, stable across versions)."
     return int(hashlib.sha256(f'{int(seed)}/{name}'.encode()).hexdigest()[:15], 16)
 
+# %% ../nbs/02_rules.ipynb #f6c5098f
 def counter_uniform(seeds:torch.Tensor, counter:int, stream:int, shape:tuple) -> torch.Tensor:
     ("Uniform [0, 1) floats (24 random bits) of `shape` for each seed in the int32 tensor `seeds` (shape `seeds.shape "
      "+ shape`).")
-    counter = counter.to(torch.int32) if torch.is_tensor(counter) else _i32(counter)   # a device tensor: no recompiles
-    key = hash32(hash32(hash32(seeds) ^ counter) ^ _i32(stream + 0x9E3779B9))
-    pos = hash32(torch.arange(math.prod(shape), dtype=torch.int32, device=seeds.device) + _i32(0x632BE5AB))
+    counter = counter.to(torch.int32) if torch.is_tensor(counter) else _s32(counter)   # a device tensor: no recompiles
+    key = hash32(hash32(hash32(seeds) ^ counter) ^ _s32(stream + 0x9E3779B9))
+    pos = hash32(torch.arange(math.prod(shape), dtype=torch.int32, device=seeds.device) + _s32(0x632BE5AB))
     bits = (hash32(key.unsqueeze(-1) ^ pos) >> 8) & 0xFFFFFF
     return (bits.to(torch.float32) * 2 ** -24).reshape(*seeds.shape, *shape)
 
+# %% ../nbs/02_rules.ipynb #acc9a2b3
 def counter_normal(seeds:torch.Tensor, counter:int, stream:int, shape:tuple) -> torch.Tensor:
     "Standard normal floats (Box–Muller on two counter streams), shaped like `counter_uniform`'s."
     u1 = counter_uniform(seeds, counter, 2 * stream, shape)
     u2 = counter_uniform(seeds, counter, 2 * stream + 1, shape)
     return torch.sqrt(-2 * torch.log1p(-u1)) * torch.cos(2 * math.pi * u2)
 
+# %% ../nbs/02_rules.ipynb #d2a94f04
 def seed_tensor(seeds) -> torch.Tensor:
     "Seeds (an int or a list) as the int32 tensor `counter_uniform` takes."
-    values = [_i32(s) for s in seeds] if isinstance(seeds, (list, tuple)) else _i32(seeds)
+    values = [_s32(s) for s in seeds] if isinstance(seeds, (list, tuple)) else _s32(seeds)
     return torch.tensor(values, dtype=torch.int32)
 
 # %% ../nbs/02_rules.ipynb #9097983d
@@ -275,6 +291,7 @@ def init_weight(w:torch.Tensor, init:str='he_normal', fan_in:int=None, generator
         if init == 'torch': return nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=generator)
     check_choice('init', init, ['he_normal', 'he_uniform', 'xavier_uniform', 'torch'])
 
+# %% ../nbs/02_rules.ipynb #132d1037
 NORMS = ('none', 'batch', 'sample')
 
 def normalise(h:torch.Tensor, norm:str='none', eps:float=1e-8) -> torch.Tensor:
@@ -284,6 +301,7 @@ def normalise(h:torch.Tensor, norm:str='none', eps:float=1e-8) -> torch.Tensor:
     if norm == 'sample': return h / (h.norm(dim=-1, keepdim=True) + eps)
     return h
 
+# %% ../nbs/02_rules.ipynb #c82079c3
 class FeedbackLinearFn(torch.autograd.Function):
     r"""$y = xW^\top + b$ whose backward sends the error g to the input as $gB$ (B = W: backprop; a fixed random B:
     feedback alignment); $\partial W = g^\top x$, $\partial b = \sum g$ over every batch dimension. W is out × in (x
@@ -305,6 +323,7 @@ class FeedbackLinearFn(torch.autograd.Function):
         gw, gb = _linear_param_grads(ctx, g, x, ctx.stacked)
         return gx, gw, gb, None
 
+# %% ../nbs/02_rules.ipynb #6ce8f0b1
 def _linear_param_grads(ctx, g, x, stacked:bool=False):
     "∂W = gᵀ x and ∂b = Σ g of a linear layer over every batch dimension; per member when `stacked` (N×out×in)."
     gw = gb = None
@@ -317,7 +336,6 @@ def _linear_param_grads(ctx, g, x, stacked:bool=False):
     if ctx.has_bias and ctx.needs_input_grad[2]: gb = g2.sum(0)
     return gw, gb
 
-
 # %% ../nbs/02_rules.ipynb #04b7ee65
 def affine(h:torch.Tensor, w:torch.Tensor, b:torch.Tensor=None) -> torch.Tensor:
     r"$hW^\top + b$ for one network (W: out × in) or a population (W: N × out × in, h: B × in shared or N × B × in)."
@@ -326,6 +344,7 @@ def affine(h:torch.Tensor, w:torch.Tensor, b:torch.Tensor=None) -> torch.Tensor:
     a = h @ w.mT
     return a if b is None else a + b.unsqueeze(-2)
 
+# %% ../nbs/02_rules.ipynb #9adc99af
 class MemberLinear(nn.Module):
     "`members` linear layers of one shape, stored stacked: weight N×out×in, bias N×out."
     def __init__(self, members:int, in_features:int, out_features:int, bias:bool=False):
@@ -372,6 +391,25 @@ class MLP(nn.Module):
     @property
     def act(self): return ACTIVATIONS[self.act_name]
     def forward(self, x, masks=None, linear=None): return self.forward_all(x, masks, linear)[-1]
+    def inputs(self, x:torch.Tensor) -> torch.Tensor:
+        "`x` as the first layer's input: flattened per sample (one network); B×in shared or N×B×in (a population)."
+        if not self.members: return x.flatten(1)
+        if x.dim() not in (2, 3) or x.shape[-1] != self.sizes[0] or (x.dim() == 3 and x.shape[0] != self.members):
+            n, d = self.members, self.sizes[0]
+            raise ValueError(f"a population of {n} takes inputs B×{d} or {n}×B×{d}; got {tuple(x.shape)}")
+        return x
+    def forward_all(self, x, masks=None, linear=None) -> list:
+        "Activations `[h_0=x, h_1, ..., h_{L-1}, a_L]` (hidden post-activation, output pre-activation)."
+        linear = linear or (lambda h, layer, l: affine(h, layer.weight, layer.bias))
+        hs = [self.inputs(x)]
+        masks = masks if masks is not None else self.dropout_masks(hs[0].shape[-2])
+        for l, layer in enumerate(self.layers):
+            a = linear(hs[-1], layer, l)
+            if l < len(self.layers) - 1:
+                a = normalise(self.act(a), self.norm)
+                if masks[l] is not None: a = a * masks[l]
+            hs.append(a)
+        return hs
 
 # %% ../nbs/02_rules.ipynb #16cac9b4
 @patch
@@ -380,12 +418,14 @@ def generator(self:MLP, name:str, member:int=0):
     if self.seeds is None: return None
     return torch.Generator().manual_seed(sub_seed(self.seeds[member], name))
 
+# %% ../nbs/02_rules.ipynb #6dc9a257
 @patch
 def fixed(self:MLP, name:str, fn) -> torch.Tensor:
     "`fn(generator, member)` once per member, stacked on a leading member dimension in a population."
     draws = [fn(self.generator(name, m), m) for m in range(self.members or 1)]
     return torch.stack(draws) if self.members else draws[0]
 
+# %% ../nbs/02_rules.ipynb #df39aa5d
 @patch
 def draw(self:MLP, shapes:list, normal:bool=False) -> list:
     ("Fresh tensors, one per shape in `shapes` (per member in a population), uniform [0, 1) or standard normal; "
@@ -398,6 +438,7 @@ def draw(self:MLP, shapes:list, normal:bool=False) -> list:
     self.draws += 1                               # on the device: no host sync, and torch.compile keeps one graph
     return out
 
+# %% ../nbs/02_rules.ipynb #b2724dee
 @patch
 def dropout_masks(self:MLP, n:int) -> list:
     "Fresh inverted-dropout masks (one per hidden layer) for a batch of `n`, or Nones when not training."
@@ -405,30 +446,6 @@ def dropout_masks(self:MLP, n:int) -> list:
     us = self.draw([(n, l.out_features) for l in self.layers[:-1]])
     p = self.dropout
     return [(u >= p).float() / (1 - p) for u in us]
-
-# %% ../nbs/02_rules.ipynb #6b690d1c
-@patch
-def inputs(self:MLP, x:torch.Tensor) -> torch.Tensor:
-    "`x` as the first layer's input: flattened per sample (one network); B×in shared or N×B×in (a population)."
-    if not self.members: return x.flatten(1)
-    if x.dim() not in (2, 3) or x.shape[-1] != self.sizes[0] or (x.dim() == 3 and x.shape[0] != self.members):
-        n, d = self.members, self.sizes[0]
-        raise ValueError(f"a population of {n} takes inputs B×{d} or {n}×B×{d}; got {tuple(x.shape)}")
-    return x
-
-@patch
-def forward_all(self:MLP, x, masks=None, linear=None) -> list:
-    "Activations `[h_0=x, h_1, ..., h_{L-1}, a_L]` (hidden post-activation, output pre-activation)."
-    linear = linear or (lambda h, layer, l: affine(h, layer.weight, layer.bias))
-    hs = [self.inputs(x)]
-    masks = masks if masks is not None else self.dropout_masks(hs[0].shape[-2])
-    for l, layer in enumerate(self.layers):
-        a = linear(hs[-1], layer, l)
-        if l < len(self.layers) - 1:
-            a = normalise(self.act(a), self.norm)
-            if masks[l] is not None: a = a * masks[l]
-        hs.append(a)
-    return hs
 
 # %% ../nbs/02_rules.ipynb #90616064
 def output_loss(out:torch.Tensor, y:torch.Tensor, loss:str='ce') -> torch.Tensor:
@@ -458,6 +475,7 @@ def mlp_example(seed:int=0, # builds the weights and the batch
     y = torch.randint(0, sizes[-1], (batch,), generator=g)
     return model, x, y
 
+# %% ../nbs/02_rules.ipynb #115154eb
 @register_rule('bp')
 class BP(LearningRule):
     "Backpropagation of `output_loss(model(x), y, loss)` through any model (the sum over members in a population)."
@@ -487,11 +505,13 @@ def _fa_feedback(shape, init:str, generator=None) -> torch.Tensor:
     if init == 'he_normal': return torch.randn(shape, generator=generator) * math.sqrt(2 / fan)
     return (torch.rand(shape, generator=generator) * 2 - 1) * math.sqrt(6 / fan)
 
+# %% ../nbs/02_rules.ipynb #eeeee139
 @register_rule('fa')
 class FA(LearningRule):
     r"""Feedback alignment (Lillicrap et al. 2016): the backward pass sends the error through fixed random matrices
     $B_l$ instead of $W_l^\top$. On an `MLP` (`FAOnMLP`) or any module (`localrules.feedback.FAOnModule`)."""
 
+# %% ../nbs/02_rules.ipynb #051dbff4
 @implements(FA, MLP)
 class FAOnMLP(FA):
     r"""FA on an `MLP` (one network or a population): fixed random feedback `B_l` (init like W, scaled by
@@ -535,6 +555,7 @@ def rule_updates(rule:LearningRule, x, y, seed:int=0) -> dict:
     rule.zero_grad(set_to_none=True)
     return ups
 
+# %% ../nbs/02_rules.ipynb #3782c409
 def _plain(model:nn.Module):
     "A context in which a model converted by `localrules.feedback.convert` runs its plain layers (BP's true gradient)."
     st = getattr(model, 'fb_state', None)
