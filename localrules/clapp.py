@@ -11,7 +11,7 @@ __all__ = ['CHANNELS', 'POOL_AFTER', 'POOL_SIZES', 'IMAGE_SIZE', 'WEIGHT_DECAY',
            'encoder_shapes', 'grid_pools', 'SSLRule', 'CLAPPpp', 'CLAPPppNo2D', 'CLAPPppDFB', 'CLAPPppBoth',
            'BPCLAPPpp', 'nt_xent', 'BPInfoNCE', 'DFASSL', 'autograd_peak_bytes', 'to_ssl_images', 'ssl_images',
            'TwoViews', 'probe_features', 'split_val', 'label_subset', 'linear_probe', 'pretrain', 'tensor_batches',
-           'ssl_loss', 'bp_reference', 'layer_alignment']
+           'loader_batches', 'ssl_loss', 'bp_reference', 'layer_alignment']
 
 # %% ../nbs/32_clapp.ipynb #194d9aa2
 import math, time
@@ -607,6 +607,24 @@ def tensor_batches(x, batch_size:int, seed:int=0, steps:int=None):
         idx = torch.randperm(len(x), generator=g).to(x.device)
         n = len(x) // batch_size if steps is None else min(steps, len(x) // batch_size)
         for i in range(n): yield x[idx[i * batch_size:(i + 1) * batch_size]]
+    return batches
+
+# %% ../nbs/32_clapp.ipynb #d77124d2
+def loader_batches(pairs:torch.utils.data.Dataset, # items `(x, label)`, e.g. `TwoViews`; the label is dropped
+                   batch_size:int, # examples per batch (full batches only)
+                   seed:int=0, # the shuffle of epoch `ep` is drawn from `seed * 100_003 + ep`
+                   steps:int=None, # at most this many batches per epoch (None: a whole pass)
+                   num_workers:int=0, # data-loader worker processes
+                   device='cpu'): # where the batches go (pinned memory on CUDA)
+    "`batches(epoch)` over `pairs` through a seeded, shuffled `DataLoader`, as `tensor_batches` over a tensor."
+    device = torch.device(device)
+    def batches(ep):
+        g = torch.Generator().manual_seed(seed * 100_003 + ep)
+        dl = torch.utils.data.DataLoader(pairs, batch_size, shuffle=True, drop_last=True, generator=g,
+                                         num_workers=num_workers, pin_memory=device.type == 'cuda')
+        for i, (x, _) in enumerate(dl):
+            if steps and i >= steps: break
+            yield x.to(device, non_blocking=True)
     return batches
 
 # %% ../nbs/32_clapp.ipynb #ad4095fa
