@@ -7,7 +7,8 @@ Docs: https://localrules.github.io/localrules/site.html.md"""
 # %% auto #0
 __all__ = ['SITE_CSS', 'LEDGER_TAG', 'tex_to_mathml', 'protect_math', 'page_name', 'render_markdown', 'cell_directives',
            'exported_names', 'api_html', 'render_cells', 'page_html', 'site_structure', 'ledger_section',
-           'ledger_cells', 'execute_ledger_cells', 'time_html', 'build_site', 'stale_notebooks', 'write_ledger_outputs']
+           'ledger_cells', 'execute_ledger_cells', 'time_html', 'sibling_links', 'build_site', 'stale_notebooks',
+           'write_ledger_outputs']
 
 # %% ../nbs/07d_site.ipynb #c2decc6b
 import os, re, shutil
@@ -366,6 +367,20 @@ def time_html(path) -> str:
     return (f'<p class="time"><strong>Time</strong> (as <code>localrules list</code> gives it): smoke preset '
             f'{html.escape(t["smoke"])}; paper preset {html.escape(t["paper"])}.</p>')
 
+# %% ../nbs/07d_site.ipynb #6c2d1f8b
+def sibling_links(html:str, # a page's HTML, links to notebooks already turned into `NAME.html` by `render_markdown`
+                  rel:str, # the page's notebook, relative to nbs/ without .ipynb, e.g. 'api/05_cli'
+                  pages:dict # {rel: notebook path} of the site, from `site_structure`
+                 ) -> str:
+    "`html` with each link to a notebook of the page's own folder pointing at that notebook's page."
+    folder = rel.rpartition('/')[0]
+    def fix(m):
+        stem = m.group(1)
+        if not folder or stem in pages or f'{folder}/{stem}' not in pages: return m.group(0)
+        return f'href="{page_name(folder + "/" + stem)}'
+    return re.sub(r'href="([\w.-]+)\.html', fix, html)
+
+
 # %% ../nbs/07d_site.ipynb #de7fe791
 def build_site(out='_site_offline', # folder the HTML site is written to (created)
                nbs=None, # folder of the notebooks; None: the package's nbs/
@@ -400,6 +415,7 @@ def build_site(out='_site_offline', # folder the HTML site is written to (create
         if rel in experiments and not ledger_cells(nb):
             body += ledger_section(rel.split('/', 1)[1], results, out)
         name = page_name(rel)
+        body = sibling_links(body, rel, pages)
         atomic_write(out/name, page_html(title or p.stem, summary, body, navbar, sidebar, name))
         os.chmod(out/name, 0o644)
     return out
