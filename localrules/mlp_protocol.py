@@ -10,8 +10,8 @@ __all__ = ['HPARAMS', 'NORM_HPARAMS', 'PROTOCOL', 'NO_DECAY', 'WM_WITH_WD', 'HP_
            'rule_options', 'build', 'load_data', 'train_unit', 'train_population', 'structure', 'build_population',
            'group_units', 'final_metrics', 'print_unit', 'train_units', 'mean_std', 'paper_value', 'parse_entry',
            'compare_table', 'format_table', 'plot_table', 'missing_rules', 'preset_settings', 'table_units',
-           'step_flops', 'fig3_grid', 'time_local_grid', 'angles_grid', 'preset_units', 'preset_flops',
-           'measured_flop_rate', 'fmt_duration', 'preset_times']
+           'train_table', 'chance_level', 'step_flops', 'fig3_grid', 'time_local_grid', 'angles_grid', 'preset_units',
+           'preset_flops', 'measured_flop_rate', 'fmt_duration', 'preset_times']
 
 # %% ../nbs/16_mlp_protocol.ipynb #b604e77f
 import inspect, math, statistics, hashlib, json
@@ -404,6 +404,25 @@ def table_units(cfg:dict, # the run's parameters: seeds, and those of `preset_se
                 key = dict(rule=rule, variant=variant, dataset=dataset, depth=depth, seed=seed)
                 units.append((key, preset_settings(cfg, rule, dataset, depth, variant), seed))
     return units
+
+# %% ../nbs/16_mlp_protocol.ipynb #6712e5c2
+def train_table(run, # the `Run` that records the units
+                cfg:dict, # the run's parameters: datasets, limit, and those of `table_units`
+                entries:list, # the table's rows, 'rule/variant'
+                device, # where the data and the populations go
+                data_root:str, # where the data sets are (or are downloaded to)
+                download:bool, # download a missing data set
+                depths:list=(1,), # numbers of hidden layers
+                skip:list=()): # rules left out (`missing_rules`)
+    "Train and record every seed × depth × row of `entries` on each data set of `cfg['datasets']`."
+    for d in cfg['datasets']:
+        data = load_data(d, data_root, device, download, limit=cfg['limit'] or None)
+        train_units(run, table_units(cfg, d, entries, depths, skip=skip), data, device)
+
+# %% ../nbs/16_mlp_protocol.ipynb #771ecd97
+def chance_level(dataset:str) -> float:
+    "Test accuracy (%) of a uniform guess over the classes of `dataset`."
+    return 100 / NUM_CLASSES[dataset]
 
 # %% ../nbs/16_mlp_protocol.ipynb #8486ede4
 TRAIN_SIZE = {'mnist': 60000, 'fashion_mnist': 60000, 'mnist5k': 4000, 'digits': 1437,
