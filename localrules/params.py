@@ -6,11 +6,12 @@ Docs: https://localrules.github.io/localrules/params.html.md"""
 
 # %% auto #0
 __all__ = ['STANDARD_PARAMS', 'STANDARD_SPEC', 'SPEC_KEYS', 'TYPES', 'RELATION_OPS', 'SEED_MAX', 'CONVENTIONS', 'DATASETS',
-           'MLP_RULES', 'EXPR_FUNCS', 'PRESET_NAMES', 'VARIANT_KEYS', 'THEORY_PARAMS', 'MLP_TABLE_PARAMS',
-           'SHARED_PARAMS', 'DECLARATIONS', 'MAX_HOURS', 'param_spec', 'describe_spec', 'check_value', 'mlp_rules_for',
-           'is_param_name', 'expr_names', 'evaluate', 'check_relations', 'check_declaration', 'did_you_mean', 'rescale',
-           'resolve_params', 'split_params', 'param_help', 'read_declaration', 'read_experiment', 'experiment_variants',
-           'SizeError', 'fmt_bytes', 'available_memory', 'estimate_cost', 'check_cost']
+           'MLP_RULES', 'EXPR_FUNCS', 'PRESET_NAMES', 'VARIANT_KEYS', 'THEORY_PARAMS', 'MLP_TABLE_PARAMS', 'NSM_PARAMS',
+           'TS_PARAMS', 'SHARED_PARAMS', 'DECLARATIONS', 'MAX_HOURS', 'param_spec', 'describe_spec', 'check_value',
+           'mlp_rules_for', 'is_param_name', 'expr_names', 'evaluate', 'check_relations', 'check_declaration',
+           'did_you_mean', 'rescale', 'resolve_params', 'split_params', 'param_help', 'read_declaration',
+           'read_experiment', 'experiment_variants', 'SizeError', 'fmt_bytes', 'available_memory', 'estimate_cost',
+           'check_cost']
 
 # %% ../nbs/04a_params.ipynb #p0a1b2c5
 import json, os, re, ast, math, operator, contextlib, difflib
@@ -351,7 +352,28 @@ MLP_TABLE_PARAMS = {   # name: (rule, smoke, paper, help) of the MLP tables' tra
     'seeds': ({'lo': 0, 'distinct': True}, [0], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 'random seeds (one unit each)'),
     'limit': ({'lo': 0}, 0, 0, 'train on the first `limit` training images (0: all)'),
 }
-SHARED_PARAMS = {'THEORY_PARAMS': THEORY_PARAMS, 'MLP_TABLE_PARAMS': MLP_TABLE_PARAMS}
+NSM_PARAMS = {   # name: (rule, smoke, paper, help) of the convolutional NSM / S2M training (2308.02427)
+    'epochs': ({'lo': 1}, 10, 3, 'training epochs'),
+    'batch_size': ({'lo': 1}, 20, 100, 'examples per update'),
+    'lr': ({'lo': 0, 'lo_open': True}, 0.05, 0.004, 'learning rate'),
+    'tau': ({'lo': 0.01, 'lo_open': True, 'hi': 100}, 1.0, 0.2, 'NSM time-scale ratio tau'),
+    'dynamics': ({'choices': ['converged', 'fixed40']}, 'converged', 'converged',
+                 "'converged' (to residual <= tol, at most max_iter steps) or 'fixed40' (pynsm: 40 steps)"),
+    'tol': ({'lo': 0}, 0.001, 0.001, "fixed-point residual tolerance of 'converged'"),
+    'max_iter': ({'lo': 1, 'hi': 100000}, 500, 1000, "the step bound of 'converged'"),
+    'pool': ({'choices': ['sum', 'max', 'mean']}, 'max', 'max', 'quadrant pooling of the read-out features'),
+}
+TS_PARAMS = {   # name: (rule, smoke, paper, help) of the teacher-student networks (2302.05440 Fig. 2b-d, Sup. Fig. 7)
+    'D': ({'lo': 1}, 100, 500, 'input dimension'),
+    'K': ({'lo': 1}, 2, 2, 'student hidden units'),
+    'M': ({'lo': 1}, 2, 2, 'teacher hidden units'),
+    'lr': ({'lo': 0, 'lo_open': True}, 0.05, 0.05, 'learning rate'),
+    'q0': ({'lo': 0, 'hi': 100}, 1.0, 1.0, 'initial squared norm of the student weights'),
+    'w2_teacher': ({'len_lo': 1}, [1.0, 1.0], [1.0, 1.0], "teacher's second-layer weights"),
+    't_max': ({'lo': 1}, 800.0, 2500.0, 'training time (steps / D)'),
+}
+SHARED_PARAMS = {'THEORY_PARAMS': THEORY_PARAMS, 'MLP_TABLE_PARAMS': MLP_TABLE_PARAMS, 'NSM_PARAMS': NSM_PARAMS,
+                 'TS_PARAMS': TS_PARAMS}
 
 def read_declaration(node:ast.expr):
     "The value of a declaration's expression: a literal, where a dict may unpack (`**NAME`) a `SHARED_PARAMS` entry."
