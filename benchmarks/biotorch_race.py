@@ -1,9 +1,9 @@
 """localrules' converted models against biotorch (jsalbert/biotorch, the library of arXiv 2108.13446) side by side.
 
-Same model (the CIFAR ResNet-20 of `localrules.feedback.resnet20`, batch norm, option-A shortcuts), same batch
+Same model (the CIFAR ResNet-20 of `localrules.rules.feedback.resnet20`, batch norm, option-A shortcuts), same batch
 (`--batch` random 3x32x32 images and labels), same weights: one deep copy is converted by biotorch's
-`BioModule(model, mode)`, another by `localrules.feedback.convert(model, mode)`, and biotorch's feedback tensors are
-copied into ours (DFA with `dfa_positions='sum'`, biotorch's convention). Measured per mode:
+`BioModule(model, mode)`, another by `localrules.rules.feedback.convert(model, mode)`, and biotorch's feedback
+tensors are copied into ours (DFA with `dfa_positions='sum'`, biotorch's convention). Measured per mode:
   * equal updates: the largest relative difference ||g_ours - g_bio|| / ||g_bio|| over all parameter tensors after one
     cross-entropy backward on the batch (brSF draws fresh magnitudes in each library: timed only);
   * time per step (zero_grad + forward + loss + backward; no optimizer step, so the weights stay identical), median of
@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from localrules.core import get_device, provenance, seed_everything, device_name
-from localrules.feedback import convert, resnet20
+from localrules.rules.feedback import convert, resnet20
 
 MODES = ['fa', 'dfa', 'usf', 'frsf', 'brsf']
 
@@ -97,7 +97,7 @@ def main():
     if a.threads: torch.set_num_threads(a.threads)
     dev = get_device(a.device)
     res = dict(provenance(dev), batch=a.batch, rounds=a.rounds, threads=torch.get_num_threads(),
-               model='localrules.feedback.resnet20 (ResNet-20, width 16)')
+               model='localrules.rules.feedback.resnet20 (ResNet-20, width 16)')
     try:
         import biotorch
         res['biotorch'] = getattr(biotorch, '__version__', '0.0.16 (no __version__)')

@@ -1,7 +1,8 @@
 """Peak memory and time per step of layer-local CLAPP++ vs end-to-end BP-CLAPP++ on the same encoder and batch.
 
-The local rule back-propagates each layer's loss before the next block's graph is built (localrules.clapp.CLAPPpp),
-so its activation memory is one block's graph; BP keeps every block's graph. Reported per method:
+The local rule back-propagates each layer's loss before the next block's graph is built
+(localrules.rules.clapp.CLAPPpp), so its activation memory is one block's graph; BP keeps every block's graph.
+Reported per method:
   autograd_MB   peak size of the tensors saved for backward (activations; parameters excluded), any device
   step_MB       (GPU) peak allocated during one step minus what was allocated before it (params, grads, Adam state)
   total_MB      (GPU) peak allocated during the step, everything included (the local rules' W_pred are large)
@@ -19,8 +20,8 @@ import argparse, json, statistics, time
 from pathlib import Path
 import torch
 from localrules.core import get_device, provenance, seed_everything
-from localrules.rules import get_rule
-from localrules.clapp import VGGEncoder, autograd_peak_bytes
+from localrules.rules.base import get_rule
+from localrules.rules.clapp import VGGEncoder, autograd_peak_bytes
 
 p = argparse.ArgumentParser()
 p.add_argument('--device', default='auto')

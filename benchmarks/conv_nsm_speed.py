@@ -1,4 +1,4 @@
-"""Speed of convolutional NSM: batched einops (localrules.conv_nsm) vs the per-sample, per-patch conventional
+"""Speed of convolutional NSM: batched einops (localrules.rules.conv_nsm) vs the per-sample, per-patch conventional
 implementation vs pynsm 1.0.1, on the same data, weights and fixed point, in one run.
 
 Config (pynsm's MNIST demo): K=50 filters of 6x6, 28x28 one-channel images (sklearn digits upsampled, pynsm's
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from localrules.core import get_device, provenance, seed_everything
 from localrules.data import load_tensors
-from localrules.rules import get_rule
-from localrules.conv_nsm import ConvNSM, conv_nsm_reference
+from localrules.rules.base import get_rule
+from localrules.rules.conv_nsm import ConvNSM, conv_nsm_reference
 
 
 def sync(dev):

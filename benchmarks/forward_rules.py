@@ -17,7 +17,7 @@ from pathlib import Path
 import torch, torch.nn.functional as F
 from localrules.core import get_device, provenance, seed_everything, device_name
 from localrules.data import load_tensors, TensorLoader
-from localrules.rules import get_rule, MLP
+from localrules.rules.base import get_rule, MLP
 from localrules.train import make_optimizer, train_epoch
 
 RULES = {  # label: (rule name, kwargs)

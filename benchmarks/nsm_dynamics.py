@@ -15,7 +15,7 @@ import argparse, json, time, statistics
 from pathlib import Path
 import torch
 from localrules.core import provenance
-from localrules.nsm import sm_dynamics
+from localrules.rules.nsm import sm_dynamics
 
 SPECTRA = {200: (0.0418, 1.7617), 400: (0.0247, 1.8522)}
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch, torch.nn.functional as F
 from localrules.core import get_device, provenance, device_name
 from localrules.data import load_tensors, TensorLoader
-from localrules.rules import get_rule, MLP
+from localrules.rules.base import get_rule, MLP
 from localrules.train import make_optimizer, train_epoch
-from localrules.mlp_protocol import step_flops
+from localrules.protocols.mlp_protocol import step_flops
 
 RULES = {'bp': {}, 'pepita': {}}
 

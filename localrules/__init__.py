@@ -4,14 +4,14 @@ __version__ = "0.1.0"
 # use (PEP 562), so that `import localrules` and the command line stay fast (a bad parameter is refused before torch
 # loads). `get_rule` and `available_rules` call `rule_modules()`, so the registry is full whichever module a user
 # imports first.
-_TOP = {'get_rule': 'rules', 'available_rules': 'rules', 'MLP': 'rules', 'grad_alignment': 'rules',
-        'fit': 'train', 'make_optimizer': 'train'}
+_TOP = {'get_rule': 'rules.base', 'available_rules': 'rules.base', 'MLP': 'rules.base',
+        'grad_alignment': 'rules.base', 'fit': 'train', 'make_optimizer': 'train'}
 __all__ = list(_TOP)
 
 
 def rule_modules():
     "Import every module that defines rules: each registers its own."
-    from . import rules, feedback, pepita, drtp, ff, nsm, conv_nsm, s2m, clapp    # noqa: F401
+    from .rules import base, feedback, pepita, drtp, ff, nsm, conv_nsm, s2m, clapp    # noqa: F401
 
 
 def __getattr__(name:str):

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from localrules.core import provenance, seed_everything
-from localrules.mlp_protocol import load_data, settings
-from localrules.rules import MLP, get_rule
+from localrules.protocols.mlp_protocol import load_data, settings
+from localrules.rules.base import MLP, get_rule
 from localrules.train import fit, make_optimizer, step_decay
 
 CONFIGS = {'ours': dict(loss='ce', batch_mean=True, bias=False), 'sum': dict(loss='ce', batch_mean=False, bias=False),

@@ -2,7 +2,7 @@
 
 The original CIFAR-10 is not available offline, only its JPEG copy. This script re-encodes the copy once more (a
 second JPEG pass: quality 95, 75, and optionally lower) and trains BP and PEPITA with the Table 1 protocol
-(`localrules.mlp_protocol.settings`, 1×1024, the paper's learning rates) on each copy, with the epochs and milestones
+(`protocols.mlp_protocol.settings`, 1×1024, the paper's learning rates) on each copy, with the epochs and milestones
 shortened to what a CPU affords (milestones at the protocol's 60 % and 90 % of the epochs). Seeds train as one
 population. The accuracy lost by each extra pass, beside the pixel change that pass makes, bounds (under an assumption
 stated in the Table 1 page) what the first quality-75 pass cost against the original images.
@@ -27,7 +27,7 @@ from PIL import Image
 
 from localrules.core import provenance
 from localrules.data import load_tensors
-from localrules.mlp_protocol import settings, train_population
+from localrules.protocols.mlp_protocol import settings, train_population
 
 COPY_QUALITY = {'orig': None, 'q95': 95, 'q90': 90, 'q75': 75, 'q50': 50, 'q30': 30}
 FIELDS = ['copy', 'quality', 'inputs', 'rule', 'seed', 'epochs', 'milestones', 'lr', 'train_limit', 'test_acc',

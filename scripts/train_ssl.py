@@ -44,7 +44,7 @@ def parse(argv=None):
     p.add_argument('--probe-augment', action='store_true')
     args = p.parse_args(argv)
     if args.weight_decay is None:
-        from localrules.clapp import ssl_weight_decay
+        from localrules.rules.clapp import ssl_weight_decay
         args.weight_decay = ssl_weight_decay(args.dataset)
     return args
 
@@ -79,8 +79,8 @@ def average_grads(rule, world):
         i += n
 
 def build(args, dev, size):
-    from localrules.rules import get_rule
-    from localrules.clapp import VGGEncoder
+    from localrules.rules.base import get_rule
+    from localrules.rules.clapp import VGGEncoder
     return get_rule(args.method, VGGEncoder(width=args.width), dataset=args.dataset, image_size=size,
                     fast=args.fast_aug).to(dev)
 
@@ -92,7 +92,7 @@ def main(argv=None):
     from localrules.data import get_dataset
     from localrules.store import atomic_torch_save, atomic_write, load_checkpoint, dump_json
     from localrules.train import make_optimizer
-    from localrules.clapp import ssl_images, pretrain, TwoViews
+    from localrules.rules.clapp import ssl_images, pretrain, TwoViews
     rank, world, dev = setup(args.device)
     ds, lim = args.dataset, args.limit or None
     ssl_split = 'unlabeled' if ds == 'stl10' else 'train'
@@ -149,7 +149,7 @@ def main(argv=None):
             sys.exit(f"pre-training diverged: {diverged}; no probe (see {out/'pretrain.json'})")
     if rank == 0 and not args.no_probe:
         from localrules.data import NUM_CLASSES
-        from localrules.clapp import linear_probe
+        from localrules.rules.clapp import linear_probe
         ck = load_checkpoint(ckpath, map_location=dev)
         a = argparse.Namespace(**dict(ck['args'], fast_aug=ck['args']['fast_aug']))
         test_split = 'val' if ds == 'tiny_imagenet' else 'test'

@@ -1,6 +1,6 @@
 "CLAPP++ Theorem 3.1 at the paper's size: 6 linear layers x 128 units, orthonormal weights, optimal predictors."
 import torch
-from localrules.clapp_theory import TheoryNet, quadrant_views, theory_alignment
+from localrules.theory.clapp_theory import TheoryNet, quadrant_views, theory_alignment
 
 def test_theorem_3_1_at_paper_size():
     torch.manual_seed(0)

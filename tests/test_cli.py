@@ -7,7 +7,7 @@ from localrules.catalog import experiments
 from localrules.margins import assert_margins, register_check
 
 def test_list_names_every_experiment():
-    from localrules.ledger import PAPER_IDS
+    from localrules.report.ledger import PAPER_IDS
     out = cli('list', check=True).output
     for name, e in experiments().items():                  # papers by arXiv id ('clapp++' is listed as 2601.21683)
         paper = e['EXPERIMENT']['paper']

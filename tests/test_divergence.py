@@ -19,7 +19,7 @@ import pytest
 from conftest import cli
 from localrules.store import key_fields
 from localrules.margins import assert_margins, register_check
-from localrules.mlp_protocol import preset_units
+from localrules.protocols.mlp_protocol import preset_units
 
 BIG = 1e30
 # experiment -> the overrides that make (at least) one unit diverge, kept small so that each run takes seconds
@@ -101,7 +101,7 @@ def test_mlp_protocol_population_member_diverges_alone(tmp_path):
     rate parameter (the paper's tables fix it): their one path, `train_units`, is driven here with a huge rate for one
     member of a population. That member is recorded diverged (epoch, step) with no final value; the other is a
     result."""
-    from localrules.mlp_protocol import settings, train_units, load_data
+    from localrules.protocols.mlp_protocol import settings, train_units, load_data
     from localrules.runs import Run
     run = Run(tmp_path/'run', 'demo', 'smoke', {})
     data = load_data('digits', str(tmp_path/'data'), 'cpu', False, limit=300)
@@ -117,7 +117,7 @@ def test_mlp_protocol_population_member_diverges_alone(tmp_path):
 
 def _collapse_run(seed:int, folder) -> tuple:
     "BP on the digits, one population of two: lr x 100 after epoch 1 ('blowup') and the protocol's x 0.1 ('healthy')."
-    from localrules.mlp_protocol import settings, train_units, load_data
+    from localrules.protocols.mlp_protocol import settings, train_units, load_data
     from localrules.runs import Run
     run = Run(Path(folder)/'run', 'demo', 'smoke', {})
     data = load_data('digits', str(Path(folder)/'data'), 'cpu', False)

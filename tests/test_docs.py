@@ -23,6 +23,7 @@ def shots(tmp_path_factory):
 def test_every_notebook_has_a_page(site):
     pages = {p.name for p in site.glob('*.html')}
     for nb in (ROOT/'nbs').glob('*.ipynb'): assert f'{nb.stem}.html' in pages
+    for nb in (ROOT/'nbs'/'api').glob('*.ipynb'): assert f'api-{nb.stem}.html' in pages
     for nb in (ROOT/'nbs'/'experiments').glob('*.ipynb'): assert f'experiments-{nb.stem}.html' in pages
 
 def test_pages_have_no_directives_prompts_or_cdn(site):
@@ -62,7 +63,7 @@ def test_navigate_from_home_to_api_and_experiment_pages(site, shots):
         assert page.locator('nav.sidebar h3').count() >= 4
         assert 'Experiments' in page.inner_text('header') and 'Status' in page.inner_text('header')
         page.screenshot(path=str(shots/'home.png'), full_page=True, timeout=SHOT_MS)
-        page.click('nav.sidebar a[href="07a_ledger.html"]')                       # an API page, with equations
+        page.click('nav.sidebar a[href="api-07a_ledger.html"]')                       # an API page, with equations
         page.wait_for_load_state('load')
         assert page.url.endswith('07a_ledger.html') and page.inner_text('h1') == 'ledger'
         maths = page.locator('main math')
@@ -105,7 +106,7 @@ def test_status_page_counts_and_measured_vs_paper(site, shots):
     assert m, text[:500]
     total, parts = int(m.group(1)), [int(x) for x in m.group(2, 3, 4, 5, 6, 7)]
     from localrules.store import read_reference
-    from localrules.ledger import paper_id, THREE_PAPERS
+    from localrules.report.ledger import paper_id, THREE_PAPERS
     refs = read_reference(ROOT/'results'/'paper_reference.csv')
     once = [r for r in refs if paper_id(r['paper']) in THREE_PAPERS and not r.get('same_as')]
     assert total == sum(parts) == len(once)                       # the three papers' numbers, each once

@@ -9,12 +9,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 from localrules.core import seed_everything
-from localrules.rules import RULES, available_rules, get_rule, grad_alignment
-from localrules.feedback import FeedbackRule, convert, resnet20, tiny_mlp, tiny_convnet
+from localrules.rules.base import RULES, available_rules, get_rule, grad_alignment
+from localrules.rules.feedback import FeedbackRule, convert, resnet20, tiny_mlp, tiny_convnet
 from localrules.margins import assert_margins, register_check
 
 def _on_any_module(cls) -> bool:
-    "The rule, or one of its implementations (`localrules.rules.implements`), trains any module by `convert`."
+    "The rule, or one of its implementations (`localrules.rules.base.implements`), trains any module by `convert`."
     return any(issubclass(c, FeedbackRule) for c in (cls, *(impl for _, impl in cls.implementations)))
 
 NAMES = sorted(n for n in available_rules() if _on_any_module(RULES[n]))
@@ -165,7 +165,7 @@ def test_feedback_survives_a_state_dict_round_trip():
     assert all(torch.equal(u, v) for u, v in zip(a.state_dict().values(), b.state_dict().values()))
 
 def test_a_single_layer_model_converts_and_unconverts():
-    from localrules.feedback import unconvert
+    from localrules.rules.feedback import unconvert
     lin = convert(nn.Linear(4, 3), 'usf')
     x = torch.randn(5, 4)
     lin(x).sum().backward()
@@ -176,8 +176,8 @@ def test_a_single_layer_model_converts_and_unconverts():
 
 def test_fa_is_one_rule_for_every_model():
     "get_rule('fa', ...): FA's implementation for an MLP, or for any other module; one class, one name."
-    from localrules.rules import MLP, FA, FAOnMLP
-    from localrules.feedback import FAOnModule
+    from localrules.rules.base import MLP, FA, FAOnMLP
+    from localrules.rules.feedback import FAOnModule
     seq = nn.Sequential(nn.Flatten(), nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 5))
     rule = get_rule('fa', seq)
     assert type(rule) is FAOnModule and isinstance(rule, FA) and rule.name == 'fa'

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 from localrules.store import read_ledger, read_reference
-from localrules.figures import ledger_figures, figure_problems, PAGE_WIDTH_IN
+from localrules.report.figures import ledger_figures, figure_problems, PAGE_WIDTH_IN
 
 RESULTS = ROOT/'results'
 EXPERIMENTS = sorted(p.stem for p in (RESULTS/'ledger').glob('*.jsonl'))

@@ -97,7 +97,7 @@ def test_pack_keeps_units_drops_checkpoints_and_fits(tmp_path):
 
 def test_groups_are_the_notebooks_populations():
     "GROUPS (one process each on the GPU) = Table 1's rows grouped by mlp_protocol.structure, as train_units does."
-    from localrules.mlp_protocol import settings, structure, parse_entry
+    from localrules.protocols.mlp_protocol import settings, structure, parse_entry
     from localrules.params import read_experiment
     entries = read_experiment(REPO/'nbs'/'experiments'/f'{gpu_run.EXPERIMENT}.ipynb')['PRESETS']['paper']['entries']
     by = {}

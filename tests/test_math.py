@@ -4,9 +4,9 @@ import importlib, inspect, re
 from pathlib import Path
 import pytest
 from conftest import ROOT
-from localrules.site import protect_math
+from localrules.report.site import protect_math
 
-LIBRARY = sorted(p for p in (ROOT/'nbs').glob('[0-3]*.ipynb'))
+LIBRARY = sorted(p for p in (ROOT/'nbs'/'api').glob('[0-3]*.ipynb'))
 # TeX-like sub/superscripts, a transpose sign, unicode letter subscripts, `x_l`-style subscripts of one letter
 RAW = re.compile(r'_\{|\^\{|ᵀ|\^err|[₀-₉ᵢⱼₗₘₙₖᵏᵐˡⁿ]|(?<![\w/.\-\\])[A-Za-zα-ωΑ-ΩΔ∂][_^][A-Za-z0-9(]')
 CODE = re.compile(r'```.*?```|`[^`\n]*`', re.S)
@@ -63,7 +63,7 @@ def test_docstrings_on_the_pages_have_no_raw_math():
 def test_library_pages_carry_mathml_not_tex(nb):
     "The page as the offline site renders it: no TeX, `$` or placeholder left in its prose, no converter fallback."
     import html, nbformat
-    from localrules.site import render_cells
+    from localrules.report.site import render_cells
     _, _, body = render_cells(nbformat.read(nb, as_version=4))
     assert '<code class="math-fallback">' not in body, nb.name
     prose = [html.unescape(re.sub(r'<[^>]+>', '', re.sub(r'<math.*?</math>|<code>.*?</code>', '', p, flags=re.S)))

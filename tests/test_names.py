@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 from localrules.catalog import experiments, experiment_times, list_table, page_label, table_text
-from localrules.mlp_protocol import preset_times
-from localrules.site import render_cells, site_structure, time_html
-from localrules.claims import parse_estimate
+from localrules.protocols.mlp_protocol import preset_times
+from localrules.report.site import render_cells, site_structure, time_html
+from localrules.report.claims import parse_estimate
 
 NBS = ROOT/'nbs'
 ARXIV = re.compile(r'^\d{4}\.\d{4,5}$')
@@ -45,7 +45,7 @@ def test_no_internal_tracking_numbers_in_names(exps, structure):
     _, navbar, sidebar = structure
     names = [t for _, items in sidebar for t, _ in items] + [t for t, _ in navbar] + [s for s, _ in sidebar]
     names += [v for e in exps.values() for k, v in e['EXPERIMENT'].items() if k in ('figure', 'title')]
-    names += [_heading(p).splitlines()[0] for p in sorted(NBS.glob('*.ipynb'))]
+    names += [_heading(p).splitlines()[0] for p in sorted(NBS.glob('*.ipynb')) + sorted(NBS.glob('api/*.ipynb'))]
     names += (ROOT/'_quarto.yml').read_text().splitlines()
     assert not [t for t in names if TRACKING.search(t)], [t for t in names if TRACKING.search(t)]
     assert not TRACKING.search(list_table(exps, rates={}, width=120))
@@ -80,7 +80,7 @@ def test_one_source_for_time_estimates(exps):
 
 def _library():
     import nbformat
-    for p in sorted(NBS.glob('[0-3]*.ipynb')):
+    for p in sorted(NBS.glob('api/[0-3]*.ipynb')):
         nb = nbformat.read(p, as_version=4)
         code = '\n'.join(c.source for c in nb.cells if c.cell_type == 'code')
         mod = importlib.import_module('localrules.' + re.search(r'(?m)^#\|\s*default_exp\s+(\S+)', code).group(1))

@@ -4,8 +4,8 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import ROOT
-from localrules.report import stale_pages, experiment_results
-from localrules.site import ledger_cells, LEDGER_TAG
+from localrules.report.results import stale_pages, experiment_results
+from localrules.report.site import ledger_cells, LEDGER_TAG
 
 RESULTS = ROOT/'results'
 EXPERIMENTS = sorted((ROOT/'nbs'/'experiments').glob('*.ipynb'))
@@ -86,7 +86,7 @@ def test_experiment_results_only_reads(tmp_path):
 
 def test_bad_ledger_rows_are_skipped_with_file_and_line_and_the_report_goes_on(tmp_path, capsys):
     "A row with `date` an int, one with `seed` a string and a broken line: skipped, named by file:line; report goes on."
-    from localrules.report import report_markdown
+    from localrules.report.results import report_markdown
     res = _copy_results(tmp_path)
     path = res/'ledger'/'table1_mlp_1hl.jsonl'
     n = len(path.read_text().splitlines())
@@ -113,7 +113,7 @@ def test_a_reference_value_that_is_no_number_names_file_and_line(tmp_path):
 def test_update_ledger_refuses_a_run_with_a_damaged_unit(tmp_path, capsys):
     from localrules.store import read_ledger
     from localrules.runs import Run
-    from localrules.report import report
+    from localrules.report.results import report
     run = Run(tmp_path/'runs'/'demo'/'smoke-1', 'demo', 'smoke', {'lr': 0.1})
     run.record(dict(rule='bp', seed=0), {'test_acc': 90.})
     run.record(dict(rule='fa', seed=0), {'test_acc': 80.})
@@ -128,7 +128,7 @@ def test_update_ledger_refuses_a_run_with_a_damaged_unit(tmp_path, capsys):
     assert read_ledger(tmp_path/'results'/'ledger') == []                 # nothing of that run was merged
 
 def test_diverged_units_show_as_diverged_in_the_tables():
-    from localrules.ledger import aggregate, paper_table
+    from localrules.report.ledger import aggregate, paper_table
     base = dict(experiment='t', preset='paper', run_id='r', commit='c', device='cpu', date='2026-01-01',
                 params='{"lr": 1e30}', step=None, rule='bp', dataset='mnist')
     rows = [dict(base, kind='status', metric=None, value=None, seed=0, status='diverged', message='nan at epoch 1'),
@@ -139,8 +139,8 @@ def test_diverged_units_show_as_diverged_in_the_tables():
 def test_the_committed_status_counts_each_number_once_and_reproduced_needs_3_seeds():
     "On the committed ledger: no `reproduced` from fewer than 3 seeds; a duplicated number counted once; tight cosines."
     from localrules.store import read_ledger, read_reference
-    from localrules.ledger import aggregate
-    from localrules.claims import status_rows, tolerance
+    from localrules.report.ledger import aggregate
+    from localrules.report.claims import status_rows, tolerance
     from localrules.catalog import experiments
     reference = read_reference(RESULTS/'paper_reference.csv')
     rows = status_rows(reference, aggregate(read_ledger(RESULTS/'ledger'), reference), experiments())

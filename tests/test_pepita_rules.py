@@ -1,7 +1,7 @@
 """Interface checks for the forward-only rules of arXiv 2302.05440 (pepita, pepita_hebbian, pepita_timelocal, afa, drtp,
 ff)."""
 import copy, math, pytest, torch
-from localrules.rules import MLP, get_rule, available_rules, grad_alignment
+from localrules.rules.base import MLP, get_rule, available_rules, grad_alignment
 
 NAMES = ['pepita', 'pepita_hebbian', 'pepita_timelocal', 'afa', 'drtp', 'ff']
 
@@ -63,8 +63,8 @@ def test_grad_alignment_all():
 
 # --- the same rules on a user's feed-forward nn.Sequential (each rule's implementation for a stack) ---
 import torch.nn as nn
-from localrules.rules import RULES
-from localrules.pepita import StackPepitaBase
+from localrules.rules.base import RULES
+from localrules.rules.pepita import StackPepitaBase
 
 SEQ = ['pepita', 'pepita_hebbian', 'pepita_timelocal', 'ff']
 OLD_NAMES = {'pepita_seq': 'pepita', 'pepita_hebbian_seq': 'pepita_hebbian', 'pepita_timelocal_seq': 'pepita_timelocal',
@@ -108,7 +108,7 @@ def test_rules_refuse_other_models_by_their_own_name():
     "A refusal names the rule asked for and everything it takes (the MLP and the stack), nothing else."
     for name in [*SEQ, 'afa']:
         for bad in (nn.Module(), nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 2))):
-            with pytest.raises(TypeError, match=f"^rule '{name}' needs localrules.rules.MLP.*; or a feed-forward "
+            with pytest.raises(TypeError, match=f"^rule '{name}' needs localrules.MLP.*; or a feed-forward "
                                                 f"nn.Sequential.*got {type(bad).__name__}") as e:
                 RULES[name].check_model(bad)
             assert not any(old in str(e.value) for old in OLD_NAMES)

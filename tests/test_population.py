@@ -2,7 +2,7 @@
 dropout."""
 import pytest, torch
 from localrules.data import load_tensors
-from localrules.mlp_protocol import settings, train_unit, train_population
+from localrules.protocols.mlp_protocol import settings, train_unit, train_population
 
 SEEDS, LRS = [0, 1, 2], [0.05, 0.1, 0.02]
 CASES = [('bp', 'base', {}), ('fa', 'base', {}), ('drtp', 'base', {}), ('pepita', 'base', {}),
@@ -60,7 +60,7 @@ def test_compiled_population_equals_eager(data):
     import shutil
     if not (shutil.which('g++') or shutil.which('c++') or shutil.which('clang++')):
         pytest.skip('torch.compile on CPU needs a C++ compiler')
-    from localrules.rules import MLP, get_rule
+    from localrules.rules.base import MLP, get_rule
     from localrules.train import make_optimizer, fit
     (xtr, ytr), te = data
     logs = []

@@ -26,9 +26,9 @@ def _snapshot(d, pattern):
 
 def test_every_module_in_sync_with_its_notebook(tmp_path):
     d = _copy(tmp_path)
-    before = _snapshot(d, 'localrules/*.py')
+    before = _snapshot(d, 'localrules/**/*.py')
     subprocess.run([BIN/'nbdev-export'], cwd=d, check=True, capture_output=True)
-    after = _snapshot(d, 'localrules/*.py')
+    after = _snapshot(d, 'localrules/**/*.py')
     stale = [f for f in set(before) | set(after) if before.get(f) != after.get(f)]
     assert not stale, f'out of sync with nbs/ (edit the notebook, run nbdev-export): {stale}'
 
@@ -104,7 +104,7 @@ TRAINING_LIKE = re.compile(r"^\s*(assert\b|test_close\()(?!.*assert_margins).*(\
 
 def _test_sources():
     "(name, code) of the library notebooks' non-export code cells and of tests/*.py but test_experiments.py."
-    for p in sorted((ROOT/'nbs').glob('*.ipynb')):
+    for p in sorted((ROOT/'nbs').glob('*.ipynb')) + sorted((ROOT/'nbs'/'api').glob('*.ipynb')):
         if p.name == '08_margins.ipynb': continue                 # the registry's own example
         for c in json.loads(p.read_text())['cells']:
             src = ''.join(c['source'])

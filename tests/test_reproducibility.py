@@ -4,7 +4,7 @@ import pytest
 from conftest import cli, REF_ARGS
 from localrules.core import seed_everything
 from localrules.data import load_tensors
-from localrules.rules import MLP, get_rule
+from localrules.rules.base import MLP, get_rule
 from localrules.train import make_optimizer, fit
 
 def _train(seed, rule='fa'):

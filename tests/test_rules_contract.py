@@ -6,7 +6,7 @@ over a few SGD steps on that batch, be deterministic under the seed, and refuse 
 TypeError naming the rule."""
 import copy, math
 import pytest, torch, torch.nn as nn
-from localrules.rules import available_rules, get_rule, RULES
+from localrules.rules.base import available_rules, get_rule, RULES
 from localrules.margins import assert_margins, register_check
 
 NAMES = available_rules()
@@ -180,7 +180,7 @@ def test_refuses_unsupported(name):
 
 def test_a_refusal_names_only_the_rule_asked_for():
     "'fa' takes an MLP or any module: refused, it says both, under its own name."
-    with pytest.raises(TypeError, match=r"^rule 'fa' needs localrules\.rules\.MLP .*; or any nn\.Module .*; got str$"):
+    with pytest.raises(TypeError, match=r"^rule 'fa' needs localrules\.MLP .*; or any nn\.Module .*; got str$"):
         get_rule('fa', 'not a model')
 
 
@@ -211,7 +211,7 @@ def _taken_by(name:str, model):
 
 @pytest.mark.parametrize('name', CASES)
 def test_a_model_stays_usable_by_every_other_rule(name):
-    """The contract of `get_rule` (nbs/02_rules.ipynb): it works on the model as given and leaves it usable by every
+    """The contract of `get_rule` (nbs/api/02_rules.ipynb): it works on the model as given and leaves it usable by every
     rule. For each other rule `a` that takes rule `name`'s example model, after get_rule(a, model) the rule `name` on
     that same model writes exactly the update it writes on an untouched copy; and `a`, called again after it, writes
     what it writes on a model nobody else touched (a feedback rule takes its layers back with its own feedback)."""
@@ -265,20 +265,24 @@ PKG = Path(__file__).resolve().parents[1] / 'localrules'
 
 
 def _modules() -> dict:
-    "{module name: source} of the package's modules (not `_modidx`, `__init__`)."
-    return {p.stem: p.read_text() for p in sorted(PKG.glob('*.py')) if not p.stem.startswith('_')}
+    "{dotted module name below the package, e.g. 'rules.pepita': source} of its modules (not `_modidx`, `__init__`)."
+    return {'.'.join(p.relative_to(PKG).with_suffix('').parts): p.read_text() for p in sorted(PKG.rglob('*.py'))
+            if not p.stem.startswith('_')}
 
 
-def _imports(src:str, names:set) -> set:
-    "The package modules among `names` that `src` imports, at its top or inside a function (relative or absolute)."
-    deps = set()
+def _imports(module:str, src:str, names:set) -> set:
+    """The package modules among `names` (dotted, e.g. 'rules.base') that `module`'s source `src` imports, at its top
+    or inside a function, relative or absolute."""
+    deps, pkg = set(), module.split('.')[:-1]
     for n in ast.walk(ast.parse(src)):
-        if isinstance(n, ast.ImportFrom) and n.level == 1:
-            deps |= {n.module.split('.')[0]} if n.module else {a.name for a in n.names}
+        if isinstance(n, ast.ImportFrom) and n.level:
+            base = pkg[:len(pkg) - n.level + 1] + (n.module.split('.') if n.module else [])
+            deps |= {'.'.join(base)} | {'.'.join(base + [a.name]) for a in n.names}
         elif isinstance(n, ast.ImportFrom) and (n.module or '').startswith('localrules'):
-            deps |= {n.module.split('.')[1]} if '.' in n.module else {a.name for a in n.names}
+            base = n.module.split('.')[1:]
+            deps |= {'.'.join(base)} | {'.'.join(base + [a.name]) for a in n.names}
         elif isinstance(n, ast.Import):
-            deps |= {a.name.split('.')[1] for a in n.names if a.name.startswith('localrules.')}
+            deps |= {a.name.partition('.')[2] for a in n.names if a.name.startswith('localrules.')}
     return deps & names
 
 
@@ -294,16 +298,16 @@ def test_the_top_of_the_package_has_what_a_user_needs():
 def test_no_import_circle_through_a_rule_module():
     "No chain of imports (top level or inside functions) leads from `rules` or a module defining rules back to it."
     mods = _modules()
-    graph = {m: _imports(src, set(mods)) for m, src in mods.items()}
-    rule_modules = {'rules'} | {m for m, src in mods.items() if '@register_rule(' in src or '@implements(' in src}
-    assert {'rules', 'feedback', 'pepita', 'drtp', 'ff'} <= rule_modules
+    graph = {m: _imports(m, src, set(mods)) for m, src in mods.items()}
+    rule_modules = {'rules.base'} | {m for m, src in mods.items() if '@register_rule(' in src or '@implements(' in src}
+    assert {'rules.base', 'rules.feedback', 'rules.pepita', 'rules.drtp', 'rules.ff'} <= rule_modules
     for start in sorted(rule_modules):
         seen, todo = set(), list(graph[start])
         while todo:
             m = todo.pop()
             assert m != start, f"localrules.{start} imports itself through a chain of imports"
             if m not in seen: seen.add(m), todo.extend(graph[m])
-    assert '_discover' not in mods['rules'] and 'importlib' not in mods['rules']
+    assert '_discover' not in mods['rules.base'] and 'importlib' not in mods['rules.base']
 
 
 def _cycle(graph:dict):
@@ -326,7 +330,7 @@ def test_no_import_cycle_in_the_package():
     assert _cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}, 'd': {'a'}}) == ['a', 'b', 'c', 'a']      # the check finds one
     assert _cycle({'a': {'b'}, 'b': {'c'}, 'c': set(), 'd': {'a', 'c'}}) is None
     mods = _modules()
-    graph = {m: _imports(src, set(mods)) for m, src in mods.items()}
+    graph = {m: _imports(m, src, set(mods)) for m, src in mods.items()}
     assert {'core', 'store', 'runs', 'train', 'params'} <= set(graph) and graph['train'] and graph['runs']
     chain = _cycle(graph)
     assert chain is None, 'import cycle: ' + ' -> '.join(f'localrules.{m}' for m in chain)

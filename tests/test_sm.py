@@ -1,10 +1,10 @@
-"Similarity matching (localrules.nsm / conv_nsm / s2m): registry, read-out on learned features, device agreement."
+"Similarity matching (localrules.rules.nsm / conv_nsm / s2m): registry, read-out on learned features, device agreement."
 import pytest, torch
-from localrules.rules import available_rules, get_rule
+from localrules.rules.base import available_rules, get_rule
 from localrules.data import load_tensors
-from localrules.nsm import NSM
-from localrules.conv_nsm import ConvNSM
-from localrules.s2m import S2M, ConvS2M, stack_s2m
+from localrules.rules.nsm import NSM
+from localrules.rules.conv_nsm import ConvNSM
+from localrules.rules.s2m import S2M, ConvS2M, stack_s2m
 from localrules.margins import assert_margins, register_check
 
 
@@ -67,7 +67,7 @@ def test_conv_nsm_cuda_matches_cpu():
 
 def test_sm_pretraining_paper_rates_are_pynsm_demo_rates_in_library_units():
     from localrules.catalog import experiments
-    from localrules.nsm import pynsm_rates
+    from localrules.rules.nsm import pynsm_rates
     paper = experiments()['sm_pretraining']['PRESETS']['paper']
     # pynsm's demo: SGD lr 0.05, tau 0.1; LeNet's 6 and 16 filters
     want = [pynsm_rates(0.05, 0.1, K) for K in (6, 16)]
@@ -90,7 +90,7 @@ def _trained_conv_nsm(lr=0.02, steps=30):
 
 def test_default_dynamics_converge_where_the_fixed_count_does_not():
     import warnings
-    from localrules.nsm import NotConvergedWarning, convergence_summary
+    from localrules.rules.nsm import NotConvergedWarning, convergence_summary
     m, x = _trained_conv_nsm()
     lam = torch.linalg.eigvalsh(m.M.detach().double()).max().item()
     assert lam > 2, lam                                                   # γ = 1 is outside the convergent range
@@ -115,7 +115,7 @@ def test_default_dynamics_converge_where_the_fixed_count_does_not():
 
 def test_patch_maps_with_1x1_nsm_equal_the_kxk_conv_nsm():
     "The study's encoders: a 1×1 ConvNSM on 'pm1' patch maps is the k×k ConvNSM on 2x − 1 (same weights)."
-    from localrules.sm_eval import PatchPreprocess
+    from localrules.protocols.sm_eval import PatchPreprocess
     x, _ = load_tensors('digits', 'train', limit=20)
     m, _ = _trained_conv_nsm(steps=5)
     m1 = ConvNSM(9, 8, 1, gamma='auto', tol=1e-6, max_iter=2000)

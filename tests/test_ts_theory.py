@@ -1,9 +1,10 @@
-"Fast checks of localrules.ts_theory and localrules.analysis beyond the notebooks' inline tests."
+"Fast checks of localrules.theory.ts_theory and localrules.theory.analysis beyond the notebooks' inline tests."
 import math, numpy as np, pytest
 from scipy.integrate import quad
-from localrules.ts_theory import (I2, I3, I4, g, gprime, init_weights, order_params, integrate, simulate, rhs, eg,
+from localrules.theory.ts_theory import (
+    I2, I3, I4, g, gprime, init_weights, order_params, integrate, simulate, rhs, eg,
                                   escape_time)
-from localrules.analysis import alignment_angle, layer_angles, slowness
+from localrules.theory.analysis import alignment_angle, layer_angles, slowness
 
 def test_i2_single_variable_matches_quadrature():
     for c in (0.3, 1.0, 2.5):

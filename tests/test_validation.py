@@ -297,7 +297,7 @@ def test_bad_input_is_refused_before_any_work(tmp_path, name, args, k):
 
 def test_mlp_rules_table_matches_the_rules():
     "`MLP_RULES` (what `mlp_rules_for` answers without importing every rule) agrees with `get_rule` itself."
-    from localrules.rules import MLP, get_rule, available_rules
+    from localrules.rules.base import MLP, get_rule, available_rules
     from localrules.params import mlp_rules_for
     for r in available_rules():
         for k in (1, 2, 3, 4):
@@ -591,7 +591,7 @@ def test_the_size_check_counts_every_unit(name):
     their own grid (Fig. 3: 14 a seed, Sup. Fig. 4: 2, Sup. Figs. 9-10: 12) the same list as `preset_units`, so
     `localrules run` and `localrules list` agree (formerly Fig. 3 counted 3 of its 14 units a seed)."""
     from localrules.params import read_experiment, estimate_cost
-    from localrules.mlp_protocol import preset_flops, preset_units
+    from localrules.protocols.mlp_protocol import preset_flops, preset_units
     per_seed = {'fig3_depth_init_wd_angle': 14, 'supfig4_time_local': 2, 'supfig9_10_angles': 12,
                 'table1_mlp_1hl': None}[name]
     exp = read_experiment(ROOT / 'nbs' / 'experiments' / f'{name}.ipynb')
