@@ -3,7 +3,7 @@ import math, numpy as np, pytest
 from scipy.integrate import quad
 from localrules.theory.ts_theory import (
     I2, I3, I4, g, gprime, init_weights, order_params, integrate, simulate, rhs, eg,
-                                  escape_time)
+    escape_time)
 from localrules.theory.analysis import alignment_angle, layer_angles, slowness
 
 def test_i2_single_variable_matches_quadrature():
