@@ -93,10 +93,11 @@ def main(argv=None) -> int:
         return 0
     if not names and not a.experiments: p.error(f'-k {a.k}: no registered check matches; see --list')
     from localrules.margins import measure
-    isa = os.environ.get('ONEDNN_MAX_CPU_ISA', 'default ISA')
-    cap = os.environ.get('ATEN_CPU_CAPABILITY', 'default')
+    isa = os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')
+    cap = os.environ.get('ATEN_CPU_CAPABILITY', 'unset')
+    used = torch.backends.cpu.get_cpu_capability()       # the ATen kernels in use (the variable's effect)
     print(f'# torch {torch.__version__}, {torch.get_num_threads()} thread(s), ONEDNN_MAX_CPU_ISA={isa}, '
-          f'ATEN_CPU_CAPABILITY={cap}, seeds {a.seeds}', flush=True)
+          f'ATEN_CPU_CAPABILITY={cap} (ATen kernels: {used}), seeds {a.seeds}', flush=True)
     rows = []
     for n in names:
         t = time.time()
