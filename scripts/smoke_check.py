@@ -5,7 +5,8 @@ For each experiment (default: every one `localrules list` shows, variants includ
 into a scratch folder (`localrules run NAME --preset smoke --out SCRATCH/NAME/smoke`), gathers the run with
 the ledger's own `collect` into a scratch ledger (so the rows are exactly those `localrules report --update-ledger`
 would commit), and compares every metric of every unit with the ledger's smoke rows of the same commit-independent
-key: the unit's parameters (rule, dataset, seed, ...), the run's parameters, the row kind, metric and step. Ledger
+key: the unit's parameters (rule, dataset, seed, ...), the run's parameters, the row kind, metric and step
+(wall-clock metrics, speeds and epoch times, are counted and not compared: they differ between any two runs). Ledger
 smoke rows of runs with other parameters (smoke runs with `-p` overrides, e.g. longer CPU-scale studies) are counted
 as "other" and not compared. Where the ledger holds several smoke runs with the fresh run's parameters, the newest
 (by date) is compared, as `localrules report` shows it. It prints, per experiment, the number of rows compared, the
@@ -23,11 +24,13 @@ capability, ISA settings and threads; a difference on another machine says nothi
     python scripts/smoke_check.py --runs /tmp/smokeruns            # compare finished run folders RUNS/NAME/smoke
     python scripts/smoke_check.py --scratch /tmp/sc --keep         # keep the fresh runs
 """
-import argparse, json, math, os, platform, shutil, subprocess, sys, tempfile, time
+import argparse, json, math, os, platform, re, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MATCH = ('kind', 'metric', 'step', 'seed', 'status')       # row fields that belong to the key beside the unit's own
+# wall-clock measurements (speeds, epoch times) differ between any two runs: counted, not compared (as fault_check.py)
+WALL_CLOCK = re.compile(r'(epoch_time|seconds|images_per_s|ms_per_image.*|sec_per_epoch|speedup.*)')
 
 
 def ledger_api():
@@ -118,14 +121,15 @@ def compare(name:str, runs:Path) -> dict:
     fresh = fresh_rows(runs, name)
     params = {run_params(r) for r in fresh}
     ledger, other, devices = ledger_smoke_rows(name, params)
-    a = {row_key(r): r.get('value') for r in ledger}
-    b = {row_key(r): r.get('value') for r in fresh}
+    clock = sum(bool(WALL_CLOCK.fullmatch(str(r.get('metric')))) for r in fresh)
+    a = {row_key(r): r.get('value') for r in ledger if not WALL_CLOCK.fullmatch(str(r.get('metric')))}
+    b = {row_key(r): r.get('value') for r in fresh if not WALL_CLOCK.fullmatch(str(r.get('metric')))}
     both = a.keys() & b.keys()
     worst = max((diff(a[k], b[k]) for k in both), default=0.)
     fresh_dev = sorted({f"{r.get('device')} (torch {r.get('torch')}, commit {r.get('commit')})" for r in fresh})
     return dict(compared=len(both), missing=len(a.keys() - b.keys()), extra=len(b.keys() - a.keys()), other=other,
                 differ=sum(not same(a[k], b[k]) for k in both), max_abs_diff=worst, ledger_device=devices,
-                fresh_device=fresh_dev)
+                fresh_device=fresh_dev, clock=clock)
 
 
 def main(argv=None) -> int:
@@ -161,6 +165,7 @@ def main(argv=None) -> int:
             r = compare(n, scratch)
             print(f"{n}: compared {r['compared']}, missing {r['missing']}, extra {r['extra']}, "
                   f"differing {r['differ']}, max |diff| {r['max_abs_diff']:.3g}; "
+                  f"wall-clock rows (not compared) {r['clock']}; "
                   f"other smoke rows (other parameters, not compared) {r['other']}"
                   f"\n  ledger: {'; '.join(r['ledger_device']) or 'no smoke rows with these parameters'}"
                   f"\n  fresh:  {'; '.join(r['fresh_device'])}", flush=True)
