@@ -131,3 +131,17 @@ def test_margin_registry_covers_the_training_checks():
     loose = [(f, l.strip()) for f, s in sources for l in s.splitlines()
              if TRAINING_LIKE.search(l) and not any(k in l for k in NOT_TRAINING)]
     assert not loose, f'training-outcome assertions outside localrules.margins (register them): {loose}'
+
+def test_runtimes_name_the_commits_of_their_runs_ledger_rows():
+    "Each row of results/runtimes.csv names the commit(s) of its run's ledger rows ('; ' between two), never another."
+    import csv
+    ledger = {}
+    for f in (ROOT/'results'/'ledger').glob('*.jsonl'):
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            ledger.setdefault((r['experiment'], r['run_id']), set()).add(r['commit'])
+    rows = list(csv.DictReader((ROOT/'results'/'runtimes.csv').open()))
+    assert rows
+    wrong = [(r['experiment'], r['run_id'], r['commit']) for r in rows
+             if {c.strip() for c in r['commit'].split(';')} != ledger.get((r['experiment'], r['run_id']))]
+    assert not wrong, f'runtimes.csv rows whose commit is not their ledger rows\' commit: {wrong}'
