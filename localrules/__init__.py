@@ -11,7 +11,7 @@ __all__ = list(_TOP)
 
 def rule_modules():
     "Import every module that defines rules: each registers its own."
-    from .rules import base, feedback, pepita, drtp, ff, nsm, conv_nsm, s2m, clapp    # noqa: F401
+    from .rules import base, feedback, pepita, pepita_stack, drtp, ff, nsm, conv_nsm, s2m, clapp    # noqa: F401
 
 
 def __getattr__(name:str):

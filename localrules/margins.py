@@ -204,7 +204,7 @@ def digits_conv_acc(name:str, # rule name (takes an nn.Sequential)
     return _digits_acc(name, net, (-1, 1, 8, 8), seed, epochs, lr, dict(kw, seed=seed))
 
 # %% ../nbs/api/08_margins.ipynb #7682c209
-@register_check('10_pepita.conv', 'nbs/api/10_pepita.ipynb: PEPITA on a conv net (cell "_learn_stack")',
+@register_check('10a_pepita_stack.conv', 'nbs/api/10a_pepita_stack.ipynb: PEPITA on a conv net (cell "conv_digits")',
                 'PEPITA and PEPITA-Hebbian (F_scale 3) on a conv net, 3 epochs of digits: test acc > 70 %',
                 margins=_acc_margins(70), cases=lambda: ['pepita', 'pepita_hebbian'])
 def pepita_conv_digits(seed:int=0, case:str='pepita') -> float:
@@ -480,29 +480,32 @@ def fit_predictor_convex(seed:int=0) -> dict:
 @lru_cache(None)
 def _ssl_digits():
     "(xtr, ytr), (xte, yte): digits as 32-px RGB images."
-    from localrules.rules.clapp import ssl_images
+    from localrules.protocols.ssl_protocol import ssl_images
     return ssl_images('digits', 'train'), ssl_images('digits', 'test')
 
 # %% ../nbs/api/08_margins.ipynb #5673c517
-@register_check('32_clapp.random_probe', 'nbs/api/32_clapp.ipynb: linear_probe of a random encoder',
+@register_check('33_ssl_protocol.random_probe', 'nbs/api/33_ssl_protocol.ipynb: linear_probe of a random encoder',
                 'a linear probe (5 epochs, 300 labelled digits) of a random CLAPP++ encoder (width 1/16): '
                 'test acc > 50 %',
                 margins=lambda r: {'probe_acc > 50': r['probe_acc'] - 50})
 def random_encoder_probe(seed:int=0) -> dict:
     "`linear_probe` of an untrained CLAPP++ encoder drawn from `seed` (probe seed `seed` too)."
-    from localrules.rules.clapp import CLAPPpp, VGGEncoder, linear_probe
+    from localrules.rules.clapp import CLAPPpp, VGGEncoder
+    from localrules.protocols.ssl_protocol import linear_probe
     (xtr, ytr), test = _ssl_digits()
     torch.manual_seed(seed)
     return linear_probe(CLAPPpp(VGGEncoder(width=1/16), 'digits'), (xtr[:300], ytr[:300]), test, epochs=5, seed=seed)
 
 # %% ../nbs/api/08_margins.ipynb #b38bf601
-@register_check('32_clapp.lowers_objective', 'nbs/api/32_clapp.ipynb: ssl_loss (cell "training lowers the rule\'s own '
+@register_check('33_ssl_protocol.lowers_objective',
+                'nbs/api/33_ssl_protocol.ipynb: ssl_loss (cell "training lowers the rule\'s own '
                 'objective")', "CLAPP++ (width 1/16), 20 AdamW steps (lr 3e-3) on 32 digits with fixed views: its own "
                 "loss on those views falls", margins=lambda r: {'l1 < l0': r['l0'] - r['l1']})
 def clapp_fixed_views(seed:int=0, steps:int=20, n:int=32, lr:float=3e-3) -> dict:
     """{rule, l0, l1, log}: `ssl_loss` (views of `seed`) before and after `steps` steps of `pretrain` on the first `n`
     digits, each step on those same views (an optimisation problem: a sign error in an update raises the loss)."""
-    from localrules.rules.clapp import CLAPPpp, VGGEncoder, pretrain, ssl_loss
+    from localrules.rules.clapp import CLAPPpp, VGGEncoder
+    from localrules.protocols.ssl_protocol import pretrain, ssl_loss
     x = _ssl_digits()[0][0][:n]
     torch.manual_seed(seed)
     r = CLAPPpp(VGGEncoder(width=1/16), 'digits', fast=True)

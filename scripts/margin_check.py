@@ -9,7 +9,7 @@ by path. Other CPUs' rounding can be imitated:
     python scripts/margin_check.py                                  # seeds 0-4, every registered check but the slow
     python scripts/margin_check.py --slow                           # also those that run subprocesses (cli, ddp)
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=default python scripts/margin_check.py --threads 2
-    python scripts/margin_check.py -k 32_clapp -k contract --seeds 0 1 2 3 4 5 6 7
+    python scripts/margin_check.py -k 33_ssl_protocol -k contract --seeds 0 1 2 3 4 5 6 7
     python scripts/margin_check.py --experiments                    # also the experiments' smoke checks (hours)
 """
 import argparse, importlib.util, math, os, sys, time

@@ -92,7 +92,7 @@ def main(argv=None):
     from localrules.data import get_dataset
     from localrules.store import atomic_torch_save, atomic_write, load_checkpoint, dump_json
     from localrules.train import make_optimizer
-    from localrules.rules.clapp import ssl_images, pretrain, TwoViews
+    from localrules.protocols.ssl_protocol import ssl_images, pretrain, TwoViews
     rank, world, dev = setup(args.device)
     ds, lim = args.dataset, args.limit or None
     ssl_split = 'unlabeled' if ds == 'stl10' else 'train'
@@ -149,7 +149,7 @@ def main(argv=None):
             sys.exit(f"pre-training diverged: {diverged}; no probe (see {out/'pretrain.json'})")
     if rank == 0 and not args.no_probe:
         from localrules.data import NUM_CLASSES
-        from localrules.rules.clapp import linear_probe
+        from localrules.protocols.ssl_protocol import linear_probe
         ck = load_checkpoint(ckpath, map_location=dev)
         a = argparse.Namespace(**dict(ck['args'], fast_aug=ck['args']['fast_aug']))
         test_split = 'val' if ds == 'tiny_imagenet' else 'test'

@@ -64,7 +64,7 @@ def test_grad_alignment_all():
 # --- the same rules on a user's feed-forward nn.Sequential (each rule's implementation for a stack) ---
 import torch.nn as nn
 from localrules.rules.base import RULES
-from localrules.rules.pepita import StackPepitaBase
+from localrules.rules.pepita_stack import StackPepitaBase
 
 SEQ = ['pepita', 'pepita_hebbian', 'pepita_timelocal', 'ff']
 OLD_NAMES = {'pepita_seq': 'pepita', 'pepita_hebbian_seq': 'pepita_hebbian', 'pepita_timelocal_seq': 'pepita_timelocal',

@@ -1,4 +1,4 @@
-"""CLAPP++ and its baselines on the VGG-like convnet of the CLAPP++ paper (or any sequence of conv blocks) ("Can Local Learning Match Self-Supervised Backpropagation?"): encoder, SimCLR views, layer-local rules whose memory does not grow with depth, BP-CLAPP++, BP-InfoNCE, DFA-SSL, and the linear probe.
+"""CLAPP++ and its baselines on the VGG-like convnet of the CLAPP++ paper (or any sequence of conv blocks) ("Can Local Learning Match Self-Supervised Backpropagation?"): encoder, SimCLR views, layer-local rules whose memory does not grow with depth, BP-CLAPP++, BP-InfoNCE and DFA-SSL (their data, pre-training loop and linear probe: `ssl_protocol`).
 
 Docs: https://localrules.github.io/localrules/api/clapp.html.md"""
 
@@ -9,17 +9,14 @@ __all__ = ['CHANNELS', 'POOL_AFTER', 'POOL_SIZES', 'IMAGE_SIZE', 'WEIGHT_DECAY',
            'ssl_weight_decay', 'pool_sizes', 'pool_flat', 'pooled_dims', 'normalizer', 'simclr_transform',
            'SimCLRViews', 'FastViews', 'stack_views', 'negative_index', 'clapp_loss', 'encoder_blocks', 'run_blocks',
            'encoder_shapes', 'grid_pools', 'SSLRule', 'CLAPPpp', 'CLAPPppNo2D', 'CLAPPppDFB', 'CLAPPppBoth',
-           'BPCLAPPpp', 'nt_xent', 'BPInfoNCE', 'DFASSL', 'autograd_peak_bytes', 'to_ssl_images', 'ssl_images',
-           'TwoViews', 'probe_features', 'split_val', 'label_subset', 'linear_probe', 'pretrain', 'tensor_batches',
-           'loader_batches', 'ssl_loss', 'bp_reference', 'layer_alignment']
+           'BPCLAPPpp', 'nt_xent', 'BPInfoNCE', 'DFASSL', 'autograd_peak_bytes', 'bp_reference', 'layer_alignment']
 
 # %% ../../nbs/api/32_clapp.ipynb #194d9aa2
-import math, time
+import math
 import torch, torch.nn as nn, torch.nn.functional as F
 from torchvision.transforms import v2 as T
-from ..core import check_choice, check_range, Diverged
-from .base import BP, LearningRule, register_rule, refusal
-from ..train import fit, make_optimizer
+from ..core import check_choice, check_range
+from .base import LearningRule, register_rule, refusal
 from .local_ssl import Predictor, local_ssl_loss, F_NAMES
 
 # %% ../../nbs/api/32_clapp.ipynb #449d6068
@@ -449,194 +446,6 @@ def autograd_peak_bytes(fn) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
         fn()
     return st['peak']
-
-# %% ../../nbs/api/32_clapp.ipynb #c724c157
-def to_ssl_images(x:torch.Tensor, size:int=32) -> torch.Tensor:
-    "Images (N,C,H,W) in [0,1] as (N,3,size,size): grayscale repeated, smaller images resized."
-    if x.shape[1] == 1: x = x.repeat(1, 3, 1, 1)
-    if x.shape[-1] != size: x = F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False).clamp(0, 1)
-    return x
-
-# %% ../../nbs/api/32_clapp.ipynb #944dc144
-def ssl_images(name:str, # a dataset name of `DATASETS`
-               split:str='train', # a split of `SPLITS[name]`
-               root='data', # folder of the datasets
-               download:bool=False, # fetch the dataset into `root` if missing
-               limit:int=None, # at most this many images (see `to_tensors`); None: all
-               device='cpu' # where the returned tensors go
-              ):
-    "(x, y): dataset `name`'s `split` as (N,3,H,W) float images in [0,1] (small ones as 32-px RGB stand-ins)."
-    from localrules.data import load_tensors
-    x, y = load_tensors(name, split, root, 'cpu', limit=limit, download=download)
-    x = to_ssl_images(x, max(32, x.shape[-1]))
-    return x.to(device), y.to(device)
-
-# %% ../../nbs/api/32_clapp.ipynb #3180d431
-class TwoViews(torch.utils.data.Dataset):
-    "A dataset of PIL images or tensors -> (two normalised SimCLR views stacked as (2,C,H,W), label)."
-    def __init__(self, ds, dataset:str, size:int=None):
-        self.ds = ds
-        self.tf = T.Compose([T.ToImage(), T.ToDtype(torch.float32, scale=True), simclr_transform(dataset, size)])
-    def __len__(self): return len(self.ds)
-    def __getitem__(self, i):
-        img, y = self.ds[i]
-        return torch.stack([self.tf(img), self.tf(img)]), y
-
-# %% ../../nbs/api/32_clapp.ipynb #4db14381
-@torch.no_grad()
-def probe_features(rule:SSLRule, x, batch_size:int=256, layers=None) -> torch.Tensor:
-    "Frozen-encoder features `rule.predict` of images `x` (blocks in `layers`, default all), in batches, eval mode."
-    was = rule.training
-    rule.eval()
-    f = torch.cat([rule.predict(x[i:i+batch_size], layers) for i in range(0, len(x), batch_size)])
-    rule.train(was)
-    return f
-
-# %% ../../nbs/api/32_clapp.ipynb #0139ac64
-def split_val(y:torch.Tensor, val_frac:float=0.1, seed:int=0):
-    "Indices (train, val) with `val_frac` of every class held out for validation."
-    g = torch.Generator().manual_seed(seed)
-    tr, va = [], []
-    for c in torch.unique(y.cpu()):
-        idx = (y.cpu() == c).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        n = max(1, round(val_frac * len(idx)))
-        va.append(idx[:n])
-        tr.append(idx[n:])
-    return torch.cat(tr), torch.cat(va)
-
-# %% ../../nbs/api/32_clapp.ipynb #e0bee17c
-def label_subset(y:torch.Tensor, n:int, seed:int=0) -> torch.Tensor:
-    "Indices of `n` labelled examples, as balanced over the classes as `y` allows (label-efficient probes)."
-    check_range('n', n, lo=1, hi=len(y), integer=True)
-    g = torch.Generator().manual_seed(seed)
-    yc = y.cpu()
-    per = [c[torch.randperm(len(c), generator=g)] for c in (torch.nonzero(yc == k).flatten() for k in torch.unique(yc))]
-    rank = torch.cat([torch.arange(len(p)) for p in per])
-    idx = torch.cat(per)
-    return idx[torch.sort(rank, stable=True).indices[:n]]       # round-robin over the classes
-
-# %% ../../nbs/api/32_clapp.ipynb #3e6af7b1
-def linear_probe(rule:SSLRule, # the trained SSL rule; its encoder stays frozen (features by `rule.predict`)
-                 train:tuple, # (x, y): training images (N, 3, H, W) and labels (probe fitted and validated on them)
-                 test:tuple, # (x, y): test images and labels
-                 n_classes:int=None, # classifier outputs; None: the largest training label + 1
-                 epochs:int=100, # probe epochs; the one with the best validation accuracy is kept
-                 lr:float=1e-3, # Adam learning rate of the probe
-                 batch_size:int=32, # probe mini-batch size
-                 val_frac:float=0.1, # fraction of the labelled images held out to select the epoch
-                 seed:int=0, # draws the label subset, validation split, probe init and batch order
-                 augment:bool=False, # features recomputed every epoch from random-resized-crop + flip augmented images
-                 wd:float=0., # Adam weight decay of the probe
-                 layers=None, # encoder blocks whose features are concatenated; None: all
-                 n_labels:int=None # only this many class-balanced labelled training images; None: all
-                ) -> dict:
-    """Linear probe of the frozen encoder (on `n_labels` balanced labelled images of `train`, default all), trained by
-    `fit` (BP of the cross-entropy, Adam): selects the epoch on a validation split of them, returns accuracies (%) and
-    curve rows. A non-finite loss or weight raises `Diverged` (the unit is recorded as such)."""
-    (xtr, ytr), (xte, yte) = train, test
-    if n_labels:
-        i = label_subset(ytr, n_labels, seed).to(xtr.device)
-        xtr, ytr = xtr[i], ytr[i]
-    n_classes = n_classes or int(ytr.max()) + 1
-    itr, iva = split_val(ytr, val_frac, seed)
-    dev = xtr.device
-    itr, iva = itr.to(dev), iva.to(dev)
-    crop = T.Compose([T.RandomResizedCrop(xtr.shape[-1], antialias=True), T.RandomHorizontalFlip()])
-    ftr = probe_features(rule, xtr[itr], layers=layers)
-    fva, fte = probe_features(rule, xtr[iva], layers=layers), probe_features(rule, xte, layers=layers)
-    mu, sd = ftr.mean(0), ftr.std(0) + 1e-6
-    g = torch.Generator(device='cpu').manual_seed(seed)
-    torch.manual_seed(seed)
-    clf = nn.Linear(ftr.shape[1], n_classes).to(dev)
-    opt = make_optimizer(clf.parameters(), 'adam', lr, weight_decay=wd)
-    acc = lambda f, y: 100 * (clf((f - mu) / sd).argmax(1) == y).float().mean().item()
-    feats, best = [ftr], dict(val_acc=-1.)
-    def batches(ep):
-        "The epoch's standardised features in shuffled mini-batches (recomputed from augmented images if `augment`)."
-        if augment: feats[0] = probe_features(rule, torch.stack([crop(xi) for xi in xtr[itr]]), layers=layers)
-        f = feats[0]
-        perm = torch.randperm(len(f), generator=g).to(dev)
-        for i in range(0, len(f), batch_size):
-            j = perm[i:i+batch_size]
-            yield (f[j] - mu) / sd, ytr[itr][j]
-    def every(_, ep) -> dict:
-        "Validation and test accuracy after the epoch; keeps the best epoch by validation accuracy."
-        nonlocal best
-        with torch.no_grad(): va, te = acc(fva, ytr[iva]), acc(fte, yte)
-        if va > best['val_acc']: best = dict(val_acc=va, test_acc=te, epoch=ep + 1)
-        return dict(probe_val_acc=va, probe_test_acc=te)
-    log = fit(BP(clf), opt, batches, epochs=epochs, progress=False, every=every, unit='linear probe', compile=False,
-              prefix=None)
-    if log.diverged:
-        d = log.diverged[0]
-        raise Diverged(str(d), d.epoch, d.step, curves=log.rows)
-    return dict(probe_acc=best['test_acc'], probe_val_acc=best['val_acc'], probe_epoch=best['epoch'], rows=log.rows)
-
-# %% ../../nbs/api/32_clapp.ipynb #813e0f99
-from ..core import MetricsLogger
-
-# %% ../../nbs/api/32_clapp.ipynb #bcef4ee2
-def pretrain(rule:SSLRule, # the self-supervised rule around its encoder
-             opt, # the optimizer
-             batches, # batches(epoch) -> an iterable of images or view pairs (or any loader `fit` takes)
-             epochs:int,
-             checkpoint=None, # (save, load) callables (`Run.checkpoint`): resume after the last finished epoch
-             every=None, # every(rule, epoch) -> {metric: value} added to the epoch's row
-             sync=None, # sync(rule) between the rule and the step (data-parallel gradient averaging)
-             log:MetricsLogger=None,
-             progress:bool=False, # print one line per epoch
-             unit:str=None # the unit's name in messages (divergence)
-            ) -> MetricsLogger:
-    """Self-supervised pre-training through `fit`: `rule(x, None)` then `opt.step()` for every batch of
-    `batches(epoch)`; per epoch ssl_loss (mean over batches) and epoch_time; per-epoch checkpoints."""
-    losses = []
-    def report(rule, ep) -> dict:
-        m = dict(ssl_loss=sum(losses) / max(len(losses), 1))
-        losses.clear()
-        return dict(m, **every(rule, ep)) if every is not None else m
-    return fit(rule, opt, batches, epochs=epochs, log=log, checkpoint=checkpoint,
-               progress='print' if progress else False,
-               every=report, unit=unit, sync=sync, on_step=lambda m: losses.append(m['loss']), prefix=None, timing=True)
-
-# %% ../../nbs/api/32_clapp.ipynb #e52b8ac3
-def tensor_batches(x, batch_size:int, seed:int=0, steps:int=None):
-    "`batches(epoch)` over the rows of tensor `x`: a seeded permutation per epoch, full batches only, at most `steps`."
-    def batches(ep):
-        g = torch.Generator().manual_seed(seed * 100_003 + ep)
-        idx = torch.randperm(len(x), generator=g).to(x.device)
-        n = len(x) // batch_size if steps is None else min(steps, len(x) // batch_size)
-        for i in range(n): yield x[idx[i * batch_size:(i + 1) * batch_size]]
-    return batches
-
-# %% ../../nbs/api/32_clapp.ipynb #d77124d2
-def loader_batches(pairs:torch.utils.data.Dataset, # items `(x, label)`, e.g. `TwoViews`; the label is dropped
-                   batch_size:int, # examples per batch (full batches only)
-                   seed:int=0, # the shuffle of epoch `ep` is drawn from `seed * 100_003 + ep`
-                   steps:int=None, # at most this many batches per epoch (None: a whole pass)
-                   num_workers:int=0, # data-loader worker processes
-                   device='cpu'): # where the batches go (pinned memory on CUDA)
-    "`batches(epoch)` over `pairs` through a seeded, shuffled `DataLoader`, as `tensor_batches` over a tensor."
-    device = torch.device(device)
-    def batches(ep):
-        g = torch.Generator().manual_seed(seed * 100_003 + ep)
-        dl = torch.utils.data.DataLoader(pairs, batch_size, shuffle=True, drop_last=True, generator=g,
-                                         num_workers=num_workers, pin_memory=device.type == 'cuda')
-        for i, (x, _) in enumerate(dl):
-            if steps and i >= steps: break
-            yield x.to(device, non_blocking=True)
-    return batches
-
-# %% ../../nbs/api/32_clapp.ipynb #ad4095fa
-def ssl_loss(rule:SSLRule, x, seed:int=0) -> float:
-    """The rule's own self-supervised loss on images `x` with seeded views; parameters, their `.grad` and the RNG are
-    left as they were."""
-    grads = [None if p.grad is None else p.grad.clone() for p in rule.parameters()]
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == 'cuda' else []):
-        torch.manual_seed(seed)
-        loss = rule(x, None)['loss']
-    for p, g in zip(rule.parameters(), grads): p.grad = g
-    return float(loss)
 
 # %% ../../nbs/api/32_clapp.ipynb #7ce2f117
 from .base import grad_alignment

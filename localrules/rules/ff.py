@@ -12,7 +12,8 @@ import math
 import torch, torch.nn as nn, torch.nn.functional as F
 from ..core import check_choice, check_range
 from .base import LearningRule, MLP, register_rule, implements, affine
-from .pepita import PepitaBase, Passes, StackPasses, StackPepitaBase, act_deriv, output_target, _loss
+from .pepita import PepitaBase, Passes, act_deriv, output_target, _loss
+from .pepita_stack import StackPasses, StackPepitaBase
 
 # %% ../../nbs/api/12_ff.ipynb #fbb859f1
 def infer_image_shape(D:int) -> tuple:
