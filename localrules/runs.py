@@ -15,6 +15,7 @@ from pathlib import Path
 from fastcore.basics import patch
 import torch
 from .core import provenance, RunFileError, Divergence, Diverged
+from .params import RUN_OPTIONS
 from .store import (dump_json, sweep_temporaries, fault_point, atomic_write, write_new, atomic_torch_save,
                               read_json, load_checkpoint, _tmp_beside, _Holder, _create, _read_holder,
                               _file_lock)
@@ -86,6 +87,8 @@ class Run:
     "One experiment run folder: units of work claimed by one worker each, results with provenance, checkpoints."
     def __init__(self, out_dir, experiment:str, preset:str, params:dict, device='cpu', dataset_note:dict=None,
                  shard=None, # 'I/N': train only shard I of N (default: $LOCALRULES_SHARD, set by the CLI)
+                 data_root:str=RUN_OPTIONS['data_root'][0], # where the notebook's data sets are (a run option)
+                 download:bool=RUN_OPTIONS['download'][0], # whether the notebook fetches a missing data set
                 ):
         self.shard = parse_shard(os.environ.get(SHARD_ENV) if shard is None else shard)
         if self.shard and not out_dir:
@@ -96,6 +99,7 @@ class Run:
         for p in sweep_temporaries(self.dir):
             print(f"removed {p.relative_to(self.dir)}: a temporary file of a killed writer", flush=True)
         self.experiment, self.preset, self.params = experiment, preset, params
+        self.data_root, self.download = data_root, download
         self.meta = self._write_meta(experiment, preset, params, device)
         for folder in ('units', 'figures', 'claims'):
             (self.dir/folder).mkdir(exist_ok=True)
@@ -399,7 +403,7 @@ def forget_checkpoint(self:Run, **key):
 # %% ../nbs/api/04_runs.ipynb #s0e1a2b1
 import types
 from .core import get_device, check_choice
-from .params import split_params, resolve_params
+from .params import split_params, resolve_params, run_options
 
 def _given(scope:dict, names) -> dict:
     "The values of `names` set in the notebook's `scope` (None where not set: the preset's); code is refused."
@@ -414,16 +418,18 @@ def setup(scope:dict, # the notebook's `globals()`: EXPERIMENT, PARAMS, RELATION
           check=None, # cfg -> None: raises a ValueError for what the declaration cannot state (before any folder)
          ) -> tuple:
     """(cfg, dev, run): the preset's values overridden by those set in `scope` and checked (`resolve_params`), the
-    device, and the run folder (`Run`) under the experiment's name or that of `scope['variant']` (`localrules run`)."""
+    device, and the run folder (`Run`) under the experiment's name or that of `scope['variant']` (`localrules run`),
+    holding the run options (`run_options`: `run.data_root`, `run.download`)."""
     variant, variants = scope.get('variant'), scope.get('VARIANTS', {})
     if variant is not None: check_choice('variant', variant, variants)
     presets, spec = split_params(scope['PARAMS'], variants.get(variant))
-    preset = scope.get('preset', 'smoke')
+    preset, opts = scope.get('preset', 'smoke'), run_options(scope)
     cfg = resolve_params(presets, preset, _given(scope, scope['PARAMS']), None, spec, scope.get('RELATIONS'))
     if check is not None: check(cfg)
-    dev = get_device(scope.get('device', 'auto'))
+    dev = get_device(opts['device'])
     if cpu_threads and dev.type == 'cpu': torch.set_num_threads(cpu_threads)
     recorded = dev if run_device is None else torch.device(run_device)
-    run = Run(scope.get('out_dir'), variant or scope['EXPERIMENT']['name'], preset, cfg, device=recorded)
+    run = Run(opts['out_dir'], variant or scope['EXPERIMENT']['name'], preset, cfg, device=recorded,
+              data_root=opts['data_root'], download=opts['download'])
     print(run.dir, cfg)
     return cfg, dev, run
