@@ -6,7 +6,8 @@ Docs: https://localrules.github.io/localrules/api/catalog.html.md"""
 
 # %% auto #0
 __all__ = ['COMPUTED_TIME', 'project_root', 'experiments_dir', 'stated_time', 'experiments', 'get_experiment', 'rules_table',
-           'paper_time', 'experiment_times', 'experiment_label', 'page_label', 'table_text', 'list_table']
+           'paper_time', 'experiment_times', 'experiment_label', 'page_label', 'table_text', 'list_table',
+           'params_table']
 
 # %% ../nbs/api/05a_catalog.ipynb #5c143848
 import difflib, os
@@ -133,3 +134,31 @@ def list_table(exps:dict=None, rates:dict=None, width:int=None) -> str:
     w = max(len(r[0]) for r in rows)
     rest = width - (w + 10 + 13 + 2 * 4)                  # the figure/title and paper-preset columns share the rest
     return table_text(rows, [w, 10, max(20, min(40, rest // 2)), 13, 0], width)
+
+# %% ../nbs/api/05a_catalog.ipynb #473dddef
+def params_table(name:str, # an experiment of `experiments()`
+                 width:int=None # the line width (default: the terminal's)
+                ) -> str:
+    """What `localrules list NAME` prints: the experiment's paper, figure and times; each parameter with what it allows,
+    its smoke and paper values and its help (the notebook's one declaration); then the run options every experiment
+    takes, with their defaults."""
+    import shutil
+    from localrules.params import param_spec, describe_spec, RUN_OPTIONS
+    from localrules.report.ledger import paper_id
+    e = get_experiment(name)
+    width = width or max(100, shutil.get_terminal_size((120, 24)).columns)
+    m, t = e['EXPERIMENT'], experiment_times(e)
+    presets, helps = e['PRESETS'], {k: v[3] for k, v in e.get('PARAMS', {}).items()}
+    names = list(dict.fromkeys(k for p in presets.values() for k in p))
+    rows = [('parameter', 'allowed', 'smoke', 'paper', 'help')]
+    for k in names:
+        s = param_spec(k, presets, e.get('SPEC'), e.get('CHOICES'))
+        rows.append((k, describe_spec(s), repr(presets.get('smoke', {}).get(k)),
+                     repr(presets.get('paper', {}).get(k)), helps.get(k, '')))
+    rows += [(k, '', repr(default), '', f'run option: {h}') for k, (default, h) in RUN_OPTIONS.items()]
+    w = max(len(r[0]) for r in rows)
+    head = [f"{name} ({paper_id(m.get('paper', ''))}): {experiment_label(m)}",
+            f"smoke: {t['smoke']}; paper preset: {t['paper']}",
+            f"run: localrules run {name} --preset smoke|paper [-p PARAMETER VALUE ...] [--device DEVICE]", '']
+    return '\n'.join(head) + table_text(rows, [w, 34, 14, 14, 0], width)
+

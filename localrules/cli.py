@@ -14,7 +14,7 @@ import argparse, contextlib, errno, io, json, os, re, signal, sys, time
 from pathlib import Path
 from .core import COMPILE_MODES
 from .store import read_ledger, flagged, key_fields
-from .catalog import experiments, get_experiment, list_table, rules_table, project_root
+from .catalog import experiments, get_experiment, list_table, params_table, rules_table, project_root
 from .checks import parse_value, latest_unfinished
 from .runner import run_experiment, submit_shards, headline
 from .report.results import report
@@ -29,7 +29,7 @@ def build_offline_docs(out='_site_offline', nbs=None) -> Path:
 def cmd_rules(args): print(rules_table())
 
 # %% ../nbs/api/05_cli.ipynb #64d1a89c
-def cmd_list(args): print(list_table())
+def cmd_list(args): print(params_table(args.name) if args.name else list_table())
 
 # %% ../nbs/api/05_cli.ipynb #508309a0
 def rerun_command(args, out) -> str:
@@ -277,8 +277,10 @@ def main(argv=None):
     "Entry point of the `localrules` console command."
     p = argparse.ArgumentParser(prog='localrules', description='Run and report the experiments of localrules.')
     sub = p.add_subparsers(dest='cmd', required=True)
-    sub.add_parser('list',
-                   help='every experiment with its paper, figure/table and expected time').set_defaults(f=cmd_list)
+    lp = sub.add_parser('list', help='every experiment with its paper, figure/table and expected time; with NAME: '
+                        "that experiment's parameters (allowed values, smoke and paper values, help) and run options")
+    lp.add_argument('name', nargs='?', default=None, help='an experiment (`localrules list`)')
+    lp.set_defaults(f=cmd_list)
     sub.add_parser('rules', help='every learning rule and the models it supports').set_defaults(f=cmd_rules)
     _add_run_parser(sub)
     rp = sub.add_parser('report', help='paper-shaped tables of the results ledger, measured beside paper (only reads)')

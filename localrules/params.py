@@ -82,7 +82,8 @@ def describe_spec(s:dict) -> str:
     # a list of lists: the inner lists are checked by their notebook
     if kind == 'list' and 'of' in s:
         n_lo, n_hi = s.get('len_lo', 1), s.get('len_hi')
-        size = f"{n_lo} to {n_hi} entries" if n_hi is not None else f"at least {n_lo} entries" if n_lo else 'any length'
+        more = f"at least {n_lo} entr{'y' if n_lo == 1 else 'ies'}" if n_lo else 'any length'
+        size = f"{n_lo} to {n_hi} entries" if n_hi is not None else more
         extra = [w for w in ('distinct', 'strictly increasing') if s.get(w.split()[-1])]
         words = f"a list ({size}), each entry {describe_spec(_entry_rule(s))}"
         return words + (f" ({', '.join(extra)})" if extra else '') + (' or None' if s.get('none') else '')

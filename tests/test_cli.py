@@ -13,6 +13,15 @@ def test_list_names_every_experiment():
         paper = e['EXPERIMENT']['paper']
         assert name in out and PAPER_IDS.get(paper.lower(), paper) in out, (name, paper)
 
+def test_list_name_shows_the_declared_parameters_and_run_options():
+    "`localrules list NAME`: each parameter with what it allows, its smoke and paper values and help; the run options."
+    out = cli('list', 'bp_vs_fa', check=True).output
+    row = next(line for line in out.splitlines() if line.startswith('epochs '))
+    assert 'an integer >= 1' in row and ' 15 ' in row and ' 100 ' in row and 'training epochs' in row
+    assert all(any(line.startswith(k + ' ') for line in out.splitlines()) for k in ('device', 'data_root', 'download'))
+    bad = cli('list', 'bp_vs_faa')
+    assert bad.returncode != 0 and "did you mean 'bp_vs_fa'" in bad.output and 'Traceback' not in bad.output
+
 def _finals(rows): return {r['rule']: r['value'] for r in rows if r['kind'] == 'final' and r['metric'] == 'test_acc'}
 
 @register_check('cli.bp_vs_fa_smoke', 'tests/test_cli.py::test_run_writes_notebook_figures_results',
