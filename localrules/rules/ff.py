@@ -10,9 +10,9 @@ __all__ = ['infer_image_shape', 'blur_masks', 'hybrid_masks', 'hybrid_images', '
 # %% ../../nbs/api/12_ff.ipynb #8c11effd
 import math
 import torch, torch.nn as nn, torch.nn.functional as F
-from ..core import check_choice, check_range
+from ..core import check_choice
 from .base import LearningRule, MLP, register_rule, implements, affine
-from .pepita import PepitaBase, Passes, act_deriv, output_target, _loss
+from .pepita import PepitaBase, Passes, act_deriv
 from .pepita_stack import StackPasses, StackPepitaBase
 
 # %% ../../nbs/api/12_ff.ipynb #fbb859f1
