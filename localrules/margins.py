@@ -96,9 +96,9 @@ def _acc_margins(bound): return lambda acc: {f'test_acc > {bound}': acc - bound}
 
 # %% ../nbs/api/08_margins.ipynb #358cbbfc
 def _cls(module:str, name:str):
-    "Class `name` of localrules.`module`."
+    "Class `name` of the rule module `localrules.rules.<module>`."
     import importlib
-    return getattr(importlib.import_module(f'localrules.{module}'), name)
+    return getattr(importlib.import_module(f'localrules.rules.{module}'), name)
 
 # %% ../nbs/api/08_margins.ipynb #1622c8a4
 @register_check('03_train.bp_digits', 'nbs/api/03_train.ipynb: fit (cell "l1, l2 = _run(0), _run(0)")',
