@@ -143,12 +143,12 @@ def params_table(name:str, # an experiment of `experiments()`
     its smoke and paper values and its help (the notebook's one declaration); then the run options every experiment
     takes, with their defaults."""
     import shutil
-    from localrules.params import param_spec, describe_spec, RUN_OPTIONS
+    from localrules.params import param_spec, describe_spec, param_help, RUN_OPTIONS
     from localrules.report.ledger import paper_id
     e = get_experiment(name)
     width = width or max(100, shutil.get_terminal_size((120, 24)).columns)
     m, t = e['EXPERIMENT'], experiment_times(e)
-    presets, helps = e['PRESETS'], {k: v[3] for k, v in e.get('PARAMS', {}).items()}
+    presets, helps = e['PRESETS'], param_help(e.get('PARAMS', {}))
     names = list(dict.fromkeys(k for p in presets.values() for k in p))
     rows = [('parameter', 'allowed', 'smoke', 'paper', 'help')]
     for k in names:

@@ -24,13 +24,14 @@ capability, ISA settings and threads; a difference on another machine says nothi
     python scripts/smoke_check.py --runs /tmp/smokeruns            # compare finished run folders RUNS/NAME/smoke
     python scripts/smoke_check.py --scratch /tmp/sc --keep         # keep the fresh runs
 """
-import argparse, json, math, os, platform, re, shutil, subprocess, sys, tempfile, time
+import argparse, json, math, os, platform, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MATCH = ('kind', 'metric', 'step', 'seed', 'status')       # row fields that belong to the key beside the unit's own
-# wall-clock measurements (speeds, epoch times) differ between any two runs: counted, not compared (as fault_check.py)
-WALL_CLOCK = re.compile(r'(epoch_time|seconds|images_per_s|ms_per_image.*|sec_per_epoch|speedup.*)')
+sys.path.insert(0, str(ROOT/'scripts'))
+# wall-clock measurements (speeds, epoch times) differ between any two runs: counted, not compared (fault_check's rule)
+from fault_check import wall_clock                               # noqa: E402
 
 
 def ledger_api():
@@ -121,9 +122,9 @@ def compare(name:str, runs:Path) -> dict:
     fresh = fresh_rows(runs, name)
     params = {run_params(r) for r in fresh}
     ledger, other, devices = ledger_smoke_rows(name, params)
-    clock = sum(bool(WALL_CLOCK.fullmatch(str(r.get('metric')))) for r in fresh)
-    a = {row_key(r): r.get('value') for r in ledger if not WALL_CLOCK.fullmatch(str(r.get('metric')))}
-    b = {row_key(r): r.get('value') for r in fresh if not WALL_CLOCK.fullmatch(str(r.get('metric')))}
+    clock = sum(wall_clock(r) for r in fresh)
+    a = {row_key(r): r.get('value') for r in ledger if not wall_clock(r)}
+    b = {row_key(r): r.get('value') for r in fresh if not wall_clock(r)}
     both = a.keys() & b.keys()
     worst = max((diff(a[k], b[k]) for k in both), default=0.)
     fresh_dev = sorted({f"{r.get('device')} (torch {r.get('torch')}, commit {r.get('commit')})" for r in fresh})
