@@ -6,8 +6,8 @@ Docs: https://localrules.github.io/localrules/api/catalog.html.md"""
 
 # %% auto #0
 __all__ = ['COMPUTED_TIME', 'project_root', 'experiments_dir', 'stated_time', 'experiments', 'get_experiment', 'rules_table',
-           'paper_time', 'experiment_times', 'experiment_label', 'page_label', 'table_text', 'list_table',
-           'params_table']
+           'paper_time', 'experiment_times', 'run_params', 'measured_runs', 'experiment_label', 'page_label',
+           'table_text', 'list_table', 'params_table']
 
 # %% ../nbs/api/05a_catalog.ipynb #5c143848
 import difflib, os
@@ -78,17 +78,59 @@ def paper_time(e:dict, rates:dict) -> str:
     t = preset_times(e['PRESETS'].get('paper', {}), rates, e['EXPERIMENT'].get('name'))   # its own unit list
     if not t: return e['EXPERIMENT'].get('time', {}).get('paper', '?')
     here = 'here: run benchmarks/population.py'
-    if 'here' in t: here = f"{fmt_duration(t['here'])} here (measured, 1 CPU thread)"
+    if 'here' in t: here = f"{fmt_duration(t['here'])} here (estimate: its FLOPs at the 1-thread CPU rate benchmarks/population.py measured)"
     return f"{here}; {fmt_duration(t['h100'])} on one H100 at fp32 peak ({t['flop'] / 1e15:.1f} PFLOP, a floor)"
 
 # %% ../nbs/api/05a_catalog.ipynb #f2292744
 def experiment_times(e:dict, rates:dict=None) -> dict:
     ("{'smoke': ..., 'paper': ...}: the expected times of experiment `e` (its EXPERIMENT, PRESETS), the one source "
-     "that `localrules list` and the experiment's page read (`rates`: measured CPU FLOP rates; None: the benchmark's).")
+     "that `localrules list` and the experiment's page read (`rates`: measured CPU FLOP rates; None: the benchmark's); "
+     "the paper time ends with the wall times `results/runtimes.csv` measured for the experiment (`measured_runs`).")
     if rates is None:
         from localrules.protocols.mlp_protocol import measured_flop_rate
         rates = measured_flop_rate(project_root()/'benchmarks'/'results'/'population-cpu.json')
-    return dict(smoke=e['EXPERIMENT'].get('time', {}).get('smoke', '?'), paper=paper_time(e, rates))
+    paper = paper_time(e, rates)
+    runs = measured_runs(e['EXPERIMENT'].get('name'), e['PRESETS'].get('paper', {}))
+    if runs: paper += '. Wall time measured: ' + '; '.join(runs)
+    return dict(smoke=e['EXPERIMENT'].get('time', {}).get('smoke', '?'), paper=paper)
+
+
+# %% ../nbs/api/05a_catalog.ipynb #a51c0e12
+def run_params(name:str, # an experiment
+               run_id:str, # a run of it in the ledger
+               root=None # the checkout (None: `project_root()`)
+              ) -> dict:
+    "The parameters run `run_id` of experiment `name` ran with, as its ledger rows record them ({} when none)."
+    import json
+    path = Path(root or project_root())/'results'/'ledger'/f'{name}.jsonl'
+    if not path.exists(): return {}
+    for line in path.open():
+        if f'"run_id": "{run_id}"' not in line: continue
+        row = json.loads(line)
+        if row.get('run_id') == run_id: return json.loads(row.get('params') or '{}')
+    return {}
+
+# %% ../nbs/api/05a_catalog.ipynb #a51c0e13
+def measured_runs(name:str, # an experiment
+                  paper:dict, # its `paper` preset's parameters
+                  root=None # the checkout (None: `project_root()`)
+                 ) -> list:
+    """One line per row of `results/runtimes.csv` for experiment `name`'s paper preset: run id, wall time, device, 'a
+    resumed part' where the time covers only that, and the parameters where the run differed from `paper`."""
+    import csv, json
+    from localrules.protocols.mlp_protocol import fmt_duration
+    path = Path(root or project_root())/'results'/'runtimes.csv'
+    if not path.exists(): return []
+    lines = []
+    for r in csv.DictReader(path.open()):
+        if r['experiment'] != name or r['preset'] != 'paper': continue
+        ran = run_params(name, r['run_id'], root)
+        changed = [k for k in ran if k in paper and json.dumps(ran[k]) != json.dumps(paper[k])]
+        what = [] if r.get('span', 'whole run') == 'whole run' else [r['span']]
+        what += [f"with -p {', '.join(changed)}"] if changed else []
+        lines.append(f"{fmt_duration(int(r['wall_s']))} for run {r['run_id']} on {r['device']}"
+                     + (f" ({'; '.join(what)})" if what else ''))
+    return lines
 
 # %% ../nbs/api/05a_catalog.ipynb #b4a79995
 def experiment_label(m:dict) -> str:
