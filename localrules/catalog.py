@@ -78,7 +78,8 @@ def paper_time(e:dict, rates:dict) -> str:
     t = preset_times(e['PRESETS'].get('paper', {}), rates, e['EXPERIMENT'].get('name'))   # its own unit list
     if not t: return e['EXPERIMENT'].get('time', {}).get('paper', '?')
     here = 'here: run benchmarks/population.py'
-    if 'here' in t: here = f"{fmt_duration(t['here'])} here (estimate: its FLOPs at the 1-thread CPU rate benchmarks/population.py measured)"
+    rate = 'its FLOPs at the 1-thread CPU rate benchmarks/population.py measured'
+    if 'here' in t: here = f"{fmt_duration(t['here'])} here (estimate: {rate})"
     return f"{here}; {fmt_duration(t['h100'])} on one H100 at fp32 peak ({t['flop'] / 1e15:.1f} PFLOP, a floor)"
 
 # %% ../nbs/api/05a_catalog.ipynb #f2292744

@@ -19,7 +19,7 @@ def cli(*args, cwd=None, timeout=600, check=False):
 def root(): return ROOT
 
 # 4 units (bp, fa) x (seed 0, 1) of bp_vs_fa, 2 epochs: the unsharded reference run of test_shard and the first of the
-# two identical runs of test_reproducibility (both only read it; mark their tests xdist_group('bp_vs_fa_ref'))
+# two identical runs of test_reproducibility (both only read it; one work unit in GROUPS)
 REF_ARGS = ['-p', 'epochs', '2', '-p', 'milestones', '[]', '-p', 'seeds', '[0, 1]']
 
 @pytest.fixture(scope='session')
@@ -32,10 +32,9 @@ def bp_vs_fa_ref(tmp_path_factory):
 # Longest items first. scripts/test.sh runs `pytest -n 2 --dist loadgroup --no-loadscope-reorder`: xdist hands each
 # worker one work unit at a time (at most 3 waiting), in collection order, so with the long items first the two workers
 # end together (longest-first list scheduling) instead of one worker running a queue of smoke runs alone at the end.
-# A file whose module-scoped fixture is expensive (test_docs: the offline site, built once) is one work unit
-# (xdist_group), so that its fixture is not built on both workers; it goes first, being one long unit. SLOW: rough
-# seconds per item (a prefix of its node id) of the files whose items start a kernel or a subprocess; only the order
-# matters. An item not listed counts as 0 and keeps its place.
+# Items that share an expensive fixture are one work unit (GROUPS), so that the fixture is built on one worker only:
+# test_docs' offline site (module scope; it goes first, being one long unit), the bp_vs_fa reference run and the small
+# finished run (session scope). SLOW: rough
 SLOW = {
     'test_docs.py::': 200, 'test_experiments.py::test_smoke[': 60, 'test_divergence.py::': 40, 'test_faults.py::': 40,
     'test_ddp.py::': 40, 'test_shard.py::test_submitit': 40, 'test_reproducibility.py::test_two_cli': 30,
@@ -51,7 +50,26 @@ SMOKE = {'clapp_figA1_lowrank': 178, 'clapp_fig4c_alignment': 177, 'clapp_table2
          'fig3_depth_init_wd_angle': 38, 'supfig5_goodness': 38, 'supfig4_time_local': 34, 'supfig9_10_angles': 34,
          'supfig8_depth_norm': 33, 'supfig6_pepita_afa_cifar': 32, 'fig2_pepita_afa_alignment': 31,
          'sm_depth_speed': 26}
-GROUPED = ('test_docs.py',)      # files run as one xdist work unit (an expensive module-scoped fixture)
+# {node id prefix: work unit}: the items of one unit run on one worker, one after another
+GROUPS = {'test_docs.py::': 'docs site', 'test_shard.py::test_submitit_local_shards_then_gather': 'bp_vs_fa_ref',
+          'test_reproducibility.py::test_two_cli_runs_identical': 'bp_vs_fa_ref',
+          'test_faults.py::test_bad_checkpoint_names_file_cause': 'finished_small_run'}
+
+def work_unit(nodeid:str) -> str:
+    "The work unit of test `nodeid` for `--dist loadgroup`: its GROUPS entry, else the test alone."
+    name = nodeid.split('/')[-1]
+    return next((g for prefix, g in GROUPS.items() if name.startswith(prefix)), nodeid)
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` with the work units of `work_unit`. xdist 3.8 groups by a suffix it writes into
+    `item._nodeid`, which pytest 9.2 no longer reads (`nodeid` comes from `item._id`): its xdist_group marks group
+    nothing, and each worker built the docs site again. This scheduler reads the groups from the node ids the workers
+    report."""
+    if config.getvalue('dist') != 'loadgroup': return None
+    from xdist.scheduler import LoadScopeScheduling
+    class WorkUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid): return work_unit(nodeid)
+    return WorkUnits(config, log)
 
 def _expected_seconds(item) -> float:
     nodeid = item.nodeid.split('/')[-1]
@@ -59,11 +77,6 @@ def _expected_seconds(item) -> float:
         return SMOKE.get(nodeid.split('[', 1)[1].split(']')[0], SLOW['test_experiments.py::test_smoke['])
     return max((s for k, s in SLOW.items() if nodeid.startswith(k)), default=0)
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """Group the GROUPED files and order the items longest first (a stable sort: the rest keep pytest's order; the
-    same order on every xdist worker). Runs before xdist's own hook, which reads the xdist_group marks."""
-    for item in items:
-        if item.nodeid.split('::')[0].split('/')[-1] in GROUPED:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split('::')[0].split('/')[-1]))
+    "Order the items longest first (a stable sort: the rest keep pytest's order; the same order on every xdist worker)."
     items.sort(key=_expected_seconds, reverse=True)

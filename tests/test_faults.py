@@ -128,7 +128,7 @@ def _environ(pid:str) -> str:
 @pytest.fixture(scope='session')
 def finished_small_run(tmp_path_factory):
     """A finished 1-epoch BP run folder (its run.json and notebook), made once and copied by each damaged-checkpoint
-    case (the three cases start from the same folder; xdist_group keeps them on one worker)."""
+    case (the three cases start from the same folder; one work unit in conftest's GROUPS, so made on one worker)."""
     out = tmp_path_factory.mktemp('finished')/'run'
     cli('run', 'bp_vs_fa', '--preset', 'smoke', *SMALL, '-p', 'rules', "['bp']", '-p', 'epochs', '1', '--out', out,
         '--quiet', check=True)
@@ -147,7 +147,6 @@ def _checkpoint_case(tmp_path, content:bytes, finished):
             '--quiet')
     return p, ck, out
 
-@pytest.mark.xdist_group('finished_small_run')
 @pytest.mark.parametrize('content, cause', [(b'', 'is empty (0 bytes'),
                                             (bytes(range(256)) * 8, 'is damaged'),
                                             (None, "is not a checkpoint of this unit (no 'rule'")])

@@ -18,7 +18,6 @@ def test_same_seed_same_metrics():
     assert a.series('test_acc') == b.series('test_acc') and a.series('train_loss') == b.series('train_loss')
     assert a.series('train_loss') != c.series('train_loss')
 
-@pytest.mark.xdist_group('bp_vs_fa_ref')
 def test_two_cli_runs_identical(tmp_path, bp_vs_fa_ref):
     "Two separate processes, the same arguments: every row (curves and finals of 2 rules x 2 seeds) identical."
     out = tmp_path/'again'

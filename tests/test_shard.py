@@ -18,7 +18,6 @@ def trained(nb) -> list:
     text = ''.join(''.join(o.get('text', '')) for c in cells if c['cell_type'] == 'code' for o in c.get('outputs', []))
     return re.findall(r'\b(bp|fa) seed (\d+): test accuracy', text)
 
-@pytest.mark.xdist_group('bp_vs_fa_ref')
 def test_submitit_local_shards_then_gather(tmp_path, bp_vs_fa_ref):
     ref, out = bp_vs_fa_ref, tmp_path/'sharded'           # ref: one unsharded run with the same SMOKE arguments
     p = cli('run', 'bp_vs_fa', '--out', out, *SMOKE, '--executor', 'local', '--shards', '2', check=True)
