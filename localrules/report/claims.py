@@ -12,10 +12,10 @@ __all__ = ['SUBSTITUTES', 'SMOKE_STAND_INS', 'OFFLINE_MISSING', 'MIN_SEEDS', 'CP
            'status_rows', 'status_counts', 'not_run_counts', 'commit_ref', 'commit_legend', 'paper_order',
            'paper_label', 'status_markdown', 'out_of_reach_markdown', 'dirty_runs', 'scale_of',
            'check_depth_keeps_accuracy', 'check_sm_filters_stable', 'check_dependent_predictor',
-           'check_nsm_beats_random', 'check_lowrank_alignment', 'figure_checks']
+           'check_nsm_beats_random', 'check_lowrank_alignment', 'check_afa_follows_pepita', 'figure_checks']
 
 # %% ../../nbs/api/07c_claims.ipynb #9357c78f
-import json, math, re
+import functools, json, math, re
 from .ledger import fmt_value, paper_id, THREE_PAPERS
 
 # %% ../../nbs/api/07c_claims.ipynb #b53a0bf4
@@ -583,6 +583,29 @@ def check_lowrank_alignment(summaries:list, full:float=0.999, tol:float=1e-3) ->
         out.append(dict(preset=preset, protocol=json.loads(proto), agrees=agrees, message=msg))
     return out
 
+# %% ../../nbs/api/07c_claims.ipynb #c4e1fb90
+def check_afa_follows_pepita(summaries:list,
+                             experiment:str='fig2_pepita_afa_alignment', # or its CIFAR variant supfig6_pepita_afa_cifar
+                             tol:float=0.5 # points of test accuracy allowed between the two means
+                            ) -> list:
+    r"""Fig. 2a (MNIST) and Sup. Fig. 6 (CIFAR-10, CIFAR-100) of 2302.05440: AFA, eq. (11)'s approximation of PEPITA,
+    follows PEPITA "very accurately" (Sec. 4.1). Per data set, the mean final test accuracies of AFA and PEPITA differ
+    by at most `tol` points, or by at most 2 standard errors of the difference where that is larger."""
+    out = []
+    for (preset, proto), rows in sorted(_groups(summaries, experiment, 'test_acc').items()):
+        for ds in sorted({str(s['key'].get('dataset')) for s in rows}):
+            by = {s['key'].get('rule'): s for s in rows if str(s['key'].get('dataset')) == ds}
+            if not {'afa', 'pepita'} <= set(by):
+                continue
+            a, p = by['afa'], by['pepita']
+            se = math.sqrt(sum((s.get('std') or 0.) ** 2 / max(s.get('n') or 1, 1) for s in (a, p)))
+            diff = a['mean'] - p['mean']
+            msg = (f"{ds}: test accuracy AFA {a['mean']:.2f}%, PEPITA {p['mean']:.2f}% ({a.get('n', 1)} and "
+                   f"{p.get('n', 1)} seeds; difference {diff:+.2f}, allowed {max(tol, 2 * se):.2f})")
+            out.append(dict(preset=preset, protocol=json.loads(proto), agrees=abs(diff) <= max(tol, 2 * se),
+                            message=msg))
+    return out
+
 # %% ../../nbs/api/07c_claims.ipynb #7caa32c5
 FIGURE_CHECKS = [
     ('fig3_depth_init_wd_angle', 'Fig. 3a', 'PEPITA keeps its accuracy from 1 to 3 hidden layers',
@@ -596,6 +619,11 @@ FIGURE_CHECKS = [
      check_nsm_beats_random),
     ('clapp_figA1_lowrank', 'Fig. A1', 'a low-rank W_pred lowers the alignment with BP-SSL as the rank falls',
      check_lowrank_alignment),
+    ('fig2_pepita_afa_alignment', 'Fig. 2a',
+     'AFA (eq. 11) follows PEPITA: the same final test accuracy within 0.5 points', check_afa_follows_pepita),
+    ('supfig6_pepita_afa_cifar', 'Sup. Fig. 6',
+     'AFA (eq. 11) follows PEPITA on CIFAR: the same final test accuracy within 0.5 points',
+     functools.partial(check_afa_follows_pepita, experiment='supfig6_pepita_afa_cifar')),
 ]
 
 def figure_checks(summaries:list) -> list:
