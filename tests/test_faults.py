@@ -76,21 +76,40 @@ def _run(out, env, *extra, timeout=300):
 def _error_lines(output:str) -> list:
     return [line for line in output.splitlines() if line.startswith(('error:', 'stopped by'))]
 
-@pytest.mark.parametrize('errno_, reason, pattern', [(28, 'No space left on device (ENOSPC)', '/units/'),
-                                                      (13, 'Permission denied (EACCES)', '/units/'),
-                                                      (30, 'Read-only file system (EROFS)', '/units/')])
-def test_os_error_while_writing_is_one_line_and_resumes(tmp_path, errno_, reason, pattern):
-    "The second unit's file cannot be written: one line naming it and the reason, the first unit kept, resume works."
+OS_ERRORS = [(28, 'No space left on device (ENOSPC)', 'free space on that disk'),
+             (13, 'Permission denied (EACCES)', 'give this user write access to it'),
+             (30, 'Read-only file system (EROFS)', 'make that file system writable')]
+
+def test_os_error_while_writing_is_one_line_and_resumes(tmp_path):
+    """The second unit's file cannot be written (ENOSPC, raised inside the kernel): one line naming it and the reason,
+    the first unit kept, resume works. The other errors take the same path (`parse_os_error`, `os_error_message`):
+    their lines are checked below without a run."""
     out = tmp_path/'run'
-    p = _run(out, _env(tmp_path, f'{errno_}:{pattern}:2'), '-p', 'rules', "['bp', 'fa']")
+    p = _run(out, _env(tmp_path, '28:/units/:2'), '-p', 'rules', "['bp', 'fa']")
     assert p.returncode != 0 and 'Traceback' not in p.output, p.output[-3000:]
     lines = _error_lines(p.output)
+    _, reason, fix = OS_ERRORS[0]
     assert len(lines) == 1 and f': {reason}; 1 finished unit(s) are kept in {out}' in lines[0], p.output[-3000:]
-    assert f'cannot write {out}/units/' in lines[0] and f'--out {out}' in lines[0], lines
+    assert f'cannot write {out}/units/' in lines[0] and f'--out {out}' in lines[0] and fix in lines[0], lines
     assert len(list((out/'units').glob('*.json'))) == 1
     r = _run(out, _env(tmp_path), '-p', 'rules', "['bp', 'fa']")
     assert r.returncode == 0 and (out/'DONE').exists(), r.output[-3000:]
     assert len(list((out/'units').glob('*.json'))) == 2
+
+@pytest.mark.parametrize('errno_, reason, fix', OS_ERRORS)
+def test_each_os_error_has_its_reason_and_fix(tmp_path, errno_, reason, fix):
+    "The line `localrules run` prints for an OSError a notebook raised while writing unit 2 (as the kernel reports it)."
+    import argparse
+    from localrules.cli import parse_os_error, os_error_message
+    (tmp_path/'units').mkdir()
+    (tmp_path/'units'/'a.json').write_text('[]')
+    target = tmp_path/'units'/'b.json'
+    err = OSError(errno_, os.strerror(errno_), str(target))
+    parsed = parse_os_error(type(err).__name__, str(err))
+    args = argparse.Namespace(name='bp_vs_fa', preset='smoke', param=[], device='auto', out=str(tmp_path), runs='runs')
+    line = os_error_message(*parsed, tmp_path, args)
+    assert line.startswith(f'error: cannot write {target}: {reason}; 1 finished unit(s) are kept in {tmp_path}; {fix}')
+    assert line.endswith(f'--out {tmp_path}') and '\n' not in line, line
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
 def test_signal_is_one_line_and_resumes(tmp_path, sig):
