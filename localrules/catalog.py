@@ -6,8 +6,8 @@ Docs: https://localrules.github.io/localrules/api/catalog.html.md"""
 
 # %% auto #0
 __all__ = ['COMPUTED_TIME', 'project_root', 'experiments_dir', 'stated_time', 'experiments', 'get_experiment', 'rules_table',
-           'paper_time', 'experiment_times', 'run_params', 'measured_runs', 'experiment_label', 'page_label',
-           'table_text', 'list_table', 'params_table']
+           'paper_time', 'experiment_times', 'measured_runs', 'experiment_label', 'page_label', 'table_text',
+           'list_table', 'params_table']
 
 # %% ../nbs/api/05a_catalog.ipynb #5c143848
 import difflib, os
@@ -96,21 +96,6 @@ def experiment_times(e:dict, rates:dict=None) -> dict:
     return dict(smoke=e['EXPERIMENT'].get('time', {}).get('smoke', '?'), paper=paper)
 
 
-# %% ../nbs/api/05a_catalog.ipynb #a51c0e12
-def run_params(name:str, # an experiment
-               run_id:str, # a run of it in the ledger
-               root=None # the checkout (None: `project_root()`)
-              ) -> dict:
-    "The parameters run `run_id` of experiment `name` ran with, as its ledger rows record them ({} when none)."
-    import json
-    path = Path(root or project_root())/'results'/'ledger'/f'{name}.jsonl'
-    if not path.exists(): return {}
-    for line in path.open():
-        if f'"run_id": "{run_id}"' not in line: continue
-        row = json.loads(line)
-        if row.get('run_id') == run_id: return json.loads(row.get('params') or '{}')
-    return {}
-
 # %% ../nbs/api/05a_catalog.ipynb #a51c0e13
 def measured_runs(name:str, # an experiment
                   paper:dict, # its `paper` preset's parameters
@@ -120,12 +105,16 @@ def measured_runs(name:str, # an experiment
     resumed part' where the time covers only that, and the parameters where the run differed from `paper`."""
     import csv, json
     from localrules.protocols.mlp_protocol import fmt_duration
-    path = Path(root or project_root())/'results'/'runtimes.csv'
-    if not path.exists(): return []
+    from localrules.report.ledger import run_params
+    from localrules.store import read_ledger
+    results = Path(root or project_root())/'results'
+    timed = [r for r in csv.DictReader((results/'runtimes.csv').open()) if r['experiment'] == name
+             and r['preset'] == 'paper'] if (results/'runtimes.csv').exists() else []
+    if not timed: return []
+    params = {row['run_id']: run_params(row['params']) for row in read_ledger(results/'ledger', name)}
     lines = []
-    for r in csv.DictReader(path.open()):
-        if r['experiment'] != name or r['preset'] != 'paper': continue
-        ran = run_params(name, r['run_id'], root)
+    for r in timed:
+        ran = params.get(r['run_id'], {})
         changed = [k for k in ran if k in paper and json.dumps(ran[k]) != json.dumps(paper[k])]
         what = [] if r.get('span', 'whole run') == 'whole run' else [r['span']]
         what += [f"with -p {', '.join(changed)}"] if changed else []
